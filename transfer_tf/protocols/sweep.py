@@ -1,0 +1,289 @@
+"""Resumable sweeps: one JSON file per cell, written atomically, finished cells skipped on rerun.
+
+A *cell* is a plain dict that says what to run: `protocol`, `model`, `architecture`, `settings`,
+`dataset`, `metric`, `stage`, `hparams`, `seed`, `per_class` (the keys of the result schema in
+docs/DESIGN.md that are known before running). `run_fn(cell)` runs it and returns the measured
+keys (`val_metric`, `test_metric`, `steps`, `history`, and optionally `predictions`, a dict of
+arrays such as `{"y_true": ..., "y_pred": ...}`). `run_cells` writes
+
+    <results_dir>/<protocol>/<cell_id>.json               the cell + its results
+    <results_dir>/<protocol>/<cell_id>.predictions.npz    per-example predictions (if any)
+
+The JSON is written last, through a temporary file renamed into place, so its existence means
+the cell finished: a sweep killed at any moment and rerun runs every cell exactly once to the end.
+Local paths use plain file operations; URLs (gs://...) go through tf.io.gfile, imported only then,
+so reading results never needs TensorFlow.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import json
+import math
+import os
+import re
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+
+import numpy as np
+
+PROTOCOLS = ("logreg", "finetune", "scratch")
+STAGES = ("grid", "final")
+
+# The result schema (docs/DESIGN.md), in the order the JSON files list them.
+SCHEMA_KEYS = (
+    "cell_id", "protocol", "model", "architecture", "settings", "dataset", "metric", "stage",
+    "hparams", "per_class", "seed", "steps", "wall_time_s", "git_commit", "val_metric",
+    "test_metric", "history", "predictions",
+)  # fmt: skip
+# Keys `run_fn` may return; everything else in a record comes from the cell or from the sweep.
+RESULT_KEYS = ("val_metric", "test_metric", "steps", "history", "predictions")
+PREDICTIONS_SUFFIX = ".predictions.npz"
+
+
+# ---------------------------------------------------------------------------------------------
+# File operations that work on local paths and on tf.io.gfile URLs.
+
+
+def _is_url(path: str) -> bool:
+    return "://" in str(path)
+
+
+def _gfile():
+    import tensorflow as tf  # Only for URLs: keeps local sweeps and results.load TF-free.
+
+    return tf.io.gfile
+
+
+def join(*parts: str) -> str:
+    if _is_url(parts[0]):
+        return "/".join(p.rstrip("/") for p in parts)
+    return os.path.join(*parts)
+
+
+def dirname(path: str) -> str:
+    return path.rsplit("/", 1)[0] if _is_url(path) else os.path.dirname(path)
+
+
+def exists(path: str) -> bool:
+    return _gfile().exists(path) if _is_url(path) else os.path.exists(path)
+
+
+def makedirs(path: str) -> None:
+    if _is_url(path):
+        _gfile().makedirs(path)
+    else:
+        os.makedirs(path, exist_ok=True)
+
+
+def read_bytes(path: str) -> bytes:
+    if _is_url(path):
+        with _gfile().GFile(path, "rb") as f:
+            return f.read()
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def listdir(path: str) -> list[str]:
+    if _is_url(path):
+        return [name.rstrip("/") for name in _gfile().listdir(path)]
+    return os.listdir(path)
+
+
+def isdir(path: str) -> bool:
+    return _gfile().isdir(path) if _is_url(path) else os.path.isdir(path)
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Writes `data` to a hidden temporary file beside `path`, then renames it into place.
+
+    A reader sees either no file or the whole file. Temporary names start with "." and do not end
+    in ".json", so `results.load` never mistakes one left by a kill for a cell.
+    """
+    name = path.rsplit("/", 1)[-1] if _is_url(path) else os.path.basename(path)
+    tmp = join(dirname(path), f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    if _is_url(path):
+        gfile = _gfile()
+        with gfile.GFile(tmp, "wb") as f:
+            f.write(data)
+        gfile.rename(tmp, path, overwrite=True)
+        return
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cells.
+
+
+def _plain(value):
+    """numpy scalars/arrays → Python values, so cells hash and serialise the same either way."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, np.bool_ | bool):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating | float):
+        value = float(value)
+        return None if math.isnan(value) else value
+    return value
+
+
+def canonical_json(cell: Mapping) -> str:
+    return json.dumps(_plain(cell), sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def cell_id(cell: Mapping) -> str:
+    """A stable id from the cell's whole content: `<protocol>-<model>-<dataset>-<stage>-<hash>`.
+
+    The hash covers every key of the cell (canonical JSON, sorted keys, floats in shortest
+    round-trip form), so two cells share an id only if they describe the same run; the prefix is
+    only for people reading directory listings.
+    """
+    digest = hashlib.sha256(canonical_json(cell).encode()).hexdigest()[:16]
+    words = [str(cell.get(k)) for k in ("protocol", "model", "dataset", "stage") if cell.get(k)]
+    if cell.get("per_class") is not None:
+        words.append(f"n{cell['per_class']}")
+    prefix = "-".join(re.sub(r"[^A-Za-z0-9_.]+", "_", w) for w in words) or "cell"
+    return f"{prefix}-{digest}"
+
+
+def cell_path(results_dir: str, cell: Mapping) -> str:
+    return join(results_dir, str(cell.get("protocol", "unknown")), cell_id(cell) + ".json")
+
+
+def load_record(path: str) -> dict | None:
+    """The finished record at `path`, or None if it is missing or unreadable."""
+    if not exists(path):
+        return None
+    try:
+        record = json.loads(read_bytes(path))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and "cell_id" in record else None
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The commit of the source tree this module runs from, or None outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=os.path.dirname(os.path.abspath(__file__)),
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = out.stdout.strip()
+    return commit or None
+
+
+def _format_hparams(hparams: Mapping) -> str:
+    parts = []
+    for name, value in hparams.items():
+        parts.append(f"{name}={value:.3g}" if isinstance(value, float) else f"{name}={value}")
+    return " ".join(parts)
+
+
+def _format_metric(value) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
+    return buffer.getvalue()
+
+
+def run_cell(cell: Mapping, results_dir: str, run_fn: Callable[[dict], Mapping]) -> dict:
+    """Runs one cell (unless it already finished) and returns its record."""
+    path = cell_path(results_dir, cell)
+    record = load_record(path)
+    if record is not None:
+        return record
+    cid = cell_id(cell)
+    start = time.time()
+    result = dict(run_fn(dict(cell)) or {})
+    wall_time_s = time.time() - start
+    unknown = set(result) - set(RESULT_KEYS)
+    if unknown:
+        raise ValueError(
+            f"run_fn for cell {cid} returned keys {sorted(unknown)} outside the result schema "
+            f"{list(RESULT_KEYS)}; put hyperparameters into the cell's 'hparams' instead."
+        )
+    makedirs(dirname(path))
+    predictions = result.pop("predictions", None)
+    predictions_name = None
+    if predictions is not None:
+        predictions_name = cid + PREDICTIONS_SUFFIX
+        atomic_write_bytes(join(dirname(path), predictions_name), _npz_bytes(predictions))
+    record = {key: None for key in SCHEMA_KEYS}
+    record["history"] = []
+    record.update(_plain(dict(cell)))
+    record.update(_plain(result))
+    record.update(
+        cell_id=cid,
+        wall_time_s=wall_time_s,
+        git_commit=git_commit(),
+        predictions=predictions_name,
+    )
+    ordered = {k: record[k] for k in SCHEMA_KEYS}
+    ordered.update({k: v for k, v in record.items() if k not in ordered})
+    atomic_write_bytes(path, (json.dumps(ordered, indent=1, allow_nan=False) + "\n").encode())
+    return ordered
+
+
+def run_cells(
+    cells: Iterable[Mapping],
+    results_dir: str,
+    run_fn: Callable[[dict], Mapping],
+    *,
+    progress: bool = True,
+) -> list[dict]:
+    """Runs every cell not yet finished under `results_dir`; returns all records in cell order.
+
+    Cells with the same content run once. `progress` prints one line per cell, e.g.
+    `[3/45] logreg efficientnet_lite0 digits grid l2=0.001 C=0.56  val=0.9312 (0.4s)`.
+    """
+    cells = [dict(c) for c in cells]
+    for cell in cells:
+        if cell.get("protocol") not in PROTOCOLS:
+            raise ValueError(f"cell {cell} has protocol {cell.get('protocol')!r}; use {PROTOCOLS}")
+    records: dict[str, dict] = {}
+    out = []
+    for i, cell in enumerate(cells, 1):
+        cid = cell_id(cell)
+        done_before = records.get(cid) or load_record(cell_path(results_dir, cell))
+        records[cid] = done_before or run_cell(cell, results_dir, run_fn)
+        out.append(records[cid])
+        if progress:
+            print(_progress_line(i, len(cells), cell, records[cid], bool(done_before)), flush=True)
+    return out
+
+
+def _progress_line(i: int, n: int, cell: Mapping, record: Mapping, done_before: bool) -> str:
+    words = [f"[{i}/{n}]"] + [str(cell.get(k)) for k in ("protocol", "model", "dataset", "stage")]
+    if cell.get("per_class") is not None:
+        words.append(f"per_class={cell['per_class']}")
+    words.append(_format_hparams(cell.get("hparams") or {}))
+    line = " ".join(w for w in words if w and w != "None")
+    line += f"  val={_format_metric(record.get('val_metric'))}"
+    line += f" test={_format_metric(record.get('test_metric'))}"
+    wall = record.get("wall_time_s")
+    line += " (done before)" if done_before else f" ({wall:.1f}s)"
+    return line

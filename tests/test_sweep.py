@@ -33,10 +33,7 @@ def test_cell_id_is_stable_readable_and_content_sensitive():
     ids = {sweep.cell_id(a)} | {sweep.cell_id(o) for o in others}
     assert len(ids) == 5
     # Same content → same id in another process (no per-process salt such as hash()).
-    code = (
-        "from transfer_tf.protocols import sweep; "
-        f"print(sweep.cell_id({a!r}))"
-    )
+    code = f"from transfer_tf.protocols import sweep; print(sweep.cell_id({a!r}))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == sweep.cell_id(a)
 
@@ -48,7 +45,10 @@ def test_run_cells_writes_schema_predictions_and_skips_finished(tmp_path, capsys
         calls.append(cell["hparams"]["C"])
         if cell["stage"] == "final":
             y = np.array([0, 1, 2, 1])
-            return {"test_metric": 0.75, "predictions": {"y_true": y, "y_pred": np.array([0, 1, 2, 2])}}
+            return {
+                "test_metric": 0.75,
+                "predictions": {"y_true": y, "y_pred": np.array([0, 1, 2, 2])},
+            }
         return {"val_metric": cell["hparams"]["C"] / 10, "steps": 7}
 
     cells = [_cell(1.0), _cell(2.0), _cell(1.0), _cell(2.0, stage="final")]
@@ -66,8 +66,12 @@ def test_run_cells_writes_schema_predictions_and_skips_finished(tmp_path, capsys
     assert final["val_metric"] is None and final["test_metric"] == 0.75
     assert final["history"] == [] and final["wall_time_s"] >= 0
     assert final["predictions"] == sweep.cell_id(cells[3]) + ".predictions.npz"
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                            cwd=os.path.dirname(sweep.__file__)).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"],
+        capture_output=True,
+        text=True,
+        cwd=os.path.dirname(sweep.__file__),
+    ).stdout.strip()
     assert final["git_commit"] == (commit or None)
 
     again = sweep.run_cells(cells, str(tmp_path), run_fn, progress=False)
@@ -125,8 +129,9 @@ def test_sweep_killed_with_sigkill_and_rerun_has_every_cell_exactly_once(tmp_pat
     script = tmp_path / "sweep.py"
     script.write_text(SWEEP_SCRIPT.replace("N_CELLS", str(N_CELLS)))
     out, log = tmp_path / "results", tmp_path / "calls.log"
-    proc = subprocess.Popen([sys.executable, str(script), str(out), str(log)],
-                            stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(out), str(log)], stdout=subprocess.DEVNULL
+    )
     deadline = time.time() + 60
     while time.time() < deadline:
         done = [f for f in os.listdir(out / "logreg")] if (out / "logreg").exists() else []
@@ -139,8 +144,9 @@ def test_sweep_killed_with_sigkill_and_rerun_has_every_cell_exactly_once(tmp_pat
     finished_before = {f for f in os.listdir(out / "logreg") if f.endswith(".json")}
     assert 4 <= len(finished_before) < N_CELLS  # killed mid-run
 
-    subprocess.run([sys.executable, str(script), str(out), str(log)], check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, str(script), str(out), str(log)], check=True, stdout=subprocess.DEVNULL
+    )
     calls = [float(c) for c in log.read_text().split()]
     # Every cell ran to completion once; only the cell interrupted by the kill ran twice.
     assert sorted(set(calls)) == [float(i) for i in range(N_CELLS)]

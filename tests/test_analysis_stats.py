@@ -12,9 +12,13 @@ def test_logit_matches_definition_and_handles_0_and_1():
     np.testing.assert_allclose(stats.logit(p), np.log(p / (1 - p)))
     np.testing.assert_allclose(stats.inverse_logit(stats.logit(p)), p)
     # Clipping without n.
-    np.testing.assert_allclose(stats.logit([0.0, 1.0]), [np.log(1e-4 / (1 - 1e-4)), np.log((1 - 1e-4) / 1e-4)])
+    np.testing.assert_allclose(
+        stats.logit([0.0, 1.0]), [np.log(1e-4 / (1 - 1e-4)), np.log((1 - 1e-4) / 1e-4)]
+    )
     # Half-count correction with n: (k + 0.5) / (n + 1); 0 of 9 correct -> 0.05, 9 of 9 -> 0.95.
-    np.testing.assert_allclose(stats.logit([0.0, 1.0], n=9), [np.log(0.05 / 0.95), np.log(0.95 / 0.05)])
+    np.testing.assert_allclose(
+        stats.logit([0.0, 1.0], n=9), [np.log(0.05 / 0.95), np.log(0.95 / 0.05)]
+    )
     assert np.isnan(stats.logit([np.nan, 0.5])[0])
     with pytest.raises(ValueError, match="divide percentages by 100"):
         stats.logit([75.0])

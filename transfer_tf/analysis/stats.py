@@ -83,7 +83,9 @@ def _paired_vectors(a, b, name_a: str, name_b: str, min_size: int) -> tuple[np.n
     a = np.asarray(a, dtype=np.float64).ravel()
     b = np.asarray(b, dtype=np.float64).ravel()
     if a.shape != b.shape:
-        raise ValueError(f"{name_a} and {name_b} must have the same length, got {a.size} and {b.size}.")
+        raise ValueError(
+            f"{name_a} and {name_b} must have the same length, got {a.size} and {b.size}."
+        )
     if a.size < min_size:
         raise ValueError(f"need at least {min_size} paired values, got {a.size}.")
     if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
@@ -122,7 +124,9 @@ def correlate(imagenet_logit, transfer_logit) -> Correlation:
     """r and rho of logit ImageNet top-1 against mean logit transfer accuracy (one value per model)."""
     x, y = _paired_vectors(imagenet_logit, transfer_logit, "imagenet_logit", "transfer_logit", 3)
     if np.ptp(x) == 0 or np.ptp(y) == 0:
-        raise ValueError("correlate: ImageNet or transfer accuracies are all equal; r is undefined.")
+        raise ValueError(
+            "correlate: ImageNet or transfer accuracies are all equal; r is undefined."
+        )
     r, r_p = pearson(x, y)
     rho, rho_p = spearman(x, y)
     slope, intercept = np.polyfit(x, y, 1)

@@ -1,0 +1,1 @@
+"""Study planning and execution: flagfiles -> steps (binary runs) -> local or Ray executor."""

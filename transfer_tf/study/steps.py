@@ -1,0 +1,157 @@
+"""A study as a graph of steps: each step is one run of one of our binaries with its flags.
+
+`transfer-study` never reimplements a binary: it plans command lines, and an executor (local
+process pool or Ray) runs them in dependency order. Binaries are themselves idempotent (sweeps skip
+finished cells), and a step that succeeded leaves a marker, so a rerun of a half-finished study
+starts where it stopped without even paying the TensorFlow import of finished steps.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+# Console-script name -> module, so a step runs with the current interpreter on any worker,
+# whether or not the console scripts are on PATH there.
+BINARIES = {
+    "transfer-make-tfrecords": "transfer_tf.bin.make_tfrecords",
+    "transfer-pretrain": "transfer_tf.bin.pretrain",
+    "transfer-export": "transfer_tf.bin.export",
+    "transfer-extract-features": "transfer_tf.bin.extract_features",
+    "transfer-logreg": "transfer_tf.bin.logreg",
+    "transfer-finetune": "transfer_tf.bin.finetune",
+    "transfer-scratch": "transfer_tf.bin.scratch",
+    "transfer-analyze": "transfer_tf.bin.analyze",
+}
+
+
+class StepFailed(RuntimeError):
+    """A step's command exited non-zero; the message carries the end of its log."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One command of a study. `argv[0]` is a binary name from BINARIES (or `python`)."""
+
+    name: str
+    argv: tuple[str, ...]
+    deps: tuple[str, ...] = ()
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+
+    def command(self) -> list[str]:
+        head, *rest = self.argv
+        if head in BINARIES:
+            return [sys.executable, "-m", BINARIES[head], *rest]
+        if head == "python":
+            return [sys.executable, *rest]
+        raise ValueError(
+            f"step {self.name!r}: unknown binary {head!r}; expected one of {sorted(BINARIES)}"
+        )
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(list(self.argv)).encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Step:
+        return cls(
+            name=d["name"], argv=tuple(d["argv"]), deps=tuple(d.get("deps", ())),
+            num_cpus=d.get("num_cpus", 1.0), num_gpus=d.get("num_gpus", 0.0),
+        )
+
+
+def topological_order(steps: list[Step]) -> list[Step]:
+    """Steps ordered so that every step comes after its deps; errors name the bad step."""
+    by_name: dict[str, Step] = {}
+    for step in steps:
+        if step.name in by_name:
+            raise ValueError(f"two steps are named {step.name!r}")
+        by_name[step.name] = step
+    for step in steps:
+        missing = [d for d in step.deps if d not in by_name]
+        if missing:
+            raise ValueError(f"step {step.name!r} depends on unknown steps {missing}")
+    order: list[Step] = []
+    state: dict[str, str] = {}
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        if state.get(name) == "done":
+            return
+        if state.get(name) == "active":
+            raise ValueError(f"steps form a cycle: {' -> '.join(path + (name,))}")
+        state[name] = "active"
+        for dep in by_name[name].deps:
+            visit(dep, path + (name,))
+        state[name] = "done"
+        order.append(by_name[name])
+
+    for step in steps:
+        visit(step.name, ())
+    return order
+
+
+def _die_with_parent() -> None:
+    # If the worker that runs a step is killed (a Ray worker, a killed study), its command must
+    # die too, or a retried step would race an orphan writing the same files.
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def marker_path(state_dir: str, step: Step) -> str:
+    return os.path.join(state_dir, "steps", f"{step.name}.done.json")
+
+
+def is_done(state_dir: str, step: Step) -> bool:
+    try:
+        with open(marker_path(state_dir, step)) as f:
+            return json.load(f).get("fingerprint") == step.fingerprint()
+    except (OSError, ValueError):
+        return False
+
+
+def run_step(step: Step, state_dir: str, *, env: dict | None = None) -> dict:
+    """Runs one step (skipped when its marker says it is done); returns its record.
+
+    The command's output goes to `<state_dir>/logs/<name>.log`; a failure raises StepFailed with
+    the last lines of that log.
+    """
+    if is_done(state_dir, step):
+        with open(marker_path(state_dir, step)) as f:
+            return {**json.load(f), "skipped": True}
+    os.makedirs(os.path.join(state_dir, "logs"), exist_ok=True)
+    os.makedirs(os.path.join(state_dir, "steps"), exist_ok=True)
+    log_path = os.path.join(state_dir, "logs", f"{step.name}.log")
+    start = time.time()
+    with open(log_path, "w") as log:
+        log.write("$ " + " ".join(step.argv) + "\n")
+        log.flush()
+        proc = subprocess.run(
+            step.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
+            preexec_fn=_die_with_parent,
+        )
+    wall = time.time() - start
+    if proc.returncode != 0:
+        with open(log_path) as f:
+            tail = "".join(f.readlines()[-25:])
+        raise StepFailed(
+            f"step {step.name!r} exited with {proc.returncode} after {wall:.0f} s; "
+            f"log {log_path}:\n{tail}"
+        )
+    record = {"name": step.name, "fingerprint": step.fingerprint(), "wall_time_s": wall,
+              "log": log_path, "skipped": False}
+    tmp = marker_path(state_dir, step) + f".tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(record, f)
+    os.replace(tmp, marker_path(state_dir, step))
+    return record

@@ -1,0 +1,155 @@
+"""SavedModel export: the network with its preprocessing inside the graph.
+
+Signatures (a client sends uint8 RGB images already resized / cropped to the model's square size
+S; `saved_model_cli show --all --dir <export_dir>` lists them):
+
+    serving_default(images: uint8 [None, S, S, 3]) -> {"probabilities": [None, C] float32,
+                                                         "logits": [None, C] float32}
+    features(images: uint8 [None, S, S, 3])        -> {"features": [None, D] float32}
+
+Probabilities are softmax (sigmoid for multi-label datasets). `features` is the global-pooled
+penultimate layer, what `transfer-extract-features` and logistic regression read. Loading needs
+TensorFlow only: `tf.saved_model.load(export_dir).signatures["features"](images=...)`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import keras
+import tensorflow as tf
+
+from transfer_tf.training.weights import restore_model_dir
+
+# Written to <export_dir>/assets.extra/ (the SavedModel convention for files TF does not read).
+EXPORT_INFO = "transfer_tf_export.json"
+
+
+class ServingModule(tf.Module):
+    """A tf.Module holding the Keras model and the two signature functions."""
+
+    def __init__(self, model: keras.Model, *, input_size: int, preprocessing: str,
+                 multi_label: bool = False):  # fmt: skip
+        super().__init__(name="transfer_tf_export")
+        from transfer_tf.models import preprocess
+
+        self.model = model
+        spec = tf.TensorSpec([None, input_size, input_size, 3], tf.uint8, name="images")
+
+        def outputs(images):
+            scaled = preprocess(tf.cast(images, tf.float32), preprocessing)
+            return self.model(scaled, training=False)
+
+        @tf.function(input_signature=[spec])
+        def serving_default(images):
+            logits = tf.cast(outputs(images)["logits"], tf.float32)
+            probabilities = tf.sigmoid(logits) if multi_label else tf.nn.softmax(logits, axis=-1)
+            return {"probabilities": probabilities, "logits": logits}
+
+        @tf.function(input_signature=[spec])
+        def features(images):
+            return {"features": tf.cast(outputs(images)["features"], tf.float32)}
+
+        self.serving_default = serving_default
+        self.features = features
+
+
+def export_saved_model(
+    model: keras.Model,
+    export_dir: str,
+    *,
+    input_size: int,
+    preprocessing: str,
+    multi_label: bool = False,
+    info: dict | None = None,
+) -> str:
+    """Writes `model` as a SavedModel with the `serving_default` and `features` signatures."""
+    if os.path.exists(os.path.join(export_dir, "saved_model.pb")):
+        raise FileExistsError(
+            f"{export_dir} already holds a SavedModel; pass a new --export_dir or delete it"
+        )
+    module = ServingModule(
+        model, input_size=input_size, preprocessing=preprocessing, multi_label=multi_label
+    )
+    tf.saved_model.save(
+        module,
+        export_dir,
+        signatures={"serving_default": module.serving_default, "features": module.features},
+    )
+    details = {
+        "input_size": int(input_size),
+        "preprocessing": preprocessing,
+        "input_dtype": "uint8",
+        "multi_label": bool(multi_label),
+        "signatures": {
+            "serving_default": ["probabilities", "logits"],
+            "features": ["features"],
+        },
+    }
+    details.update(info or {})
+    extra = os.path.join(export_dir, "assets.extra")
+    os.makedirs(extra, exist_ok=True)
+    with open(os.path.join(extra, EXPORT_INFO), "w") as f:
+        json.dump(details, f, indent=1, sort_keys=True)
+    return export_dir
+
+
+def export_model_dir(
+    model_dir: str, export_dir: str, *, use_ema: bool = True, model_builder=None
+) -> str:
+    """Exports the latest checkpoint of a training run (its EMA weights when it kept them)."""
+    from transfer_tf.training.loop import input_spec
+
+    model, config = restore_model_dir(model_dir, model_builder, use_ema=use_ema)
+    size, preprocessing = input_spec(config)
+    return export_saved_model(
+        model,
+        export_dir,
+        input_size=size,
+        preprocessing=preprocessing,
+        multi_label=config.multi_label,
+        info={
+            "source": "model_dir",
+            "model_dir": os.path.abspath(model_dir),
+            "model": config.model,
+            "dataset": config.dataset,
+            "num_classes": config.num_classes,
+            "settings": config.settings,
+            "ema": bool(use_ema and config.ema_decay > 0),
+            "step": _checkpoint_step(model_dir),
+        },
+    )
+
+
+def export_registry_model(
+    name: str,
+    export_dir: str,
+    *,
+    weights: str | None = "imagenet",
+    input_size: int | None = None,
+    num_classes: int = 1000,
+) -> str:
+    """Exports a registry model as built (e.g. EfficientNet-Lite with offline ImageNet weights)."""
+    from transfer_tf.models import build_model, get_spec
+
+    spec = get_spec(name)
+    size = int(input_size or spec.input_size)
+    model = build_model(name, num_classes, input_size=size, weights=weights)
+    return export_saved_model(
+        model,
+        export_dir,
+        input_size=size,
+        preprocessing=spec.preprocessing,
+        info={"source": "registry", "model": name, "weights": weights, "num_classes": num_classes},
+    )
+
+
+def _checkpoint_step(model_dir: str) -> int | None:
+    latest = tf.train.latest_checkpoint(os.path.join(model_dir, "ckpt"))
+    if not latest:
+        return None
+    try:
+        return int(latest.rsplit("-", 1)[-1])
+    except ValueError:
+        return None

@@ -1,0 +1,624 @@
+"""The generic training loop: pretraining, fine-tuning and training from scratch all run here.
+
+One `Trainer` = one run in one `model_dir`:
+
+    config.json   everything needed to rebuild the network and rerun the run (TrainConfig)
+    ckpt/         tf.train.CheckpointManager: model, optimizer (its step counter is the run's
+                  step), EMA averages, and on a single worker the tf.data iterator
+    tb/           TensorBoard: loss, top-1, learning rate, examples/s, eval metric, hparams
+    history.csv   eval metric against step
+
+Loss reduction under tf.distribute: each replica's per-example losses are summed and divided by
+the GLOBAL batch (`tf.nn.compute_average_loss`), the regularisation loss is divided by the number
+of replicas (`tf.nn.scale_regularization_loss`), and the optimizer all-reduces gradients by SUM,
+so every strategy computes the gradient of the same global-batch objective as one device would.
+Keras 3 BatchNormalization keeps per-replica moving statistics (variables with aggregation
+NONE); the loop averages them across replicas after every step so that all copies, checkpoints
+and exports agree.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from transfer_tf.training import distribute, schedules
+from transfer_tf.training.config import TrainConfig, check_resumable, save_config
+from transfer_tf.training.ema import ExponentialMovingAverage
+from transfer_tf.training.weights import CKPT_SUBDIR, init_from_model_dir, zero_classifier
+
+TB_SUBDIR = "tb"
+HISTORY_NAME = "history.csv"
+
+ModelBuilder = Callable[[TrainConfig], keras.Model]
+# input_fn(config, split, *, training, batch_size, repeat) -> tf.data.Dataset of (images, labels)
+InputFn = Callable[..., tf.data.Dataset]
+
+
+# ---------------------------------------------------------------------------------------------
+# The registry model and the registry data, as the loop's defaults.
+
+
+def input_spec(config: TrainConfig) -> tuple[int, str]:
+    """(image side, preprocessing name): the config's, else the registry model's."""
+    if config.input_size and config.preprocessing:
+        return int(config.input_size), config.preprocessing
+    from transfer_tf.models import get_spec
+
+    spec = get_spec(config.model)
+    return int(config.input_size or spec.input_size), config.preprocessing or spec.preprocessing
+
+
+def model_settings(config: TrainConfig):
+    from transfer_tf.models import TrainingSettings
+
+    return TrainingSettings.from_dict(config.settings) if config.settings else TrainingSettings()
+
+
+def default_model_builder(config: TrainConfig) -> keras.Model:
+    from transfer_tf.models import build_model
+
+    keras.utils.set_random_seed(config.seed)
+    return build_model(
+        config.model,
+        config.num_classes,
+        model_settings(config),
+        input_size=config.input_size,
+        weights=config.weights if config.init == "weights" else None,
+    )
+
+
+def default_input_fn(config, split, *, training, batch_size, repeat) -> tf.data.Dataset:
+    from transfer_tf.data import make_input
+
+    size, preprocessing = input_spec(config)
+    return make_input(
+        config.records_dir,
+        config.dataset,
+        split,
+        image_size=size,
+        preprocessing=preprocessing,
+        training=training,
+        batch_size=batch_size,
+        seed=config.seed,
+        repeat=repeat,
+        drop_remainder=training,
+        per_class=config.per_class if split == config.train_split else None,
+    )
+
+
+def count_examples(config: TrainConfig, input_fn: InputFn | None = None, split=None) -> int:
+    """Examples in `split` (default: the training split, after `per_class`), by reading it."""
+    split = split or config.train_split
+    ds = (input_fn or default_input_fn)(
+        config, split, training=False, batch_size=1024, repeat=False
+    )
+    count = ds.reduce(np.int64(0), lambda n, batch: n + tf.cast(tf.shape(batch[1])[0], tf.int64))
+    return int(count)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pieces of the step.
+
+
+def is_decayed(variable) -> bool:
+    """Weight decay applies to convolution and dense kernels (incl. depthwise / pointwise)."""
+    return variable.path.rsplit("/", 1)[-1].endswith("kernel")
+
+
+def per_example_loss(labels, outputs, *, num_classes, multi_label, label_smoothing,
+                     aux_loss_weight) -> tf.Tensor:  # fmt: skip
+    """Cross-entropy per example [B] (+ aux_loss_weight × the aux head's, when present).
+
+    Single-label: softmax cross-entropy with label smoothing. Multi-label (VOC): sigmoid
+    cross-entropy summed over classes, targets smoothed towards 1/2.
+    """
+
+    def loss(logits):
+        logits = tf.cast(logits, tf.float32)
+        if multi_label:
+            targets = tf.cast(labels, tf.float32)
+            if label_smoothing:
+                targets = targets * (1.0 - label_smoothing) + 0.5 * label_smoothing
+            return tf.reduce_sum(
+                tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits), axis=-1
+            )
+        one_hot = tf.one_hot(tf.cast(labels, tf.int32), num_classes)
+        return keras.losses.categorical_crossentropy(
+            one_hot, logits, from_logits=True, label_smoothing=label_smoothing
+        )
+
+    total = loss(outputs["logits"])
+    if "aux_logits" in outputs and aux_loss_weight:
+        total = total + aux_loss_weight * loss(outputs["aux_logits"])
+    return total
+
+
+def make_optimizer(config: TrainConfig, schedule) -> keras.optimizers.Optimizer:
+    """Keras 3 optimizers only (tf-models-official's Keras 2 optimizers do not run on Keras 3)."""
+    if config.optimizer == "rmsprop":
+        return keras.optimizers.RMSprop(
+            learning_rate=schedule,
+            rho=config.rmsprop_rho,
+            momentum=config.momentum,
+            epsilon=config.rmsprop_epsilon,
+        )
+    return keras.optimizers.SGD(
+        learning_rate=schedule,
+        momentum=config.momentum,
+        nesterov=config.optimizer == "sgd_nesterov",
+    )
+
+
+def _format_eta(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def _atomic_write_text(path: str, text: str) -> None:
+    tmp = os.path.join(
+        os.path.dirname(path), f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:8]}"
+    )
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def split_global_batch(strategy: tf.distribute.Strategy, images, labels):
+    """A global batch → per-replica values: replica i gets the i-th consecutive slice."""
+
+    def value_fn(context):
+        size = tf.shape(images)[0] // context.num_replicas_in_sync
+        start = context.replica_id_in_sync_group * size
+        return images[start : start + size], labels[start : start + size]
+
+    return strategy.experimental_distribute_values_from_function(value_fn)
+
+
+@dataclasses.dataclass
+class TrainResult:
+    model_dir: str
+    step: int
+    history: list[dict]
+    final_metric: float | None
+    examples_per_sec: float | None
+    resumed_from: int | None
+    train_loss: float | None
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class Trainer:
+    """Builds the network, optimizer, EMA, input and checkpoint of one run; `train()` runs it.
+
+    Args:
+      config: the run.
+      model_dir: where the run lives (created; an existing one is resumed).
+      strategy: a tf.distribute strategy; None = `distribute.make_strategy(config.tpu)`.
+      model_builder: config → keras.Model with dict outputs "logits", "features" (and
+        "aux_logits"); None = the registry (`transfer_tf.models.build_model`).
+      input_fn: (config, split, *, training, batch_size, repeat) → tf.data.Dataset of
+        (images, labels) with `batch_size` = the global batch; None = `transfer_tf.data`.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        model_dir: str,
+        *,
+        strategy: tf.distribute.Strategy | None = None,
+        model_builder: ModelBuilder | None = None,
+        input_fn: InputFn | None = None,
+    ):
+        self.strategy = strategy or distribute.make_strategy(config.tpu)
+        self.model_builder = model_builder or default_model_builder
+        self.input_fn = input_fn or default_input_fn
+        self.model_dir = model_dir
+        self.chief = distribute.is_chief(self.strategy)
+        self.num_replicas = self.strategy.num_replicas_in_sync
+        self.single_worker = distribute.num_workers(self.strategy) == 1
+        if config.batch_size % self.num_replicas:
+            raise ValueError(
+                f"--batch_size={config.batch_size} is not divisible by the {self.num_replicas} "
+                "replicas in sync; use a multiple of it"
+            )
+        if config.num_train_examples is None:
+            config = config.replace(num_train_examples=count_examples(config, self.input_fn))
+        self.config = config
+        check_resumable(config, model_dir)
+        if self.chief:
+            save_config(config, model_dir)
+
+        self.steps_per_epoch = schedules.steps_per_epoch(
+            config.num_train_examples, config.batch_size
+        )
+        warmup = schedules.epochs_to_steps(
+            config.warmup_epochs, config.num_train_examples, config.batch_size
+        )
+        decay = max(
+            1,
+            schedules.epochs_to_steps(
+                config.decay_epochs, config.num_train_examples, config.batch_size
+            ),
+        )
+        self.schedule = schedules.learning_rate_schedule(
+            config.lr_schedule,
+            config.peak_learning_rate,
+            total_steps=config.train_steps,
+            warmup_steps=warmup,
+            decay_steps=decay,
+            decay_rate=config.decay_rate,
+        )
+        self.label_smoothing = float((config.settings or {}).get("label_smoothing", 0.0))
+
+        with self.strategy.scope():
+            self.model = self.model_builder(config)
+            self.optimizer = make_optimizer(config, self.schedule)
+            # Keras 3 optimizers create their slots lazily; under tf.distribute that must happen
+            # in the strategy's scope, outside tf.function.
+            self.optimizer.build(self.model.trainable_variables)
+            self.ema = (
+                ExponentialMovingAverage(self.model, config.ema_decay) if config.ema_decay else None
+            )
+        self.bn_momentum = self._set_bn_momentum()
+        self.decayed = [v for v in self.model.trainable_variables if is_decayed(v)]
+        self.replica_synced = [
+            w for w in self.model.non_trainable_weights if keras.backend.is_float_dtype(w.dtype)
+        ]
+
+        dataset = self.input_fn(
+            config, config.train_split, training=True, batch_size=config.batch_size, repeat=True
+        )
+        items = {"model": self.model, "optimizer": self.optimizer}
+        if self.ema is not None:
+            items["ema"] = self.ema
+        # tf.distribute's distributed iterators cannot be checkpointed; on a single worker the loop
+        # reads global batches from a plain (checkpointable) tf.data iterator and splits each one
+        # into consecutive per-replica slices, which is what experimental_distribute_dataset does.
+        self.checkpoints_input = bool(
+            config.checkpoint_input
+            and self.single_worker
+            and not isinstance(self.strategy, tf.distribute.TPUStrategy)
+        )
+        if self.checkpoints_input:
+            self.iterator = iter(dataset)
+            items["train_iterator"] = self.iterator
+        else:
+            options = tf.data.Options()
+            options.experimental_distribute.auto_shard_policy = distribute.autoshard_policy(
+                config.autoshard
+            )
+            distributed = self.strategy.experimental_distribute_dataset(
+                dataset.with_options(options)
+            )
+            self.iterator = iter(distributed)
+        self.checkpoint = tf.train.Checkpoint(**items)
+        self.ckpt_dir = os.path.join(model_dir, CKPT_SUBDIR)
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint,
+            distribute.write_dir(self.ckpt_dir, self.strategy),
+            max_to_keep=config.keep_checkpoints,
+        )
+        self.resumed_from = self._restore_or_initialise()
+        self._train_steps = self._make_train_steps()
+        self._predict = tf.function(
+            lambda images: self.model(images, training=False)["logits"], reduce_retracing=True
+        )
+
+    # -- set-up ---------------------------------------------------------------------------------
+
+    def _set_bn_momentum(self) -> float | None:
+        momentum = self.config.bn_momentum
+        if momentum is None:
+            return None
+        if momentum == "auto":
+            momentum = schedules.finetune_bn_momentum(self.steps_per_epoch)
+        for layer in self.model._flatten_layers(include_self=False):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = float(momentum)
+        return float(momentum)
+
+    def _restore_or_initialise(self) -> int | None:
+        latest = tf.train.latest_checkpoint(self.ckpt_dir)
+        if latest:
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
+            step = self.step
+            logging.info("restored %s at step %d", latest, step)
+            return step
+        if self.config.init == "model_dir":
+            copied = init_from_model_dir(self.model, self.config.init_model_dir)
+            logging.info("initialised %d weights from %s", copied, self.config.init_model_dir)
+        if self.config.init != "random":
+            zero_classifier(self.model)
+        if self.ema is not None:
+            for average, weight in zip(self.ema.averages, self.ema._weights(), strict=True):
+                average.assign(weight.value.read_value())
+        return None
+
+    @property
+    def step(self) -> int:
+        return int(self.optimizer.iterations.numpy())
+
+    # -- the step -------------------------------------------------------------------------------
+
+    def _replica_step(self, images, labels):
+        config = self.config
+        with tf.GradientTape() as tape:
+            outputs = self.model(images, training=True)
+            per_example = per_example_loss(
+                labels,
+                outputs,
+                num_classes=config.num_classes,
+                multi_label=config.multi_label,
+                label_smoothing=self.label_smoothing,
+                aux_loss_weight=config.aux_loss_weight,
+            )
+            data_loss = tf.nn.compute_average_loss(per_example, global_batch_size=config.batch_size)
+            regularization = tf.constant(0.0)
+            if config.weight_decay and self.decayed:
+                regularization += config.weight_decay * tf.add_n(
+                    [tf.nn.l2_loss(tf.cast(v.value, tf.float32)) for v in self.decayed]
+                )
+            if self.model.losses:
+                regularization += tf.add_n([tf.cast(x, tf.float32) for x in self.model.losses])
+            loss = data_loss + tf.nn.scale_regularization_loss(regularization)
+        variables = self.model.trainable_variables
+        grads = tape.gradient(loss, variables)
+        self.optimizer.apply_gradients(zip(grads, variables, strict=True))
+        if self.replica_synced and self.num_replicas > 1:
+            context = tf.distribute.get_replica_context()
+            means = context.all_reduce(
+                tf.distribute.ReduceOp.MEAN, [w.value.read_value() for w in self.replica_synced]
+            )
+            for w, mean in zip(self.replica_synced, means, strict=True):
+                w.value.assign(mean)
+        if config.multi_label:
+            correct = tf.constant(0.0)
+        else:
+            predicted = tf.argmax(outputs["logits"], axis=-1, output_type=tf.int32)
+            correct = tf.reduce_sum(
+                tf.cast(tf.equal(predicted, tf.cast(labels, tf.int32)), tf.float32)
+            )
+        return loss, correct
+
+    def _make_train_steps(self):
+        strategy = self.strategy
+        ema = self.ema
+        optimizer = self.optimizer
+        host_batches = self.checkpoints_input and self.num_replicas > 1
+
+        @tf.function
+        def train_steps(iterator, num_steps):
+            loss_sum = tf.constant(0.0)
+            correct = tf.constant(0.0)
+            for _ in tf.range(num_steps):
+                images, labels = next(iterator)
+                if host_batches:
+                    images, labels = split_global_batch(strategy, images, labels)
+                loss, right = strategy.run(self._replica_step, args=(images, labels))
+                loss_sum += strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
+                correct += strategy.reduce(tf.distribute.ReduceOp.SUM, right, axis=None)
+                if ema is not None:
+                    ema.update(optimizer.iterations, strategy)
+            return loss_sum, correct
+
+        return train_steps
+
+    # -- evaluation -----------------------------------------------------------------------------
+
+    def predict(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """(labels, scores) on `split` with the evaluation weights (the EMA averages if kept).
+
+        Scores are softmax probabilities (sigmoid for multi-label). Every worker evaluates the
+        whole split on its own device; the chief reports.
+        """
+        dataset = self.input_fn(
+            self.config, split, training=False, batch_size=self.eval_batch_size, repeat=False
+        )
+        labels, logits = [], []
+        with self.ema.swapped() if self.ema is not None else _nullcontext():
+            for images, y in dataset:
+                logits.append(self._predict(images).numpy())
+                labels.append(y.numpy())
+        if not logits:
+            raise ValueError(f"split {split!r} of dataset {self.config.dataset!r} is empty")
+        logits = np.concatenate(logits).astype(np.float64)
+        if self.config.multi_label:
+            scores = 1.0 / (1.0 + np.exp(-logits))
+        else:
+            shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+            scores = shifted / shifted.sum(axis=1, keepdims=True)
+        return np.concatenate(labels), scores
+
+    def evaluate(self, split: str) -> float:
+        from transfer_tf.metrics import METRICS
+
+        if self.config.metric not in METRICS:
+            raise ValueError(f"unknown metric {self.config.metric!r}; known: {sorted(METRICS)}")
+        labels, scores = self.predict(split)
+        return float(METRICS[self.config.metric](labels, scores))
+
+    @property
+    def eval_batch_size(self) -> int:
+        return int(self.config.eval_batch_size or self.config.batch_size)
+
+    # -- bookkeeping ----------------------------------------------------------------------------
+
+    def _history_path(self) -> str:
+        return os.path.join(self.model_dir, HISTORY_NAME)
+
+    def _load_history(self, up_to_step: int) -> list[dict]:
+        path = self._history_path()
+        if not os.path.exists(path):
+            return []
+        with open(path) as f:
+            rows = list(csv.DictReader(f))
+        out = []
+        for row in rows:
+            try:
+                entry = {"step": int(row["step"]), "val_metric": float(row["val_metric"])}
+            except (KeyError, TypeError, ValueError):
+                continue  # a line cut by a kill
+            if entry["step"] <= up_to_step:
+                out.append(entry)
+        return out
+
+    def _write_history(self, history: list[dict]) -> None:
+        if not self.chief:
+            return
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=["step", "val_metric"])
+        writer.writeheader()
+        writer.writerows(history)
+        _atomic_write_text(self._history_path(), buffer.getvalue())
+
+    def save(self) -> str:
+        path = self.manager.save(checkpoint_number=self.step)
+        if not self.chief:
+            # Non-chief workers take part in the collective save but keep nothing.
+            shutil.rmtree(self.manager.directory, ignore_errors=True)
+        return path
+
+    def _summary_writer(self):
+        if self.chief:
+            return tf.summary.create_file_writer(os.path.join(self.model_dir, TB_SUBDIR))
+        return tf.summary.create_noop_writer()
+
+    def _write_hparams(self, writer) -> None:
+        from tensorboard.plugins.hparams import api as hp
+
+        hparams = {}
+        for key, value in self.config.to_dict().items():
+            if key == "settings":
+                for name, v in (value or {}).items():
+                    hparams[f"settings.{name}"] = v
+            elif isinstance(value, bool | int | float | str):
+                hparams[key] = value
+        hparams["num_replicas"] = self.num_replicas
+        with writer.as_default():
+            hp.hparams(hparams, trial_id=os.path.basename(os.path.abspath(self.model_dir)))
+
+    # -- the run --------------------------------------------------------------------------------
+
+    def train(self) -> TrainResult:
+        config = self.config
+        total = config.train_steps
+        step = self.step
+        history = self._load_history(step)
+        writer = self._summary_writer()
+        if step == 0:
+            self._write_hparams(writer)
+        logging.info(
+            "training %s on %s/%s: %d steps of %d images over %d replica(s), lr %.4g (peak), "
+            "%d steps/epoch, BN momentum %s, %s",
+            config.model, config.dataset, config.train_split, total, config.batch_size,
+            self.num_replicas, config.peak_learning_rate, self.steps_per_epoch,
+            self.bn_momentum if self.bn_momentum is not None else "model default",
+            f"resuming at step {step}" if step else "from the start",
+        )  # fmt: skip
+        boundaries = [config.log_every, config.checkpoint_every]
+        if config.eval_split and config.eval_every:
+            boundaries.append(config.eval_every)
+        last_loss = None
+        seen_examples, seen_seconds = 0, 0.0
+        while step < total:
+            target = min([total] + [(step // b + 1) * b for b in boundaries])
+            num_steps = target - step
+            start = time.time()
+            loss_sum, correct = self._train_steps(self.iterator, tf.constant(num_steps))
+            loss_sum, correct = float(loss_sum), float(correct)
+            seconds = time.time() - start
+            step = self.step
+            if step != target:
+                raise RuntimeError(f"optimizer step {step} after running to {target}: lost steps")
+            if not math.isfinite(loss_sum):
+                raise FloatingPointError(
+                    f"loss is {loss_sum} at step {step} of {self.model_dir}; lower --learning_rate "
+                    "or --weight_decay"
+                )
+            examples = num_steps * config.batch_size
+            rate = examples / max(seconds, 1e-9)
+            seen_examples += examples
+            seen_seconds += seconds
+            last_loss = loss_sum / num_steps
+            top1 = correct / examples
+            lr = float(self.schedule(step))
+            eta = (total - step) * seconds / num_steps
+            with writer.as_default(step=step):
+                tf.summary.scalar("train/loss", last_loss)
+                if not config.multi_label:
+                    tf.summary.scalar("train/top1", top1)
+                tf.summary.scalar("train/learning_rate", lr)
+                tf.summary.scalar("train/examples_per_sec", rate)
+            if step % config.log_every == 0 or step == total:
+                logging.info(
+                    "step %d/%d  loss %.4f  top1 %.3f  lr %.4g  %.1f examples/s  ETA %s",
+                    step, total, last_loss, top1, lr, rate, _format_eta(eta),
+                )  # fmt: skip
+            if step % config.checkpoint_every == 0 or step == total:
+                self.save()
+            evaluate = config.eval_split and (
+                step == total or (config.eval_every and step % config.eval_every == 0)
+            )
+            if evaluate:
+                metric = self.evaluate(config.eval_split)
+                history = [h for h in history if h["step"] != step] + [
+                    {"step": step, "val_metric": metric}
+                ]
+                self._write_history(history)
+                with writer.as_default(step=step):
+                    tf.summary.scalar(f"eval/{config.metric}", metric)
+                logging.info(
+                    "step %d/%d  %s %s %.4f", step, total, config.eval_split, config.metric, metric
+                )
+        if self.manager.latest_checkpoint is None or not self.manager.latest_checkpoint.endswith(
+            f"-{step}"
+        ):
+            self.save()
+        final_metric = None
+        if config.eval_split:
+            done = [h for h in history if h["step"] == step]
+            if done:
+                final_metric = done[-1]["val_metric"]
+            else:
+                final_metric = self.evaluate(config.eval_split)
+                history.append({"step": step, "val_metric": final_metric})
+                self._write_history(history)
+        writer.flush()
+        return TrainResult(
+            model_dir=self.model_dir,
+            step=step,
+            history=history,
+            final_metric=final_metric,
+            examples_per_sec=seen_examples / seen_seconds if seen_seconds else None,
+            resumed_from=self.resumed_from,
+            train_loss=last_loss,
+        )
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def train(config: TrainConfig, model_dir: str, **kwargs) -> TrainResult:
+    """Runs (or resumes) `config` in `model_dir`; keyword arguments go to `Trainer`."""
+    return Trainer(config, model_dir, **kwargs).train()

@@ -1,0 +1,299 @@
+"""The report on a synthetic study with a known answer: transfer logit = a_d + b * ImageNet logit
++ noise, written through the real sweep writer and read back with transfer_tf.results.load."""
+
+import json
+import os
+import subprocess
+import sys
+
+import matplotlib.image
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as scipy_stats
+
+from transfer_tf import results
+from transfer_tf.analysis import report, stats, tables
+from transfer_tf.protocols import sweep
+
+SLOPE = 1.5
+DATASET_OFFSET = {"d0": 0.8, "d1": 0.0, "d2": -0.6}
+N_TEST = 2000
+FAIR_TOP1 = np.linspace(0.70, 0.80, 6)
+PER_CLASS = (5, 10, 20, 40)
+
+
+def _model_table() -> pd.DataFrame:
+    rows = [
+        {"model": f"m{i}", "architecture": f"arch{i}", "settings": "fair",
+         "imagenet_top1": float(t), "top1_source": "synthetic"}
+        for i, t in enumerate(FAIR_TOP1)
+    ]  # fmt: skip
+    rows.append({"model": "m0_default", "architecture": "arch0", "settings": "inception_default",
+                 "imagenet_top1": 0.705, "top1_source": "synthetic"})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _true_logits(table: pd.DataFrame, rng) -> dict:
+    """logit test accuracy per (protocol, model, dataset): the known answer."""
+    values = {}
+    for row in table.itertuples():
+        x = stats.logit(row.imagenet_top1)
+        for dataset, offset in DATASET_OFFSET.items():
+            base = offset + SLOPE * (x - 1.0)
+            # Inception-default pretraining: much worse fixed features, slightly worse fine-tuning.
+            penalty = {"fair": (0.0, 0.0)}.get(row.settings, (0.5, 0.1))
+            values["logreg", row.model, dataset] = base - penalty[0] + rng.normal(scale=0.03)
+            values["finetune", row.model, dataset] = (
+                base + 0.4 - penalty[1] + rng.normal(scale=0.03)
+            )
+            values["scratch", row.model, dataset] = base + 0.1 + rng.normal(scale=0.3)
+    return values
+
+
+def _cells(table: pd.DataFrame, truth: dict) -> tuple[list[dict], dict]:
+    cells, outputs = [], {}
+    info = table.set_index("model")
+    for (protocol, model, dataset), value in truth.items():
+        cell = {"protocol": protocol, "model": model, "architecture": info.loc[model, "architecture"],
+                "settings": info.loc[model, "settings"], "dataset": dataset, "metric": "top1",
+                "stage": "final", "hparams": {"lr": 0.1}, "seed": 0, "per_class": None}  # fmt: skip
+        cells.append(cell)
+        outputs[sweep.cell_id(cell)] = ("final", value)
+        if protocol == "logreg":  # A grid cell that must not enter the test tables.
+            grid = {**cell, "stage": "grid", "hparams": {"C": 1.0}}
+            cells.append(grid)
+            outputs[sweep.cell_id(grid)] = ("grid", value)
+        if model in ("m0", "m5") and dataset != "d2":
+            for per_class in PER_CLASS:
+                gap = {"finetune": 2.0 / np.sqrt(per_class), "scratch": 0.0, "logreg": 1.0}[
+                    protocol
+                ]
+                sub = {**cell, "per_class": per_class}
+                cells.append(sub)
+                outputs[sweep.cell_id(sub)] = (
+                    "subset",
+                    value - 2.0 + 0.2 * np.log2(per_class) + gap,
+                )
+    return cells, outputs
+
+
+def _run_fn(outputs: dict, rng):
+    def run(cell):
+        kind, value = outputs[sweep.cell_id(cell)]
+        accuracy = float(stats.inverse_logit(value))
+        if kind == "grid":
+            return {"val_metric": accuracy}
+        correct = np.zeros(N_TEST, bool)
+        correct[rng.permutation(N_TEST)[: int(round(accuracy * N_TEST))]] = True
+        y_true = np.arange(N_TEST) % 10
+        y_pred = np.where(correct, y_true, (y_true + 1) % 10)
+        out = {
+            "test_metric": float(correct.mean()),
+            "predictions": {"y_true": y_true, "y_pred": y_pred},
+        }
+        if kind == "final" and cell["protocol"] in ("finetune", "scratch"):
+            tau = 200.0 if cell["protocol"] == "finetune" else 1500.0
+            steps = np.arange(100, 4001, 100)
+            curve = accuracy * (1.0 - 0.9 * np.exp(-steps / tau))
+            out["history"] = [
+                {"step": int(s), "val_metric": float(v)} for s, v in zip(steps, curve, strict=True)
+            ]
+            out["steps"] = 4000
+        return out
+
+    return run
+
+
+def _write_features(features_dir: str, rng) -> None:
+    centers = rng.normal(size=(12, 16))
+    for model, spread in (("m0", 0.3), ("m0_default", 1.5)):
+        labels = np.repeat(np.arange(12), 15)
+        features = centers[labels] + spread * rng.normal(size=(len(labels), 16))
+        folder = os.path.join(features_dir, model, "d0")
+        os.makedirs(folder)
+        np.savez(
+            os.path.join(folder, "test.npz"), features=features.astype(np.float32), labels=labels
+        )
+        np.savez(
+            os.path.join(folder, "train.npz"), features=features.astype(np.float32), labels=labels
+        )
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    rng = np.random.default_rng(0)
+    table = _model_table()
+    truth = _true_logits(table, rng)
+    cells, outputs = _cells(table, truth)
+    sweep.run_cells(cells, str(root / "results"), _run_fn(outputs, rng), progress=False)
+    _write_features(str(root / "features"), rng)
+    table.to_csv(root / "models.csv", index=False)
+    frame = results.load(str(root / "results"))
+    headline = report.write_report(frame, table, str(root / "report"), str(root / "features"),
+                                   num_bootstrap=400, permutation_samples=2000)  # fmt: skip
+    return {"root": root, "frame": frame, "table": table, "headline": headline}
+
+
+def test_correlation_is_recovered(study):
+    fit = study["headline"]["correlations"]["logreg/fair"]
+    assert study["headline"]["primary_settings"] == "fair"
+    assert fit["n_models"] == 6 and fit["n_datasets"] == 3
+    assert fit["r_ci"][0] <= fit["r"] <= fit["r_ci"][1]
+    assert fit["r"] > 0.95 and fit["p"] < 0.01
+    assert fit["slope_ci"][0] < SLOPE < fit["slope_ci"][1]
+    assert fit["slope"] == pytest.approx(SLOPE, abs=0.25)
+    # Oracle: the same numbers straight from the test accuracies with numpy/scipy.
+    best = study["frame"][(study["frame"]["stage"] == "final") & study["frame"]["per_class"].isna()]
+    lr = best[(best["protocol"] == "logreg") & best["model"].str.fullmatch(r"m\d")]
+    mean_logit = lr.groupby("model")["test_metric"].apply(lambda a: np.mean(stats.logit(a)))
+    x = stats.logit(study["table"].set_index("model").loc[mean_logit.index, "imagenet_top1"])
+    assert fit["r"] == pytest.approx(scipy_stats.pearsonr(x, mean_logit).statistic)
+    assert fit["spearman_rho"] == pytest.approx(scipy_stats.spearmanr(x, mean_logit).statistic)
+    assert "logreg/all" in study["headline"]["correlations"]  # 7 models incl. the default one
+
+
+def test_tables_win_counts_and_tests_match_oracles(study):
+    out = study["root"] / "report"
+    best = pd.read_csv(out / "best_test_metric.csv")
+    assert len(best) == 7 * 3 * 3  # grid and subset cells excluded
+    frame = study["frame"]
+    final = frame[(frame["stage"] == "final") & frame["per_class"].isna()]
+    pivot = final.pivot_table(index=["model", "dataset"], columns="protocol", values="test_metric")
+    expected = int((pivot["finetune"] > pivot["logreg"]).sum())
+    assert study["headline"]["win_counts"]["finetune_beats_logreg"] == {
+        "wins": expected,
+        "total": 21,
+    }
+    wins = pd.read_csv(out / "win_counts.csv").set_index("winner")
+    assert wins.loc["finetune"].iloc[0]["wins"] == expected
+
+    tests = pd.read_csv(out / "across_models_tests.csv")
+    row = tests[(tests["dataset"] == "d1") & (tests["comparison"] == "finetune vs logreg")].iloc[0]
+    d1 = final[final["dataset"] == "d1"].pivot_table(
+        index="model", columns="protocol", values="test_metric"
+    )
+    ref = scipy_stats.wilcoxon(stats.logit(d1["finetune"]), stats.logit(d1["logreg"]))
+    assert row["wilcoxon_p"] == pytest.approx(ref.pvalue)
+    assert row["n_models"] == 7 and row["wins"] == 7
+
+    mc = pd.read_csv(out / "mcnemar_top_models.csv")
+    assert len(mc) == 9 and mc["note"].isna().all()
+    row = mc[(mc["dataset"] == "d0") & (mc["protocol"] == "finetune")].iloc[0]
+    paths = final.set_index(["protocol", "model", "dataset"])["predictions_path"]
+    correct = []
+    for model in (row["model_a"], row["model_b"]):
+        p = results.load_predictions(paths["finetune", model, "d0"])
+        correct.append(p["y_true"] == p["y_pred"])
+    a_only = int(np.sum(correct[0] & ~correct[1]))
+    b_only = int(np.sum(correct[1] & ~correct[0]))
+    assert row["mcnemar_p"] == pytest.approx(scipy_stats.binomtest(a_only, a_only + b_only).pvalue)
+    assert abs(row["permutation_p"] - row["mcnemar_p"]) < 0.05
+
+
+def test_convergence_and_subset_findings(study):
+    conv = study["headline"]["convergence"]
+    # 1 - 0.9 exp(-s / tau) reaches 90% of its final odds at s ~ tau * ln(9 / ...): finetune far sooner.
+    assert conv["n_pairs"] == 21 and conv["speedup"] > 4
+    steps = pd.read_csv(study["root"] / "report" / "convergence.csv")
+    run = steps[(steps["protocol"] == "finetune")].iloc[0]
+    assert run["steps_to_90"] % 100 == 0 and run["steps_to_90"] <= 1000
+    verdicts = {f["finding"]: f["holds"] for f in study["headline"]["findings"]}
+    assert verdicts["ImageNet accuracy predicts logistic regression accuracy"] is True
+    assert verdicts["Fine-tuning beats logistic regression"] is True
+    assert verdicts["The benefit of pretraining shrinks as the training set grows (Fig. 9)"] is True
+    assert verdicts["ImageNet pretraining speeds up convergence (steps to 90% of max odds)"] is True
+    assert verdicts[
+        "Regularized (Inception-default) training gives a less separable feature space (Fig. 4)"
+    ] is True  # fmt: skip
+    assert verdicts[
+        "Fair training settings transfer better with fixed features, less so when fine-tuned"
+    ] is True  # fmt: skip
+    # 7 models: the exact Wilcoxon p cannot go below 2 / 2^7 > 0.01, the paper's level.
+    wilcoxon = "Fine-tuning is significantly better than logistic regression per dataset (Wilcoxon)"
+    assert verdicts[wilcoxon] is None
+
+
+EXPECTED_FIGURES = (
+    "fig1", "fig2_logreg", "fig2_finetune", "fig2_scratch", "fig2_logreg_datasets",
+    "fig2_finetune_datasets", "fig2_scratch_datasets", "fig3_settings_logreg",
+    "fig5_settings_finetune", "fig6_protocols", "fig7_scratch_vs_finetune", "fig8_convergence",
+    "fig9_subset_size", "fig4_tsne", "fig4_class_separation",
+)  # fmt: skip
+
+
+def _assert_not_blank(path):
+    image = matplotlib.image.imread(path)[..., :3]
+    non_white = np.mean(np.any(image < 0.95, axis=-1))
+    assert image.std() > 0.05, path
+    assert non_white > 0.02, (path, non_white)
+
+
+def test_every_figure_exists_and_is_not_blank(study):
+    figures = study["headline"]["figures"]
+    assert not study["headline"]["skipped"], study["headline"]["skipped"]
+    assert set(figures) == set(EXPECTED_FIGURES)
+    for path in figures.values():
+        _assert_not_blank(path)
+
+
+def test_report_files_state_findings(study):
+    out = study["root"] / "report"
+    md = (out / "report.md").read_text()
+    page = (out / "report.html").read_text()
+    r = study["headline"]["correlations"]["logreg/fair"]["r"]
+    assert f"is {r:.2f} (95% CI" in md and "the paper's finding (r = 0.99" in md
+    assert "data:image/png;base64," in page and page.count("<img") == len(EXPECTED_FIGURES)
+    assert "McNemar" in page and "Wilcoxon" in page
+    for name in EXPECTED_FIGURES:
+        assert f"figures/{name}.png" in md
+    assert json.loads((out / "headline.json").read_text())["win_counts"]
+
+
+def test_missing_protocols_skip_figures_with_reasons(study, tmp_path):
+    frame = study["frame"]
+    only_logreg = frame[frame["protocol"] == "logreg"]
+    headline = report.write_report(only_logreg, study["table"], str(tmp_path), num_bootstrap=50)
+    skipped = headline["skipped"]
+    for name in ("fig2_scratch", "fig6_protocols", "fig7_scratch_vs_finetune", "fig8_convergence",
+                 "fig4_tsne", "fig5_settings_finetune"):  # fmt: skip
+        assert name in skipped and skipped[name], name
+    assert "fig2_logreg" in headline["figures"]
+    holds = {f["finding"]: f["holds"] for f in headline["findings"]}
+    assert holds["Fine-tuning beats logistic regression"] is None
+    assert "fig8_convergence" in (tmp_path / "report.md").read_text()
+
+
+def test_bad_inputs_name_the_problem(study, tmp_path):
+    table = study["table"].assign(imagenet_top1=study["table"]["imagenet_top1"] * 100)
+    with pytest.raises(ValueError, match="divide percentages by 100"):
+        report.write_report(study["frame"], table, str(tmp_path))
+    with pytest.raises(ValueError, match="transfer_tf.results.load"):
+        report.write_report(pd.DataFrame({"model": ["m0"]}), study["table"], str(tmp_path))
+    grid_only = study["frame"][study["frame"]["stage"] == "grid"]
+    with pytest.raises(ValueError, match="final"):
+        report.write_report(grid_only, study["table"], str(tmp_path))
+    with pytest.raises(ValueError, match="more than once"):
+        tables.validate_model_table(pd.concat([study["table"]] * 2))
+
+
+@pytest.mark.subprocess
+def test_transfer_analyze_binary(study, tmp_path):
+    root = study["root"]
+    out = subprocess.run(
+        [sys.executable, "-m", "transfer_tf.bin.analyze", f"--results_dir={root / 'results'}",
+         f"--model_table={root / 'models.csv'}", f"--output_dir={tmp_path}",
+         "--num_bootstrap=100", "--permutation_samples=200"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"report: {tmp_path / 'report.html'}" in out.stdout
+    assert "r[logreg/fair] = " in out.stdout and "finetune_beats_logreg: " in out.stdout
+    assert (tmp_path / "report.md").exists()
+    bad = subprocess.run(
+        [sys.executable, "-m", "transfer_tf.bin.analyze", f"--results_dir={root / 'nowhere'}",
+         f"--model_table={root / 'models.csv'}", f"--output_dir={tmp_path}"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert bad.returncode != 0 and "nowhere" in bad.stderr

@@ -1,0 +1,74 @@
+"""transfer-analyze: the paper's statistics, figures and one report from sweep results.
+
+    transfer-analyze --results_dir=results/ --model_table=models.csv --output_dir=report/ \
+        [--features_dir=features/]
+
+Reads every cell JSON under --results_dir (transfer_tf.results.load) and the model table CSV
+(model, architecture, settings, imagenet_top1 as a fraction, top1_source), writes CSV tables,
+figures, report.html and report.md into --output_dir, and prints the headline numbers.
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("results_dir", None, "Folder of sweep cell JSONs (<protocol>/<cell_id>.json).")
+flags.DEFINE_string(
+    "model_table", None, "CSV: model, architecture, settings, imagenet_top1, top1_source."
+)
+flags.DEFINE_string(
+    "features_dir", None, "Optional folder of features .npz files for t-SNE (Fig. 4)."
+)
+flags.DEFINE_string("output_dir", None, "Where the report, tables and figures go.")
+flags.DEFINE_integer("num_bootstrap", 1000, "Bootstrap resamples of models for the CI of r.")
+flags.DEFINE_integer("permutation_samples", 10000, "Random swaps in the permutation test.")
+flags.DEFINE_integer("seed", 0, "Seed of the bootstrap, permutation test and t-SNE.")
+flags.mark_flags_as_required(["results_dir", "model_table", "output_dir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    import pandas as pd
+
+    from transfer_tf import results
+    from transfer_tf.analysis import report
+
+    if not os.path.isfile(FLAGS.model_table):
+        raise app.UsageError(
+            f"--model_table {FLAGS.model_table!r} is not a file; pass the model CSV."
+        )
+    headline = report.write_report(
+        results.load(FLAGS.results_dir),
+        pd.read_csv(FLAGS.model_table),
+        FLAGS.output_dir,
+        FLAGS.features_dir,
+        num_bootstrap=FLAGS.num_bootstrap,
+        permutation_samples=FLAGS.permutation_samples,
+        seed=FLAGS.seed,
+    )
+    print(f"report: {headline['report_html']}")
+    print(f"        {headline['report_md']}")
+    for key, fit in headline["correlations"].items():
+        print(f"r[{key}] = {fit['r']:.3f} (95% CI {fit['r_ci'][0]:.3f} to {fit['r_ci'][1]:.3f}, "
+              f"p = {fit['p']:.3g}, {fit['n_models']} models)")  # fmt: skip
+    for key, counts in headline["win_counts"].items():
+        print(f"{key}: {counts['wins']} of {counts['total']}")
+    for finding in headline["findings"]:
+        verdict = {True: "holds", False: "does not hold", None: "cannot be checked"}[
+            finding["holds"]
+        ]
+        print(f"[{verdict}] {finding['finding']}")
+    for name, why in headline["skipped"].items():
+        print(f"skipped {name}: {why}")
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,315 @@
+"""tf.data input pipelines over the TFRecords: decode, Inception augmentation, model scaling.
+
+Training: Inception random-resized crop (area 8-100%, aspect 3/4-4/3; Szegedy et al. 2015 and
+SPEC.md) and a horizontal flip. Evaluation: a central crop keeping 87.5% of each side, as in
+Inception's (slim) eval preprocessing, then a resize. Both resize bilinearly to
+`image_size` x `image_size`, then the model's own scaling (`transfer_tf.models.preprocess`).
+
+Determinism: every random draw is a stateless op seeded by (seed, position of the element in the
+stream), and every parallel stage keeps its order, so a seed fixes the exact batches.
+
+Integrity: each shard is read on its own; a record that fails TFRecord's CRC check or a shard
+shorter than its manifest stops the pipeline with an error naming the shard and the record
+number; an image without its format's start and end markers (truncated, or not JPEG/PNG) stops
+it with an error naming the shard and the image id. Nothing is skipped silently.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from official.vision.ops import preprocess_ops
+
+from transfer_tf.data.tfrecords import JPEG_END, JPEG_START, PNG_END, PNG_START, split_manifests
+
+# Inception training crop (SPEC.md): area 8-100% of the image, aspect ratio 3/4-4/3.
+CROP_AREA = (0.08, 1.0)
+CROP_ASPECT = (3.0 / 4.0, 4.0 / 3.0)
+CROP_ATTEMPTS = 10  # as tf-models-official's random_crop_image; then the whole image
+CENTRAL_FRACTION = preprocess_ops.CENTER_CROP_FRACTION  # 0.875
+SHUFFLE_BUFFER = 10_000
+MAX_CYCLE = 16
+
+_FEATURES = {
+    "image/encoded": tf.io.FixedLenFeature([], tf.string),
+    "image/format": tf.io.FixedLenFeature([], tf.string, default_value=""),
+    "image/id": tf.io.FixedLenFeature([], tf.string, default_value=""),
+}
+_SINGLE = {"image/class/label": tf.io.FixedLenFeature([], tf.int64)}
+_MULTI = {"image/class/labels": tf.io.VarLenFeature(tf.int64)}
+
+
+def _read_shard(path, expected, keep, features):
+    """One shard's parsed examples, with its integrity check (see module docstring).
+
+    TFRecordDataset stops at the first unreadable record (ignore_errors); a sentinel element at
+    the end compares how many records came out with the manifest's count.
+    """
+    records = tf.data.TFRecordDataset(path).ignore_errors().enumerate()
+    sentinel = tf.data.Dataset.from_tensors((tf.constant(-1, tf.int64), tf.constant("")))
+
+    def check(state, element):
+        index, record = element
+        count, last_id = state
+        at_end = index < 0
+        ok = tf.logical_or(tf.logical_not(at_end), tf.equal(count, expected))
+        assertion = tf.debugging.Assert(
+            ok,
+            [
+                "transfer_tf: corrupt or truncated TFRecord shard",
+                path,
+                "- record number",
+                count,
+                "(0-based; the last readable record has id",
+                last_id,
+                ") cannot be read:",
+                count,
+                "of",
+                expected,
+                "records readable. Re-create the records with transfer-make-tfrecords.",
+            ],
+            summarize=8,
+        )
+        with tf.control_dependencies([assertion]):
+            record_id = tf.cond(
+                at_end,
+                lambda: last_id,
+                lambda: tf.io.parse_single_example(record, {"image/id": _FEATURES["image/id"]})[
+                    "image/id"
+                ],
+            )
+            new_count = count + tf.cast(tf.logical_not(at_end), tf.int64)
+        return (new_count, record_id), (index, record, at_end)
+
+    stream = records.concatenate(sentinel).scan((tf.constant(0, tf.int64), tf.constant("")), check)
+    stream = stream.filter(
+        lambda index, record, at_end: tf.logical_and(
+            tf.logical_not(at_end), tf.gather(keep, tf.maximum(index, 0))
+        )
+    )
+
+    def parse(index, record, at_end):
+        example = tf.io.parse_single_example(record, features)
+        example["shard"] = path
+        return example
+
+    return stream.map(parse)
+
+
+def _check_image(data, fmt, shard, example_id):
+    head2, tail2 = tf.strings.substr(data, 0, 2), tf.strings.substr(data, -2, 2)
+    head8, tail8 = tf.strings.substr(data, 0, 8), tf.strings.substr(data, -8, 8)
+    is_jpeg = tf.logical_and(tf.equal(head2, JPEG_START), tf.equal(tail2, JPEG_END))
+    is_png = tf.logical_and(tf.equal(head8, PNG_START), tf.equal(tail8, PNG_END))
+    ok = tf.logical_and(
+        tf.greater_equal(tf.strings.length(data), 8), tf.logical_or(is_jpeg, is_png)
+    )
+    return tf.debugging.Assert(
+        ok,
+        [
+            "transfer_tf: corrupt or truncated image in shard",
+            shard,
+            "record id",
+            example_id,
+            "format",
+            fmt,
+            "- not a complete JPEG/PNG. Re-create the records with transfer-make-tfrecords.",
+        ],
+    )
+
+
+def _crop_window(shape, seed, training):
+    """[offset_y, offset_x, height, width] of the crop."""
+    if training:
+        begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+            tf.concat([shape, [3]], 0),
+            bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+            seed=seed,
+            min_object_covered=CROP_AREA[0],
+            aspect_ratio_range=CROP_ASPECT,
+            area_range=CROP_AREA,
+            max_attempts=CROP_ATTEMPTS,
+            use_image_if_no_bounding_boxes=True,
+        )
+        return tf.stack([begin[0], begin[1], size[0], size[1]])
+    # Inception eval: keep the central 87.5% of each side (tf.image.central_crop semantics).
+    size = tf.cast(tf.math.round(tf.cast(shape, tf.float32) * CENTRAL_FRACTION), tf.int32)
+    size = tf.maximum(size, 1)
+    offset = (shape - size) // 2
+    return tf.concat([offset, size], 0)
+
+
+def decode_crop(data, seed, *, training: bool):
+    """uint8 [h, w, 3] crop of an encoded JPEG/PNG (grayscale, RGBA, CMYK become RGB).
+
+    JPEGs decode only the crop window (`decode_and_crop_jpeg`, as tf-models-official's
+    `*_v2` crop ops); other formats decode fully and are sliced.
+    """
+    is_jpeg = tf.equal(tf.strings.substr(data, 0, 2), JPEG_START)
+
+    def jpeg():
+        shape = tf.image.extract_jpeg_shape(data)[:2]
+        return tf.image.decode_and_crop_jpeg(data, _crop_window(shape, seed, training), channels=3)
+
+    def other():
+        image = tf.io.decode_image(data, channels=3, expand_animations=False)
+        window = _crop_window(tf.shape(image)[:2], seed, training)
+        return tf.slice(image, [window[0], window[1], 0], [window[2], window[3], 3])
+
+    image = tf.cond(is_jpeg, jpeg, other)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def preprocess_image(data, seed, *, image_size: int, training: bool):
+    """float32 [S, S, 3] in [0, 255]: crop, resize and (training) a random horizontal flip."""
+    image = decode_crop(data, seed[0], training=training)
+    image = tf.image.resize(image, [image_size, image_size], method="bilinear")
+    if training:
+        flip = tf.random.stateless_uniform([], seed=seed[1]) < 0.5
+        image = tf.cond(flip, lambda: preprocess_ops.horizontal_flip_image(image), lambda: image)
+    return tf.clip_by_value(image, 0.0, 255.0)
+
+
+def _element_seeds(seed, index):
+    seed = tf.cast(seed, tf.int64)
+    return tf.stack([tf.stack([seed, 2 * index]), tf.stack([seed, 2 * index + 1])])
+
+
+def _select_per_class(manifests, per_class: int, seed: int) -> np.ndarray:
+    """Boolean mask over all records (manifest order): exactly `per_class` per class."""
+    if any(m["multi_label"] for m in manifests):
+        raise ValueError(
+            "per_class subsets need a single-label dataset; "
+            f"{manifests[0]['dataset']!r} is multi-label"
+        )
+    labels = np.asarray(
+        [lab for m in manifests for s in m["shards"] for lab in s["labels"]], np.int64
+    )
+    rng = np.random.RandomState(seed)
+    keep = np.zeros(len(labels), bool)
+    names = manifests[0]["class_names"]
+    for c in range(manifests[0]["num_classes"]):
+        members = np.flatnonzero(labels == c)
+        if len(members) < per_class:
+            raise ValueError(
+                f"per_class={per_class}: class {c} ({names[c]!r}) of dataset "
+                f"{manifests[0]['dataset']!r} has only {len(members)} examples in the split"
+            )
+        keep[rng.choice(members, per_class, replace=False)] = True
+    return keep
+
+
+def _scale(preprocessing: str):
+    # Lazily: the model registry builds its families on import.
+    from transfer_tf.models import preprocess
+
+    return lambda images: preprocess(images, preprocessing)
+
+
+def make_input(
+    records_dir,
+    dataset: str,
+    split: str,
+    *,
+    image_size: int,
+    preprocessing: str,
+    training: bool,
+    batch_size: int,
+    seed: int = 0,
+    repeat: bool = False,
+    drop_remainder: bool = False,
+    per_class: int | None = None,
+    shuffle_buffer: int = SHUFFLE_BUFFER,
+) -> tf.data.Dataset:
+    """Batches `(images float32 [B, S, S, 3] scaled for the model, labels)` from the TFRecords.
+
+    Args:
+      records_dir: root of `<dataset>/<split>-*.tfrecord` (see `write_tfrecords`).
+      dataset: registry name (the folder name).
+      split: "train", "val", "test" or a join such as "train+val".
+      image_size: S, the model's input size.
+      preprocessing: the model's scaling name (`transfer_tf.models.preprocess`).
+      training: Inception augmentation and shuffling; else central crop, fixed order.
+      batch_size: examples per batch.
+      seed: fixes shuffling, crops, flips and the `per_class` subset.
+      repeat: repeat forever (each pass reshuffled and re-augmented).
+      drop_remainder: drop a last partial batch.
+      per_class: a class-balanced random subset of exactly this many examples per class (Fig. 9).
+      shuffle_buffer: examples held for shuffling (training).
+
+    Labels are int32 [B], or float32 multi-hot [B, C] for multi-label datasets.
+    """
+    manifests = split_manifests(records_dir, dataset, split)
+    multi_label = manifests[0]["multi_label"]
+    num_classes = manifests[0]["num_classes"]
+    folder = Path(records_dir) / dataset
+    shards = [s for m in manifests for s in m["shards"]]
+    total = sum(s["num_examples"] for s in shards)
+    if total == 0:
+        raise ValueError(f"dataset {dataset!r} split {split!r} has no examples in {folder}")
+    keep = (
+        np.ones(total, bool) if per_class is None else _select_per_class(manifests, per_class, seed)
+    )
+    offsets = np.cumsum([0] + [s["num_examples"] for s in shards])[:-1]
+    keep_t = tf.constant(keep)
+    features = {**_FEATURES, **(_MULTI if multi_label else _SINGLE)}
+
+    def shard_stream(path, expected, offset):
+        shard_keep = keep_t[offset : offset + expected]
+        return _read_shard(path, expected, shard_keep, features)
+
+    paths = [str(folder / s["file"]) for s in shards]
+    table = tf.data.Dataset.from_tensor_slices(
+        (
+            tf.constant(paths),
+            tf.constant([s["num_examples"] for s in shards], tf.int64),
+            tf.constant(offsets, tf.int64),
+        )
+    )
+    ds = table.interleave(
+        shard_stream,
+        cycle_length=min(len(paths), MAX_CYCLE),
+        block_length=1,
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    selected = int(keep.sum())
+    if per_class is not None:
+        ds = ds.cache()  # the subset is small: read the shards once
+    if training:
+        ds = ds.shuffle(min(shuffle_buffer, selected), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+
+    def element(index, example):
+        data = example["image/encoded"]
+        check = _check_image(data, example["image/format"], example["shard"], example["image/id"])
+        with tf.control_dependencies([check]):
+            data = tf.identity(data)
+        seeds = _element_seeds(seed, index)
+        image = preprocess_image(data, seeds, image_size=image_size, training=training)
+        if multi_label:
+            positives = tf.sparse.to_dense(example["image/class/labels"])
+            hot = tf.reduce_sum(tf.one_hot(positives, num_classes, dtype=tf.float32), axis=0)
+            label = tf.minimum(hot, 1.0)
+        else:
+            label = tf.cast(example["image/class/label"], tf.int32)
+        return image, label
+
+    ds = ds.enumerate().map(element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(
+        batch_size,
+        drop_remainder=drop_remainder,
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    scale = _scale(preprocessing)
+    ds = ds.map(
+        lambda images, labels: (scale(images), labels),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    return ds.prefetch(tf.data.AUTOTUNE)

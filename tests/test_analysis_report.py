@@ -132,7 +132,7 @@ def study(tmp_path_factory):
     table.to_csv(root / "models.csv", index=False)
     frame = results.load(str(root / "results"))
     headline = report.write_report(frame, table, str(root / "report"), str(root / "features"),
-                                   num_bootstrap=400, permutation_samples=2000)  # fmt: skip
+                                   num_bootstrap=400, permutation_samples=2000, tsne_max_iter=300)  # fmt: skip
     return {"root": root, "frame": frame, "table": table, "headline": headline}
 
 
@@ -297,3 +297,33 @@ def test_transfer_analyze_binary(study, tmp_path):
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert bad.returncode != 0 and "nowhere" in bad.stderr
+
+
+def test_tiny_study_from_a_plain_dataframe(tmp_path):
+    """One dataset, 3 models, no histories/subsets/scratch, multi-label predictions: no crash,
+    each figure either drawn or skipped with its reason."""
+    top1 = {"a": 0.72, "b": 0.75, "c": 0.78}
+    table = pd.DataFrame({"model": list(top1), "imagenet_top1": list(top1.values())})
+    rows = []
+    for model, t in top1.items():
+        for protocol, shift in (("logreg", 0.0), ("finetune", 0.3)):
+            y_true = np.eye(4, dtype=np.float32)[np.arange(20) % 4]
+            path = tmp_path / f"{protocol}-{model}.predictions.npz"
+            np.savez(path, y_true=y_true, y_pred=np.random.default_rng(0).random((20, 4)))
+            acc = float(stats.inverse_logit(2 * stats.logit(t) + shift))
+            rows.append({"protocol": protocol, "model": model, "dataset": "voc2007",
+                         "metric": "map11", "stage": "final", "test_metric": acc,
+                         "predictions_path": str(path)})  # fmt: skip
+    headline = report.write_report(
+        pd.DataFrame(rows), table, str(tmp_path / "out"), num_bootstrap=50
+    )
+    assert headline["primary_settings"] == "unspecified"
+    assert headline["correlations"]["logreg/unspecified"]["n_datasets"] == 1
+    assert headline["win_counts"]["finetune_beats_logreg"] == {"wins": 3, "total": 3}
+    mc = pd.read_csv(tmp_path / "out" / "mcnemar_top_models.csv")
+    assert mc["note"].str.contains("multi-label").all()
+    for name in ("fig2_logreg", "fig2_finetune", "fig1", "fig6_protocols"):
+        _assert_not_blank(headline["figures"][name])
+    for name in ("fig2_scratch", "fig7_scratch_vs_finetune", "fig8_convergence", "fig9_subset_size",
+                 "fig3_settings_logreg", "fig4_tsne"):  # fmt: skip
+        assert headline["skipped"][name], name

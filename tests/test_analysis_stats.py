@@ -132,6 +132,10 @@ def test_paired_t_and_wilcoxon_match_scipy():
     assert w.statistic == pytest.approx(ref_w.statistic)
     assert w.p_value == pytest.approx(ref_w.pvalue)
     assert stats.wilcoxon_signed_rank(a, a).p_value == 1.0
+    # Constant differences (up to rounding): scipy's t is infinite and p = 0; we say so directly.
+    shifted = stats.paired_t_test(a + 0.3, a)
+    assert shifted.p_value == 0.0 and shifted.mean_difference == pytest.approx(0.3)
+    assert stats.paired_t_test(a, a).p_value == 1.0
     with pytest.raises(ValueError, match="NaN"):
         stats.wilcoxon_signed_rank([1.0, np.nan], [0.0, 0.0])
 

@@ -385,7 +385,8 @@ def find_feature_sets(features_dir: str, max_sets: int = 6) -> list[tuple[str, s
 
 
 def tsne_embedding(features, labels, *, name: str, seed: int = 0,
-                   num_classes: int = TSNE_CLASSES, max_per_class: int = TSNE_MAX_PER_CLASS) -> dict:  # fmt: skip
+                   num_classes: int = TSNE_CLASSES, max_per_class: int = TSNE_MAX_PER_CLASS,
+                   max_iter: int = 1000) -> dict:  # fmt: skip
     """t-SNE of up to `max_per_class` examples of the `num_classes` most frequent classes, and the
     silhouette score (cosine) of the same examples in the original feature space."""
     from sklearn.manifold import TSNE
@@ -408,7 +409,9 @@ def tsne_embedding(features, labels, *, name: str, seed: int = 0,
     if len(keep_classes) < 2 or len(x) < 10:
         raise ValueError(f"features set {name!r}: need 2 classes and 10 examples for t-SNE")
     perplexity = float(min(30.0, (len(x) - 1) / 3.0))
-    points = TSNE(perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)
+    points = TSNE(
+        perplexity=perplexity, init="pca", max_iter=max_iter, random_state=seed
+    ).fit_transform(x)
     return {
         "name": name,
         "points": points,
@@ -419,7 +422,9 @@ def tsne_embedding(features, labels, *, name: str, seed: int = 0,
     }
 
 
-def feature_embeddings(features_dir: str, seed: int) -> tuple[list[dict], list[str]]:
+def feature_embeddings(
+    features_dir: str, seed: int, tsne_max_iter: int = 1000
+) -> tuple[list[dict], list[str]]:
     embeddings, problems = [], []
     for name, path in find_feature_sets(features_dir):
         with np.load(path) as data:
@@ -431,7 +436,9 @@ def feature_embeddings(features_dir: str, seed: int) -> tuple[list[dict], list[s
             problems.append(f"{path}: multi-label labels; t-SNE colours need one class per example")
             continue
         try:
-            embeddings.append(tsne_embedding(features, labels, name=name, seed=seed))
+            embeddings.append(
+                tsne_embedding(features, labels, name=name, seed=seed, max_iter=tsne_max_iter)
+            )
         except ValueError as e:
             problems.append(str(e))
     return embeddings, problems
@@ -817,12 +824,14 @@ def write_report(
     num_bootstrap: int = 1000,
     permutation_samples: int = 10000,
     seed: int = 0,
+    tsne_max_iter: int = 1000,
 ) -> dict:
     """Writes the CSV tables, figures, report.html and report.md into `output_dir`.
 
     results_df: `transfer_tf.results.load(results_dir)`. model_table_df: model, architecture,
     settings, imagenet_top1 (fraction), top1_source. features_dir: optional folder of features
-    .npz files for t-SNE. Returns the headline numbers (JSON-able; also saved as headline.json).
+    .npz files for t-SNE (`tsne_max_iter`: sklearn's optimisation steps; 1000 is its default).
+    Returns the headline numbers (JSON-able; also saved as headline.json).
     """
     os.makedirs(os.path.join(output_dir, "figures"), exist_ok=True)
     report = _Report(output_dir)
@@ -919,7 +928,7 @@ def write_report(
 
     embeddings, feature_problems = [], []
     if features_dir:
-        embeddings, feature_problems = feature_embeddings(features_dir, seed)
+        embeddings, feature_problems = feature_embeddings(features_dir, seed, tsne_max_iter)
         report.figure("fig4_tsne", figures.tsne_embeddings, embeddings)
         report.figure("fig4_class_separation", figures.class_separation, embeddings)
         report.table("class_separation", pd.DataFrame(

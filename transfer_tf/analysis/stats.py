@@ -272,8 +272,8 @@ def paired_t_test(a, b) -> AcrossModelsTest:
     """Paired t-test of a - b across models (scipy.stats.ttest_rel, two-sided)."""
     a, b = _paired_vectors(a, b, "a", "b", 2)
     d = a - b
-    if np.all(d == d[0]):
-        # Constant differences: t is infinite (or undefined when all are 0).
+    if np.ptp(d) <= 1e-12 * max(1.0, float(np.abs(d).max())):
+        # Constant differences (up to rounding): t is infinite (or undefined when all are 0).
         return AcrossModelsTest(float("nan"), 1.0 if d[0] == 0 else 0.0, float(d.mean()), a.size)
     result = scipy_stats.ttest_rel(a, b)
     return AcrossModelsTest(float(result.statistic), float(result.pvalue), float(d.mean()), a.size)

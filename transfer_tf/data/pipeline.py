@@ -55,23 +55,18 @@ def _read_shard(path, expected, keep, features):
         count, last_id = state
         at_end = index < 0
         ok = tf.logical_or(tf.logical_not(at_end), tf.equal(count, expected))
-        assertion = tf.debugging.Assert(
+        # Formatted only on failure (tf.cond), not for every record.
+        message = tf.cond(
             ok,
-            [
-                "transfer_tf: corrupt or truncated TFRecord shard",
-                path,
-                "- record number",
-                count,
-                "(0-based; the last readable record has id",
-                last_id,
-                ") cannot be read:",
-                count,
-                "of",
-                expected,
-                "records readable. Re-create the records with transfer-make-tfrecords.",
-            ],
-            summarize=8,
+            lambda: tf.constant(""),
+            lambda: tf.strings.format(
+                "transfer_tf: TFRecord shard {} is corrupt or truncated: record number {} (0-based; "
+                "the last readable record has id {}) cannot be read, {} of {} records readable. "
+                "Re-create the records with transfer-make-tfrecords.",
+                [path, count, last_id, count, expected],
+            ),
         )
+        assertion = tf.debugging.Assert(ok, [message])
         with tf.control_dependencies([assertion]):
             record_id = tf.cond(
                 at_end,
@@ -106,18 +101,16 @@ def _check_image(data, fmt, shard, example_id):
     ok = tf.logical_and(
         tf.greater_equal(tf.strings.length(data), 8), tf.logical_or(is_jpeg, is_png)
     )
-    return tf.debugging.Assert(
+    message = tf.cond(
         ok,
-        [
-            "transfer_tf: corrupt or truncated image in shard",
-            shard,
-            "record id",
-            example_id,
-            "format",
-            fmt,
-            "- not a complete JPEG/PNG. Re-create the records with transfer-make-tfrecords.",
-        ],
+        lambda: tf.constant(""),
+        lambda: tf.strings.format(
+            "transfer_tf: corrupt or truncated image in shard {}, record id {} (format {}): not a "
+            "complete JPEG/PNG. Re-create the records with transfer-make-tfrecords.",
+            [shard, example_id, fmt],
+        ),
     )
+    return tf.debugging.Assert(ok, [message])
 
 
 def _crop_window(shape, seed, training):

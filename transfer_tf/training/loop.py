@@ -100,11 +100,18 @@ def default_input_fn(config, split, *, training, batch_size, repeat) -> tf.data.
 
 
 def count_examples(config: TrainConfig, input_fn: InputFn | None = None, split=None) -> int:
-    """Examples in `split` (default: the training split, after `per_class`), by reading it."""
+    """Examples in `split` (default: the training split, after `per_class`).
+
+    From the TFRecord manifests for the registry data; by reading the split otherwise.
+    """
     split = split or config.train_split
-    ds = (input_fn or default_input_fn)(
-        config, split, training=False, batch_size=1024, repeat=False
-    )
+    if input_fn is None or input_fn is default_input_fn:
+        from transfer_tf.data import split_size
+
+        if config.per_class is not None and split == config.train_split:
+            return int(config.per_class) * int(config.num_classes)
+        return int(split_size(config.records_dir, config.dataset, split))
+    ds = input_fn(config, split, training=False, batch_size=1024, repeat=False)
     count = ds.reduce(np.int64(0), lambda n, batch: n + tf.cast(tf.shape(batch[1])[0], tf.int64))
     return int(count)
 
@@ -198,6 +205,8 @@ class TrainResult:
     examples_per_sec: float | None
     resumed_from: int | None
     train_loss: float | None
+    # Mean training loss of each stretch of steps run in this call: {"step", "loss"}.
+    train_losses: list[dict] = dataclasses.field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -535,6 +544,7 @@ class Trainer:
         if config.eval_split and config.eval_every:
             boundaries.append(config.eval_every)
         last_loss = None
+        train_losses = []
         seen_examples, seen_seconds = 0, 0.0
         while step < total:
             target = min([total] + [(step // b + 1) * b for b in boundaries])
@@ -556,6 +566,7 @@ class Trainer:
             seen_examples += examples
             seen_seconds += seconds
             last_loss = loss_sum / num_steps
+            train_losses.append({"step": step, "loss": last_loss})
             top1 = correct / examples
             lr = float(self.schedule(step))
             eta = (total - step) * seconds / num_steps
@@ -608,6 +619,7 @@ class Trainer:
             examples_per_sec=seen_examples / seen_seconds if seen_seconds else None,
             resumed_from=self.resumed_from,
             train_loss=last_loss,
+            train_losses=train_losses,
         )
 
 

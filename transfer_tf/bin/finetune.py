@@ -1,0 +1,35 @@
+"""transfer-finetune: fine-tuning sweep (Sec. 4.2) from a pretraining run or registry weights.
+
+    transfer-finetune --flagfile=flags/finetune/finetune.cfg --init_model_dir=/runs/inception_v3_fair \\
+        --dataset=oxford_flowers102 --records_dir=/data/records --results_dir=/results
+
+Grid on train/val, best cell retrained on train+val and scored on test; a rerun skips finished
+cells and resumes a cut-short one from its checkpoint.
+"""
+
+from __future__ import annotations
+
+from absl import app, flags
+
+from transfer_tf.protocols import finetune
+
+finetune.define_sweep_flags("finetune")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    try:
+        result = finetune.sweep_from_flags("finetune", FLAGS)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from e
+    print(finetune.summary_line("finetune", result), flush=True)
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,71 @@
+"""transfer-pretrain: Inception-style training of a registry model on a registry dataset.
+
+    transfer-pretrain --flagfile=flags/pretrain/inception_v3_fair.cfg \\
+        --records_dir=/data/records --model_dir=/runs/inception_v3_fair
+
+Rerunning the same command resumes from the last checkpoint in --model_dir. Under TF_CONFIG every
+worker runs the same command (MultiWorkerMirroredStrategy); --tpu uses a TPU.
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import app, flags, logging
+
+from transfer_tf.training import flags as training_flags
+
+training_flags.define_training_flags()
+flags.DEFINE_string("model_dir", None, "Where the run lives (config.json, ckpt/, tb/).")
+flags.DEFINE_string("train_split", "train", "Training split (ImageNet: train).")
+flags.DEFINE_string("eval_split", "val", "Evaluation split; empty = no evaluation.")
+flags.mark_flags_as_required(["model", "dataset", "records_dir", "model_dir"])
+
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    # Logical CPU devices must exist before TensorFlow initialises.
+    from transfer_tf.training import distribute
+
+    distribute.configure_cpu_devices(FLAGS.cpu_devices)
+    strategy = distribute.make_strategy(FLAGS.tpu)
+
+    from transfer_tf.training import TrainConfig, Trainer
+    from transfer_tf.training.tensorboard import start_tensorboard, stop_tensorboard
+
+    config = TrainConfig(
+        model=FLAGS.model,
+        dataset=FLAGS.dataset,
+        records_dir=FLAGS.records_dir,
+        train_split=FLAGS.train_split,
+        eval_split=FLAGS.eval_split or None,
+        **training_flags.dataset_fields(FLAGS.dataset),
+        **training_flags.config_kwargs_from_flags(FLAGS),
+    )
+    board = None
+    if FLAGS.tensorboard_port and distribute.is_chief(strategy):
+        tb_dir = os.path.join(FLAGS.model_dir, "tb")
+        os.makedirs(tb_dir, exist_ok=True)
+        board = start_tensorboard(tb_dir, FLAGS.tensorboard_port)
+        logging.info("TensorBoard: http://127.0.0.1:%d/", FLAGS.tensorboard_port)
+    try:
+        result = Trainer(config, FLAGS.model_dir, strategy=strategy).train()
+    finally:
+        stop_tensorboard(board)
+    metric = "-" if result.final_metric is None else f"{result.final_metric:.4f}"
+    print(
+        f"done: {FLAGS.model_dir} step {result.step} {config.eval_split or ''} "
+        f"{config.metric} {metric}",
+        flush=True,
+    )
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

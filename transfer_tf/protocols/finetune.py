@@ -1,0 +1,419 @@
+"""Protocols 2 and 3 (Sec. 4.2, 4.3): fine-tuning and training from random initialisation, as
+resumable sweeps.
+
+Each grid cell trains on "train" and scores "val" (recording the validation metric against step,
+for Fig. 8); the cell with the best validation metric is retrained on "train+val" and scored on
+"test" (the "final" cell, with per-example predictions for McNemar tests). Cells go through
+`transfer_tf.protocols.sweep.run_cells`, so a killed sweep rerun skips finished cells, and a cell
+cut short resumes from the checkpoint in its own model_dir (`<work_dir>/<cell_id>/`).
+
+The recipe (SPEC.md, SimCLR appendix B.8): SGD with Nesterov momentum 0.9, cosine decay to 0,
+batch 256, 20,000 steps for fine-tuning, Inception augmentation (random-resized crop + flip), BN
+momentum max(1 − 10/s, 0.9) with s steps per epoch, weight decay divided by the learning rate
+(`finetune_grid.l2_coefficient`), no EMA. Fine-tuning starts from a pretraining model_dir's EMA
+weights or from registry weights (e.g. EfficientNet-Lite's ImageNet weights) with a new,
+zero-initialised logits layer; training from scratch starts from the registry's random
+initialisation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from collections.abc import Callable
+
+import numpy as np
+
+from transfer_tf.protocols import sweep
+from transfer_tf.protocols.finetune_grid import l2_coefficient
+
+PROTOCOLS = ("finetune", "scratch")
+DEFAULT_STEPS = {"finetune": 20_000, "scratch": 40_000}
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """The network a sweep starts from.
+
+    architecture: registry model name; init: "model_dir", "weights" or "random"; settings: the
+    network's TrainingSettings dict (fine-tuning-time dropout / aux head / label smoothing
+    included); label / settings_label: the result schema's `model` and `settings`.
+    """
+
+    architecture: str
+    init: str
+    settings: dict
+    label: str
+    settings_label: str
+    input_size: int | None = None
+    init_model_dir: str | None = None
+    weights: str | None = None
+
+
+def settings_label(settings: dict) -> str:
+    """ "fair", "inception_default" or "custom" for a TrainingSettings dict."""
+    from transfer_tf.models import TrainingSettings
+
+    current = TrainingSettings.from_dict(settings)
+    if current == TrainingSettings.fair():
+        return "fair"
+    if current == TrainingSettings.inception_default():
+        return "inception_default"
+    return "custom"
+
+
+def source_from_model_dir(
+    model_dir: str, *, dropout_rate=None, aux_head=None, label_smoothing=None, label=None
+) -> Source:
+    """Fine-tune the run in `model_dir`: its architecture, input size and BN γ; the other three
+    settings are the fine-tuning run's own (the paper switches them on for fine-tuning, Fig. 5)."""
+    from transfer_tf.training import load_config
+
+    config = load_config(model_dir)
+    settings = dict(config.settings)
+    pretrained_label = settings_label(settings) if settings else "fair"
+    overrides = {
+        "dropout_rate": dropout_rate,
+        "aux_head": aux_head,
+        "label_smoothing": label_smoothing,
+    }
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    return Source(
+        architecture=config.model,
+        init="model_dir",
+        settings=settings,
+        label=label or f"{config.model}_{pretrained_label}",
+        settings_label=pretrained_label,
+        input_size=config.input_size,
+        init_model_dir=os.path.abspath(model_dir),
+    )
+
+
+def source_from_registry(
+    architecture: str, *, weights: str | None, settings: dict, input_size=None, label=None
+) -> Source:
+    """Registry weights (fine-tuning, e.g. weights="imagenet") or random init (weights=None)."""
+    if weights:
+        return Source(
+            architecture=architecture,
+            init="weights",
+            settings=settings,
+            label=label or f"{architecture}_{weights}",
+            settings_label="public",
+            input_size=input_size,
+            weights=weights,
+        )
+    return Source(
+        architecture=architecture,
+        init="random",
+        settings=settings,
+        label=label or architecture,
+        settings_label=settings_label(settings),
+        input_size=input_size,
+    )
+
+
+@dataclasses.dataclass
+class SweepResult:
+    grid: list[dict]
+    best_hparams: dict
+    best_val_metric: float
+    final: dict
+
+    @property
+    def test_metric(self) -> float:
+        return self.final["test_metric"]
+
+
+def _cells(protocol, source: Source, dataset, metric, grid, *, train_steps, batch_size,
+           per_class, seed) -> list[dict]:  # fmt: skip
+    base = {
+        "protocol": protocol,
+        "model": source.label,
+        "architecture": source.architecture,
+        "settings": source.settings_label,
+        "dataset": dataset,
+        "metric": metric,
+        "per_class": per_class,
+        "seed": seed,
+    }
+    tuning = {
+        "train_steps": int(train_steps),
+        "batch_size": int(batch_size),
+        "dropout_rate": float(source.settings.get("dropout_rate", 0.0)),
+        "aux_head": bool(source.settings.get("aux_head", False)),
+        "label_smoothing": float(source.settings.get("label_smoothing", 0.0)),
+    }
+    return [{**base, "stage": "grid", "hparams": {**point, **tuning}} for point in grid]
+
+
+def run_sweep(
+    protocol: str,
+    source: Source,
+    *,
+    dataset: str,
+    records_dir: str,
+    results_dir: str,
+    grid: list[dict],
+    train_steps: int | None = None,
+    batch_size: int = 256,
+    per_class: int | None = None,
+    seed: int = 0,
+    work_dir: str | None = None,
+    eval_every: int | None = None,
+    checkpoint_every: int | None = None,
+    log_every: int | None = None,
+    keep_runs: bool = False,
+    strategy=None,
+    progress: bool = True,
+    on_cell: Callable[[dict], None] | None = None,
+) -> SweepResult:
+    """Runs the grid on train/val, then the best cell on train+val/test; returns all records.
+
+    Args:
+      protocol: "finetune" or "scratch".
+      source: where the network starts (`source_from_model_dir`, `source_from_registry`).
+      dataset, records_dir: a registry dataset with train / val / test TFRecords.
+      results_dir: cell JSONs go to `<results_dir>/<protocol>/`.
+      grid: [{"learning_rate", "weight_decay"}, ...] (`finetune_grid`, `scratch_grid`).
+      train_steps: default 20,000 (fine-tune) / 40,000 (scratch).
+      batch_size: global batch; learning rates are per 256 images and scale linearly.
+      per_class: train on N examples per class (Fig. 9).
+      work_dir: per-cell model_dirs (default `<results_dir>/runs/<protocol>/`).
+      eval_every: validation points recorded per grid cell (default train_steps // 10).
+      keep_runs: keep grid cells' checkpoints (the final cell's are always kept).
+      strategy: a tf.distribute strategy shared by all cells (default MirroredStrategy).
+    """
+    from transfer_tf.data import get_dataset
+    from transfer_tf.metrics import METRICS
+    from transfer_tf.training import TrainConfig, Trainer, distribute
+
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol {protocol!r}: use one of {PROTOCOLS}")
+    if not grid:
+        raise ValueError(
+            "empty hyperparameter grid: pass at least one learning rate and weight decay"
+        )
+    spec = get_dataset(dataset)
+    train_steps = int(train_steps or DEFAULT_STEPS[protocol])
+    eval_every = int(eval_every or max(train_steps // 10, 1))
+    checkpoint_every = int(checkpoint_every or max(min(train_steps // 10, 2000), 1))
+    log_every = int(log_every or max(min(train_steps // 20, 500), 1))
+    work_dir = work_dir or os.path.join(results_dir, "runs", protocol)
+    strategy = strategy or distribute.make_strategy()
+
+    def config_for(cell: dict) -> TrainConfig:
+        hp = cell["hparams"]
+        final = cell["stage"] == "final"
+        return TrainConfig(
+            model=source.architecture,
+            dataset=dataset,
+            records_dir=records_dir,
+            num_classes=spec.num_classes,
+            multi_label=spec.multi_label,
+            metric=spec.metric,
+            input_size=source.input_size,
+            settings=dict(source.settings),
+            init=source.init,
+            weights=source.weights,
+            init_model_dir=source.init_model_dir,
+            train_split="train+val" if final else "train",
+            eval_split=None if final else "val",
+            per_class=per_class,
+            batch_size=hp["batch_size"],
+            train_steps=hp["train_steps"],
+            learning_rate=hp["learning_rate"],
+            optimizer="sgd_nesterov",
+            momentum=0.9,
+            lr_schedule="cosine",
+            warmup_epochs=0.0,
+            weight_decay=l2_coefficient(hp["learning_rate"], hp["weight_decay"]),
+            ema_decay=0.0,
+            bn_momentum="auto",
+            checkpoint_every=checkpoint_every,
+            keep_checkpoints=1,
+            eval_every=0 if final else eval_every,
+            log_every=log_every,
+            seed=seed,
+        )
+
+    def run_fn(cell: dict) -> dict:
+        import keras
+
+        model_dir = os.path.join(work_dir, sweep.cell_id(cell))
+        trainer = Trainer(config_for(cell), model_dir, strategy=strategy)
+        result = trainer.train()
+        if cell["stage"] == "grid":
+            out = {
+                "val_metric": result.final_metric,
+                "steps": result.step,
+                "history": result.history,
+            }
+        else:
+            y_true, scores = trainer.predict("test")
+            test_metric = float(METRICS[spec.metric](y_true, scores))
+            y_pred = scores.astype(np.float32) if spec.multi_label else scores.argmax(axis=1)
+            out = {
+                "test_metric": test_metric,
+                "steps": result.step,
+                "history": [],
+                "predictions": {"y_true": y_true, "y_pred": y_pred},
+            }
+        del trainer
+        keras.backend.clear_session()
+        if cell["stage"] == "grid" and not keep_runs:
+            shutil.rmtree(model_dir, ignore_errors=True)
+        if on_cell is not None:
+            on_cell(cell)
+        return out
+
+    cells = _cells(protocol, source, dataset, spec.metric, grid, train_steps=train_steps,
+                   batch_size=batch_size, per_class=per_class, seed=seed)  # fmt: skip
+    records = sweep.run_cells(cells, results_dir, run_fn, progress=progress)
+    scored = [r for r in records if r.get("val_metric") is not None]
+    if not scored:
+        raise RuntimeError(
+            f"no grid cell of {protocol} {source.label} on {dataset} has a val metric"
+        )
+    best = max(scored, key=lambda r: r["val_metric"])  # first of equals: grid order
+    final_cell = {**cells[records.index(best)], "stage": "final"}
+    final = sweep.run_cells([final_cell], results_dir, run_fn, progress=progress)[0]
+    return SweepResult(
+        grid=records,
+        best_hparams=dict(best["hparams"]),
+        best_val_metric=float(best["val_metric"]),
+        final=final,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Flags of transfer-finetune / transfer-scratch (the binaries are thin wrappers over these).
+
+
+def define_sweep_flags(protocol: str) -> None:
+    from absl import flags
+
+    finetune = protocol == "finetune"
+    if finetune:
+        flags.DEFINE_string(
+            "init_model_dir", None, "Fine-tune this pretraining run (its EMA weights)."
+        )
+        flags.DEFINE_string(
+            "weights", None, "Or: fine-tune --model with registry weights ('imagenet')."
+        )
+    flags.DEFINE_string("model", None, "Registry model (not needed with --init_model_dir).")
+    flags.DEFINE_string("dataset", None, "Registry dataset with train / val / test TFRecords.")
+    flags.DEFINE_string("records_dir", None, "Root of the TFRecords: <records_dir>/<dataset>/.")
+    flags.DEFINE_string("results_dir", None, "Cell JSONs go to <results_dir>/<protocol>/.")
+    flags.DEFINE_string("work_dir", None, "Per-cell model_dirs (default <results_dir>/runs/).")
+    flags.DEFINE_string("model_label", None, "The results' `model` label (default derived).")
+    flags.DEFINE_integer("input_size", None, "Input size (default: the model's / the run's).")
+    flags.DEFINE_boolean("bn_scale", True, "BN with γ (scratch / registry weights only).")
+    flags.DEFINE_float("dropout_rate", None, "Dropout before the logits while training.")
+    flags.DEFINE_boolean("aux_head", None, "Train with the Inception auxiliary head.")
+    flags.DEFINE_float("label_smoothing", None, "Label smoothing while training.")
+    flags.DEFINE_list("learning_rates", None, "Explicit learning rates (per 256 images).")
+    flags.DEFINE_list("weight_decays", None, "Explicit weight decays (0 = none).")
+    flags.DEFINE_integer("num_learning_rates", 7, "Shrink the grid: this many learning rates.")
+    flags.DEFINE_integer(
+        "num_weight_decays", 7 if finetune else 8, "Shrink the grid: this many weight decays."
+    )
+    if finetune:
+        flags.DEFINE_boolean("no_decay_cell", True, "Include weight decay 'none' in the grid.")
+    flags.DEFINE_integer("train_steps", DEFAULT_STEPS[protocol], "Steps per cell.")
+    flags.DEFINE_integer("batch_size", 256, "Global batch.")
+    flags.DEFINE_integer("per_class", None, "Train on N examples per class (Fig. 9).")
+    flags.DEFINE_integer("seed", 0, "Seed of data order, augmentation and initialisation.")
+    flags.DEFINE_integer("eval_every", None, "Validation points per grid cell (default steps/10).")
+    flags.DEFINE_integer("checkpoint_every", None, "Checkpoint interval in steps.")
+    flags.DEFINE_integer("log_every", None, "Progress line interval in steps.")
+    flags.DEFINE_boolean("keep_runs", False, "Keep the grid cells' checkpoints.")
+    flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into N logical devices.")
+
+
+def sweep_from_flags(protocol: str, flag_values) -> SweepResult:
+    from transfer_tf.protocols.finetune_grid import explicit_grid, finetune_grid, scratch_grid
+    from transfer_tf.training import distribute
+
+    fv = flag_values
+    for name in ("dataset", "records_dir", "results_dir"):
+        if not getattr(fv, name):
+            raise ValueError(f"--{name} is required")
+    distribute.configure_cpu_devices(fv.cpu_devices)
+    toggles = {
+        "dropout_rate": fv.dropout_rate,
+        "aux_head": fv.aux_head,
+        "label_smoothing": fv.label_smoothing,
+    }
+    finetune = protocol == "finetune"
+    if finetune and fv.init_model_dir:
+        if fv.model or fv.weights:
+            raise ValueError("pass --init_model_dir or --model with --weights, not both")
+        source = source_from_model_dir(fv.init_model_dir, label=fv.model_label, **toggles)
+        if fv.input_size and fv.input_size != source.input_size:
+            raise ValueError(
+                f"--input_size={fv.input_size} differs from the pretraining run's "
+                f"{source.input_size}; fine-tuning keeps the network's input size"
+            )
+    else:
+        if not fv.model:
+            raise ValueError(
+                "--model is required"
+                + (" (or --init_model_dir, a pretraining run)" if finetune else "")
+            )
+        if finetune and not fv.weights:
+            raise ValueError(
+                "fine-tuning needs pretrained weights: --init_model_dir=<pretraining run> or "
+                "--weights=imagenet (transfer-scratch trains from random initialisation)"
+            )
+        settings = {
+            "bn_scale": bool(fv.bn_scale),
+            "dropout_rate": float(fv.dropout_rate or 0.0),
+            "aux_head": bool(fv.aux_head),
+            "label_smoothing": float(fv.label_smoothing or 0.0),
+        }
+        source = source_from_registry(
+            fv.model,
+            weights=fv.weights if finetune else None,
+            settings=settings,
+            input_size=fv.input_size,
+            label=fv.model_label,
+        )
+    if fv.learning_rates or fv.weight_decays:
+        if not (fv.learning_rates and fv.weight_decays):
+            raise ValueError("pass both --learning_rates and --weight_decays, or neither")
+        grid = explicit_grid(fv.learning_rates, fv.weight_decays)
+    elif finetune:
+        grid = finetune_grid(
+            fv.num_learning_rates, fv.num_weight_decays, include_no_decay=fv.no_decay_cell
+        )
+    else:
+        grid = scratch_grid(fv.num_learning_rates, fv.num_weight_decays)
+    return run_sweep(
+        protocol,
+        source,
+        dataset=fv.dataset,
+        records_dir=fv.records_dir,
+        results_dir=fv.results_dir,
+        grid=grid,
+        train_steps=fv.train_steps,
+        batch_size=fv.batch_size,
+        per_class=fv.per_class,
+        seed=fv.seed,
+        work_dir=fv.work_dir,
+        eval_every=fv.eval_every,
+        checkpoint_every=fv.checkpoint_every,
+        log_every=fv.log_every,
+        keep_runs=fv.keep_runs,
+    )
+
+
+def summary_line(protocol: str, result: SweepResult) -> str:
+    hp = result.best_hparams
+    return (
+        f"{protocol}: best learning_rate={hp['learning_rate']:.3g} "
+        f"weight_decay={hp['weight_decay']:.3g} (val {result.best_val_metric:.4f}); "
+        f"final {result.final['metric']} on test {result.test_metric:.4f} "
+        f"({result.final['cell_id']})"
+    )

@@ -1,0 +1,84 @@
+"""Hyperparameter grids of fine-tuning (Sec. 4.2) and training from scratch (Sec. 4.3).
+
+The values follow SPEC.md (from SimCLR, appendix B.8, which states it follows this protocol):
+
+- fine-tuning: 7 learning rates log-spaced in [1e-4, 0.1] × (7 weight decays log-spaced in
+  [1e-6, 1e-3], plus no weight decay) = 56 cells;
+- from scratch: 7 learning rates log-spaced in [1e-3, 1.0] × 8 weight decays log-spaced in
+  [1e-5, 10^-1.5] = 56 cells.
+
+A grid weight decay `wd` is used as the L2 coefficient wd / learning_rate (the protocol "divides
+the weight decay by the learning rate"), so with SGD the per-step shrinkage of the weights is
+lr(t) / lr · wd, i.e. `wd` at the start of the cosine schedule whatever the learning rate.
+Learning rates are for a batch of 256 and scale linearly with the batch size.
+
+`num_learning_rates` / `num_weight_decays` shrink a grid to that many log-spaced values over the
+same range (one value: the geometric middle of the range), for quick runs and tests.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+FINETUNE_LR_RANGE = (-4.0, -1.0)  # log10
+FINETUNE_WD_RANGE = (-6.0, -3.0)
+SCRATCH_LR_RANGE = (-3.0, 0.0)
+SCRATCH_WD_RANGE = (-5.0, -1.5)
+
+
+def log_spaced(log10_range: tuple[float, float], count: int) -> list[float]:
+    """`count` values log-spaced over 10**range, ends included; 1 value = the geometric middle."""
+    lo, hi = log10_range
+    if count < 1:
+        raise ValueError(f"a grid needs at least one value, got count={count}")
+    if count == 1:
+        return [float(10 ** ((lo + hi) / 2))]
+    return [float(v) for v in np.logspace(lo, hi, count)]
+
+
+def _cells(learning_rates, weight_decays) -> list[dict]:
+    return [
+        {"learning_rate": float(lr), "weight_decay": float(wd)}
+        for lr in learning_rates
+        for wd in weight_decays
+    ]
+
+
+def finetune_grid(
+    num_learning_rates: int = 7, num_weight_decays: int = 7, *, include_no_decay: bool = True
+) -> list[dict]:
+    """[{learning_rate, weight_decay}, ...]: 7 × (7 + 1) = 56 cells by default (wd 0 = none)."""
+    decays = log_spaced(FINETUNE_WD_RANGE, num_weight_decays) if num_weight_decays else []
+    if include_no_decay:
+        decays = decays + [0.0]
+    if not decays:
+        raise ValueError(
+            "finetune_grid: no weight decay values (num_weight_decays=0 and no 'none')"
+        )
+    return _cells(log_spaced(FINETUNE_LR_RANGE, num_learning_rates), decays)
+
+
+def scratch_grid(num_learning_rates: int = 7, num_weight_decays: int = 8) -> list[dict]:
+    """[{learning_rate, weight_decay}, ...]: 7 × 8 = 56 cells by default."""
+    return _cells(
+        log_spaced(SCRATCH_LR_RANGE, num_learning_rates),
+        log_spaced(SCRATCH_WD_RANGE, num_weight_decays),
+    )
+
+
+def explicit_grid(learning_rates, weight_decays) -> list[dict]:
+    """A grid from explicit value lists (flags --learning_rates / --weight_decays)."""
+    learning_rates = [float(v) for v in learning_rates]
+    weight_decays = [float(v) for v in weight_decays]
+    bad = [v for v in learning_rates if not v > 0] + [v for v in weight_decays if v < 0]
+    if bad or not learning_rates or not weight_decays:
+        raise ValueError(
+            f"grid values must be learning rates > 0 and weight decays >= 0, got "
+            f"learning_rates={learning_rates}, weight_decays={weight_decays}"
+        )
+    return _cells(learning_rates, weight_decays)
+
+
+def l2_coefficient(learning_rate: float, weight_decay: float) -> float:
+    """The L2 coefficient the training loss uses for a grid cell: weight_decay / learning_rate."""
+    return float(weight_decay) / float(learning_rate) if weight_decay else 0.0

@@ -80,9 +80,7 @@ def _read_shard(path, expected, keep, features):
 
     stream = records.concatenate(sentinel).scan((tf.constant(0, tf.int64), tf.constant("")), check)
     stream = stream.filter(
-        lambda index, record, at_end: tf.logical_and(
-            tf.logical_not(at_end), tf.gather(keep, tf.maximum(index, 0))
-        )
+        lambda index, record, at_end: tf.cond(at_end, lambda: False, lambda: keep[index])
     )
 
     def parse(index, record, at_end):

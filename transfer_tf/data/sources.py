@@ -51,7 +51,9 @@ def _tfds_class_names(feature) -> tuple[str, ...]:
     return tuple(inner.names)
 
 
-def _open_tfds(spec: DatasetSpec, src: TfdsSource, *, data_dir, manual_dir, download) -> SourceData:
+def _open_tfds(
+    spec: DatasetSpec, src: TfdsSource, *, data_dir, manual_dir, download, **_
+) -> SourceData:
     import tensorflow as tf
     import tensorflow_datasets as tfds
 
@@ -120,7 +122,9 @@ def _open_tfds(spec: DatasetSpec, src: TfdsSource, *, data_dir, manual_dir, down
 # ---- manual folders ---------------------------------------------------------------------------
 
 
-def _open_manual(spec: DatasetSpec, src: ManualSource, *, manual_dir, allow_missing) -> SourceData:
+def _open_manual(
+    spec: DatasetSpec, src: ManualSource, *, manual_dir, allow_missing, **_
+) -> SourceData:
     data = manual.READERS[src.reader](manual_dir, src.url, src.layout)
     missing = manual.check_files(spec.name, data.splits, src.url, allow_missing)
     splits = {}
@@ -156,7 +160,7 @@ def encode_png(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _open_embedded(spec: DatasetSpec, src: EmbeddedSource) -> SourceData:
+def _open_embedded(spec: DatasetSpec, src: EmbeddedSource, **_) -> SourceData:
     data = embedded.LOADERS[src.loader]()
     splits = {}
     for split, images in data.images.items():
@@ -175,18 +179,21 @@ def _open_embedded(spec: DatasetSpec, src: EmbeddedSource) -> SourceData:
     return SourceData(data.class_names, splits, {"kind": "embedded", "package": src.package})
 
 
+_OPENERS = {
+    TfdsSource: _open_tfds,
+    ManualSource: _open_manual,
+    EmbeddedSource: _open_embedded,
+}
+
+
 def open_source(
     spec: DatasetSpec, *, data_dir=None, manual_dir=None, download=False, allow_missing=False
 ) -> SourceData:
-    src = spec.source
-    if isinstance(src, TfdsSource):
-        data = _open_tfds(spec, src, data_dir=data_dir, manual_dir=manual_dir, download=download)
-    elif isinstance(src, ManualSource):
-        data = _open_manual(spec, src, manual_dir=manual_dir, allow_missing=allow_missing)
-    elif isinstance(src, EmbeddedSource):
-        data = _open_embedded(spec, src)
-    else:  # pragma: no cover - the registry only holds the three kinds
-        raise TypeError(f"dataset {spec.name!r}: unknown source {src!r}")
+    """The source of a registry entry, its splits indexed (ids and labels) but no image read."""
+    options = dict(
+        data_dir=data_dir, manual_dir=manual_dir, download=download, allow_missing=allow_missing
+    )
+    data = _OPENERS[type(spec.source)](spec, spec.source, **options)
     absent = [s for s in spec.source_splits if s not in data.splits]
     if absent:
         raise ValueError(

@@ -50,21 +50,8 @@ def main(argv):
         permutation_samples=FLAGS.permutation_samples,
         seed=FLAGS.seed,
     )
-    print(f"report: {headline['report_html']}")
-    print(f"        {headline['report_md']}")
-    for key, fit in headline["correlations"].items():
-        print(f"r[{key}] = {fit['r']:.3f} (95% CI {fit['r_ci'][0]:.3f} to {fit['r_ci'][1]:.3f}, "
-              f"p = {fit['p']:.3g}, {fit['n_models']} models)")  # fmt: skip
-    for key, counts in headline["win_counts"].items():
-        print(f"{key}: {counts['wins']} of {counts['total']}")
-    for finding in headline["findings"]:
-        verdict = {True: "holds", False: "does not hold", None: "cannot be checked"}[
-            finding["holds"]
-        ]
-        print(f"[{verdict}] {finding['finding']}")
-    for name, why in headline["skipped"].items():
-        print(f"skipped {name}: {why}")
-
+    for line in report.headline_lines(headline):
+        print(line)
 
 def run():
     app.run(main)

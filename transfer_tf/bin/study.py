@@ -1,0 +1,137 @@
+"""transfer-study: plan a whole study from a flagfile and run it, locally or on a Ray cluster.
+
+    transfer-study --flagfile=flags/demo/study.cfg                 # new run under runs/demo/<time>
+    transfer-study --flagfile=flags/demo/study.cfg --study_dir=runs/demo/20261126-0312   # resume
+    transfer-study --flagfile=flags/demo/study.cfg --executor=ray --ray_address=auto
+
+Chains the existing binaries (make-tfrecords, pretrain, export, extract-features, logreg,
+finetune, scratch, analyze); it reimplements none of them. Each step logs to
+<study_dir>/logs/<step>.log and leaves a marker when done, so a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from absl import app, flags
+
+from transfer_tf.study import executors, plan
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("study_dir", None,
+                    "Study directory; an existing one is resumed. Default: <runs_root>/<time>.")
+flags.DEFINE_string("runs_root", "runs/demo", "Parent of new study directories.")
+flags.DEFINE_string("source_dataset", "fashion_mnist", "Dataset the here-pretrained models learn.")
+flags.DEFINE_integer("source_max_per_class", None, "Cap per class per split of the source.")
+flags.DEFINE_list("target_datasets", ["sklearn_digits"], "Transfer datasets (registry names).")
+flags.DEFINE_integer("target_max_per_class", None, "Cap per class per split of each target.")
+flags.DEFINE_list("public_models", [], "Registry models with offline ImageNet weights.")
+flags.DEFINE_list("pretrain_models", [], "Registry architectures to pretrain on the source.")
+flags.DEFINE_list("pretrain_settings", list(plan.SETTINGS_LABELS),
+                  "Training-settings labels to pretrain each architecture with.")
+flags.DEFINE_string("pretrain_flagfile", None, "Flagfile with transfer-pretrain's recipe.")
+flags.DEFINE_integer("pretrain_input_size", None, "Input size of here-pretrained models.")
+flags.DEFINE_integer("pretrain_steps", None, "Pretraining steps (overrides the flagfile's).")
+flags.DEFINE_integer("logreg_num_l2", 45, "Logistic-regression grid size (paper: 45).")
+flags.DEFINE_list("subset_sizes", [], "Fig. 9: also train logreg / fine-tuning on N per class.")
+flags.DEFINE_list("finetune_models", [], "Source-model labels to fine-tune (e.g. "
+                  "efficientnet_lite0, mobilenet_v2_fair).")
+flags.DEFINE_string("finetune_flagfile", None, "Flagfile with transfer-finetune's grid/steps.")
+flags.DEFINE_integer("finetune_input_size", None,
+                     "Input size when fine-tuning public models (default: their ImageNet size).")
+flags.DEFINE_list("scratch_models", [], "Architectures to train from scratch on each target.")
+flags.DEFINE_string("scratch_flagfile", None, "Flagfile with transfer-scratch's grid/steps.")
+flags.DEFINE_list("analyze_flags", [], "Extra flags for transfer-analyze (e.g. --num_bootstrap=200).")
+flags.DEFINE_enum("executor", "local", ["local", "ray"], "Where steps run.")
+flags.DEFINE_integer("max_concurrent", 1, "local: steps run at once.")
+flags.DEFINE_string("ray_address", None, "ray: cluster address ('auto', ray://...); none = local.")
+flags.DEFINE_float("ray_cpus_per_step", None, "ray: CPUs per step (default: the step's own).")
+flags.DEFINE_float("ray_gpus_per_step", None, "ray: GPUs per step (default: the step's own).")
+flags.DEFINE_integer("ray_max_retries", 3, "ray: retries of a step whose worker died.")
+flags.DEFINE_boolean("dry_run", False, "Print the planned commands and exit.")
+
+
+def config_from_flags() -> plan.StudyConfig:
+    study_dir = FLAGS.study_dir or os.path.join(FLAGS.runs_root, time.strftime("%Y%m%d-%H%M%S"))
+    return plan.StudyConfig(
+        study_dir=os.path.abspath(study_dir),
+        source_dataset=FLAGS.source_dataset,
+        source_max_per_class=FLAGS.source_max_per_class,
+        target_datasets=tuple(FLAGS.target_datasets),
+        target_max_per_class=FLAGS.target_max_per_class,
+        public_models=tuple(FLAGS.public_models),
+        pretrain_models=tuple(FLAGS.pretrain_models),
+        pretrain_settings=tuple(FLAGS.pretrain_settings),
+        pretrain_flagfile=_abspath(FLAGS.pretrain_flagfile),
+        pretrain_input_size=FLAGS.pretrain_input_size,
+        pretrain_steps=FLAGS.pretrain_steps,
+        logreg_num_l2=FLAGS.logreg_num_l2,
+        subset_sizes=tuple(int(n) for n in FLAGS.subset_sizes),
+        finetune_models=tuple(FLAGS.finetune_models),
+        finetune_flagfile=_abspath(FLAGS.finetune_flagfile),
+        finetune_input_size=FLAGS.finetune_input_size,
+        scratch_models=tuple(FLAGS.scratch_models),
+        scratch_flagfile=_abspath(FLAGS.scratch_flagfile),
+        analyze_flags=tuple(FLAGS.analyze_flags),
+    )
+
+
+def _abspath(path: str | None) -> str | None:
+    if path is None:
+        return None
+    if not os.path.exists(path):
+        raise app.UsageError(f"flagfile {path!r} does not exist")
+    return os.path.abspath(path)
+
+
+def make_executor():
+    if FLAGS.executor == "local":
+        return executors.LocalExecutor(max_concurrent=FLAGS.max_concurrent)
+    return executors.RayExecutor(
+        FLAGS.ray_address, max_retries=FLAGS.ray_max_retries,
+        cpus_per_step=FLAGS.ray_cpus_per_step, gpus_per_step=FLAGS.ray_gpus_per_step)
+
+
+def print_headline(cfg: plan.StudyConfig, wall: float) -> None:
+    from transfer_tf.analysis.report import headline_lines
+
+    with open(cfg.path("report", "headline.json")) as f:
+        headline = json.load(f)
+    print(f"\nstudy finished in {wall / 60:.1f} min: {cfg.study_dir}")
+    for line in headline_lines(headline):
+        print(f"  {line}")
+    print(f"TensorBoard: .venv/bin/tensorboard --logdir {cfg.path('models')} --host 127.0.0.1 "
+          "--port 6006   (then open http://127.0.0.1:6006)")
+    print(f"report: {headline['report_html']}")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    try:
+        cfg = config_from_flags()
+        steps = plan.plan_study(cfg)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from e
+    if FLAGS.dry_run:
+        for step in steps:
+            print(f"{step.name}  <- {', '.join(step.deps) or '-'}\n    {' '.join(step.argv)}")
+        return
+    os.makedirs(cfg.study_dir, exist_ok=True)
+    with open(cfg.path("study_flags.txt"), "w") as f:
+        f.write(FLAGS.flags_into_string())
+    print(f"[study] {len(steps)} steps in {cfg.study_dir} ({FLAGS.executor} executor)", flush=True)
+    start = time.time()
+    make_executor().run(steps, cfg.study_dir)
+    print_headline(cfg, time.time() - start)
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

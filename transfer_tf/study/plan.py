@@ -1,0 +1,196 @@
+"""The study planner: a StudyConfig (set by a flagfile) -> the steps that run the whole study.
+
+Every step is one command of an existing binary; this file only decides which commands, with
+which flags, in which order. Layout of a study directory:
+
+    records/<dataset>/            TFRecords (transfer-make-tfrecords)
+    models/<label>/               pretraining runs (transfer-pretrain; TensorBoard in tb/)
+    saved_models/<label>/         SavedModels (transfer-export)
+    features/<label>/<dataset>/   penultimate features (transfer-extract-features)
+    results/<protocol>/           one JSON per sweep cell (logreg, finetune, scratch)
+    model_table.csv               source accuracy per model (python -m transfer_tf.study.model_table)
+    report/                       transfer-analyze: report.html, tables, figures
+    logs/, steps/                 one log and one done-marker per step
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from transfer_tf.study.steps import Step
+
+# The paper's two ends of Fig. 3: "fair" retraining vs the Inception defaults (Sec. 4.1).
+SETTINGS_LABELS = ("fair", "inception_default")
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyConfig:
+    study_dir: str
+    # Data: the source for pretraining here, and the transfer targets.
+    source_dataset: str = "fashion_mnist"
+    source_max_per_class: int | None = None
+    target_datasets: tuple[str, ...] = ("sklearn_digits",)
+    target_max_per_class: int | None = None
+    # Sources (a): public checkpoints, built with weights="imagenet".
+    public_models: tuple[str, ...] = ()
+    # Sources (b): registry architectures pretrained here, once per training-settings label.
+    pretrain_models: tuple[str, ...] = ()
+    pretrain_settings: tuple[str, ...] = SETTINGS_LABELS
+    pretrain_flagfile: str | None = None
+    pretrain_input_size: int | None = None
+    pretrain_steps: int | None = None
+    # Protocol 1: logistic regression (the full 45-value grid unless shrunk).
+    logreg_num_l2: int = 45
+    subset_sizes: tuple[int, ...] = ()  # Fig. 9: logreg and fine-tuning on N per class
+    # Protocol 2: fine-tuning; which source models (labels) and the grid.
+    finetune_models: tuple[str, ...] = ()
+    finetune_flagfile: str | None = None
+    finetune_input_size: int | None = None
+    # Protocol 3: training from scratch, per pretrained-here architecture.
+    scratch_models: tuple[str, ...] = ()
+    scratch_flagfile: str | None = None
+    # Analysis.
+    analyze_flags: tuple[str, ...] = ()
+
+    def path(self, *parts: str) -> str:
+        return os.path.join(self.study_dir, *parts)
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceModel:
+    """One row of the study's model table: a label, its architecture and how it was trained."""
+
+    label: str
+    architecture: str
+    settings: str  # "public" or one of SETTINGS_LABELS
+    pretrained_here: bool
+
+
+def source_models(cfg: StudyConfig) -> list[SourceModel]:
+    models = [SourceModel(m, m, "public", False) for m in cfg.public_models]
+    for settings in cfg.pretrain_settings:
+        if settings not in SETTINGS_LABELS:
+            raise ValueError(
+                f"--pretrain_settings: unknown label {settings!r}; use {list(SETTINGS_LABELS)}")
+        models += [SourceModel(f"{arch}_{settings}", arch, settings, True)
+                   for arch in cfg.pretrain_models]
+    return models
+
+
+def settings_flags(architecture: str, settings: str) -> list[str]:
+    """The four training-setting flags of transfer-pretrain for a settings label."""
+    from transfer_tf.models import TrainingSettings, get_spec
+
+    s = TrainingSettings.fair() if settings == "fair" else TrainingSettings.inception_default()
+    aux = s.aux_head and get_spec(architecture).has_aux_head  # "where the family has one"
+    return [
+        "--bn_scale" if s.bn_scale else "--nobn_scale",
+        f"--dropout_rate={s.dropout_rate}",
+        "--aux_head" if aux else "--noaux_head",
+        f"--label_smoothing={s.label_smoothing}",
+    ]
+
+
+def _opt(flag: str, value) -> list[str]:
+    return [] if value is None else [f"--{flag}={value}"]
+
+
+def _flagfile(path: str | None) -> list[str]:
+    return [] if path is None else [f"--flagfile={path}"]
+
+
+def plan_study(cfg: StudyConfig) -> list[Step]:
+    """All steps of the study, with their dependencies."""
+    steps: list[Step] = []
+    records = cfg.path("records")
+    results = cfg.path("results")
+    datasets = dict.fromkeys(
+        ([cfg.source_dataset] if cfg.pretrain_models else []) + list(cfg.target_datasets))
+    for dataset in datasets:
+        cap = cfg.source_max_per_class if dataset == cfg.source_dataset else cfg.target_max_per_class
+        steps.append(Step(f"records-{dataset}", (
+            "transfer-make-tfrecords", f"--dataset={dataset}", f"--records_dir={records}",
+            *_opt("max_per_class", cap))))
+
+    models = source_models(cfg)
+    by_label = {m.label: m for m in models}
+    for m in models:
+        saved_model = cfg.path("saved_models", m.label)
+        if m.pretrained_here:
+            steps.append(Step(f"pretrain-{m.label}", (
+                "transfer-pretrain", *_flagfile(cfg.pretrain_flagfile), f"--model={m.architecture}",
+                f"--dataset={cfg.source_dataset}", f"--records_dir={records}",
+                f"--model_dir={cfg.path('models', m.label)}", "--eval_split=test",
+                *_opt("input_size", cfg.pretrain_input_size),
+                *_opt("train_steps", cfg.pretrain_steps),
+                *settings_flags(m.architecture, m.settings),
+            ), deps=(f"records-{cfg.source_dataset}",), num_cpus=2))
+            steps.append(Step(f"export-{m.label}", (
+                "transfer-export", f"--model_dir={cfg.path('models', m.label)}",
+                f"--export_dir={saved_model}"), deps=(f"pretrain-{m.label}",)))
+        else:
+            steps.append(Step(f"export-{m.label}", (
+                "transfer-export", f"--model={m.architecture}", "--weights=imagenet",
+                f"--export_dir={saved_model}")))
+        for dataset in cfg.target_datasets:
+            features = cfg.path("features", m.label, dataset)
+            steps.append(Step(f"features-{m.label}-{dataset}", (
+                "transfer-extract-features", f"--saved_model={saved_model}",
+                f"--records_dir={records}", f"--dataset={dataset}",
+                f"--features_dir={features}",
+            ), deps=(f"export-{m.label}", f"records-{dataset}"), num_cpus=2))
+            for per_class in (None, *cfg.subset_sizes):
+                suffix = "" if per_class is None else f"-n{per_class}"
+                steps.append(Step(f"logreg-{m.label}-{dataset}{suffix}", (
+                    "transfer-logreg", f"--features_dir={features}", f"--results_dir={results}",
+                    f"--model={m.label}", f"--architecture={m.architecture}",
+                    f"--settings={m.settings}", f"--num_l2={cfg.logreg_num_l2}",
+                    *_opt("per_class", per_class),
+                ), deps=(f"features-{m.label}-{dataset}",)))
+
+    for label in cfg.finetune_models:
+        if label not in by_label:
+            raise ValueError(f"--finetune_models: {label!r} is not a source model of this study; "
+                             f"known: {sorted(by_label)}")
+        m = by_label[label]
+        if m.pretrained_here:
+            init = [f"--init_model_dir={cfg.path('models', m.label)}"]
+            deps = [f"pretrain-{m.label}"]
+        else:
+            init = [f"--model={m.architecture}", *_opt("input_size", cfg.finetune_input_size)]
+            deps = []
+        for dataset in cfg.target_datasets:
+            for per_class in (None, *cfg.subset_sizes):
+                suffix = "" if per_class is None else f"-n{per_class}"
+                steps.append(Step(f"finetune-{m.label}-{dataset}{suffix}", (
+                    "transfer-finetune", *_flagfile(cfg.finetune_flagfile), *init,
+                    f"--dataset={dataset}", f"--records_dir={records}",
+                    f"--results_dir={results}", f"--model_label={m.label}",
+                    *_opt("per_class", per_class),
+                ), deps=(*deps, f"records-{dataset}"), num_cpus=2))
+
+    for arch in cfg.scratch_models:
+        # Scratch results carry the label of the fair model of the same architecture, so the
+        # analysis pairs them with its fine-tuning (Fig. 7).
+        label = f"{arch}_fair"
+        for dataset in cfg.target_datasets:
+            steps.append(Step(f"scratch-{arch}-{dataset}", (
+                "transfer-scratch", *_flagfile(cfg.scratch_flagfile), f"--model={arch}",
+                *_opt("input_size", cfg.pretrain_input_size), f"--dataset={dataset}",
+                f"--records_dir={records}", f"--results_dir={results}", f"--model_label={label}",
+            ), deps=(f"records-{dataset}",), num_cpus=2))
+
+    sweeps = [s.name for s in steps if s.argv[0] in (
+        "transfer-logreg", "transfer-finetune", "transfer-scratch")]
+    pretrains = [s.name for s in steps if s.argv[0] == "transfer-pretrain"]
+    steps.append(Step("model-table", (
+        "python", "-m", "transfer_tf.study.model_table", f"--study_dir={cfg.study_dir}",
+        *[f"--model={m.label}:{m.architecture}:{m.settings}" for m in models],
+    ), deps=tuple(pretrains)))
+    steps.append(Step("analyze", (
+        "transfer-analyze", f"--results_dir={results}",
+        f"--model_table={cfg.path('model_table.csv')}", f"--features_dir={cfg.path('features')}",
+        f"--output_dir={cfg.path('report')}", *cfg.analyze_flags,
+    ), deps=("model-table", *sweeps)))
+    return steps

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from transfer_tf.protocols import features
+from transfer_tf.protocols import features, logreg
 
 SIZE = 24  # the SavedModel's input size
 FEATURE_DIM = 5
@@ -158,7 +158,7 @@ def test_other_signature_output_key_and_multi_label(exported, tmp_path):
         signature="serving_default", output_key="logits", splits=["test"], log=lambda _: None,
     )  # fmt: skip
     examples = exported["ordered"]["test"]
-    logits, labels = features.load_features(str(tmp_path / "logits"), "test")
+    logits, labels = logreg.load_features(str(tmp_path / "logits"), "test")
     assert manifest["feature_dim"] == NUM_CLASSES and logits.shape == (5, NUM_CLASSES)
     x = np.stack([_expected_features(exported["model"], im) for _, im, _ in examples])
     expected = exported["model"].layers[-1](x).numpy()
@@ -168,7 +168,7 @@ def test_other_signature_output_key_and_multi_label(exported, tmp_path):
         exported["export_dir"], exported["records"], "toyvoc", str(tmp_path / "voc"),
         splits=["val"], num_classes=NUM_CLASSES, log=lambda _: None,
     )  # fmt: skip
-    _, multi_hot = features.load_features(str(tmp_path / "voc"), "val")
+    _, multi_hot = logreg.load_features(str(tmp_path / "voc"), "val")
     expected = np.zeros((3, NUM_CLASSES), np.int8)
     for row, (_, _, c) in enumerate(exported["ordered"]["val"]):
         expected[row, [c, (c + 1) % NUM_CLASSES]] = 1

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -66,13 +67,14 @@ def test_run_cells_writes_schema_predictions_and_skips_finished(tmp_path, capsys
     assert final["val_metric"] is None and final["test_metric"] == 0.75
     assert final["history"] == [] and final["wall_time_s"] >= 0
     assert final["predictions"] == sweep.cell_id(cells[3]) + ".predictions.npz"
-    commit = subprocess.run(
-        ["git", "rev-parse", "HEAD"],
+    # The commit of this checkout (HEAD may move while tests run: other developers commit).
+    kind = subprocess.run(
+        ["git", "cat-file", "-t", str(final["git_commit"])],
         capture_output=True,
         text=True,
         cwd=os.path.dirname(sweep.__file__),
     ).stdout.strip()
-    assert final["git_commit"] == (commit or None)
+    assert re.fullmatch(r"[0-9a-f]{40}", final["git_commit"]) and kind == "commit"
 
     again = sweep.run_cells(cells, str(tmp_path), run_fn, progress=False)
     assert calls == [1.0, 2.0, 2.0] and again == records

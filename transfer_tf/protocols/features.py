@@ -251,22 +251,3 @@ def extract_features(
     text = json.dumps(manifest, indent=1) + "\n"
     sweep.atomic_write_bytes(sweep.join(features_dir, "manifest.json"), text.encode())
     return manifest
-
-
-def load_features(features_dir: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """(features, labels) of one split written by `extract_features`."""
-    path = sweep.join(features_dir, f"{split}.npz")
-    if not sweep.exists(path):
-        raise FileNotFoundError(
-            f"{path} does not exist; run transfer-extract-features with --features_dir "
-            f"{features_dir} first"
-        )
-    with np.load(io.BytesIO(sweep.read_bytes(path))) as data:
-        if "features" not in data.files or "labels" not in data.files:
-            raise ValueError(f"{path} lacks 'features' or 'labels' (has {data.files})")
-        return data["features"], data["labels"]
-
-
-def load_manifest(features_dir: str) -> dict:
-    path = sweep.join(features_dir, "manifest.json")
-    return json.loads(sweep.read_bytes(path)) if sweep.exists(path) else {}

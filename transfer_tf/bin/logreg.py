@@ -1,0 +1,94 @@
+"""transfer-logreg: the logistic-regression protocol (Sec. 4.1) on extracted features, as a sweep.
+
+  transfer-logreg --features_dir features/effnet_lite0/flowers102 --results_dir results
+
+Fits L2-regularised logistic regression by L-BFGS for every λ of the grid on train, chooses λ on
+val with the dataset's metric, refits on train+val and scores test. Writes one JSON per cell to
+<results_dir>/logreg/ (see docs/DESIGN.md, "The result schema"); a rerun skips finished cells.
+"""
+
+import sys
+
+from absl import app, flags
+
+from transfer_tf.protocols import logreg as logreg_lib
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string(
+    "features_dir",
+    None,
+    "Output of transfer-extract-features: {train,val,test}.npz + manifest.json.",
+)
+flags.DEFINE_string("results_dir", None, "Sweep results root; cells go to <results_dir>/logreg/.")
+flags.DEFINE_string("model", None, "Label of the source model; default the features manifest's.")
+flags.DEFINE_string("architecture", None, "Registry architecture name of the source model.")
+flags.DEFINE_string(
+    "settings",
+    None,
+    "Training-settings label of the source model (fair, inception_default, public, ...).",
+)
+flags.DEFINE_string("dataset", None, "Dataset name; default the features manifest's.")
+flags.DEFINE_string(
+    "metric", None, "top1, mean_per_class or map11; default the dataset's (manifest)."
+)
+flags.DEFINE_integer(
+    "num_l2", logreg_lib.NUM_L2, "Number of log-spaced regularisation strengths λ."
+)
+flags.DEFINE_float("l2_min", logreg_lib.L2_MIN, "Weakest λ (objective: mean loss + λ/2 ‖W‖²).")
+flags.DEFINE_float("l2_max", logreg_lib.L2_MAX, "Strongest λ.")
+flags.DEFINE_integer(
+    "per_class", None, "Train on a class-balanced random subset of N examples per class (Fig. 9)."
+)
+flags.DEFINE_integer("seed", 0, "Seed of the --per_class subset.")
+flags.DEFINE_float("tol", 1e-6, "L-BFGS stops when the gradient norm is below this.")
+flags.DEFINE_integer("max_iter", 1000, "L-BFGS iterations per fit.")
+flags.mark_flag_as_required("features_dir")
+flags.mark_flag_as_required("results_dir")
+
+
+def main(argv):
+    del argv
+
+    try:
+        manifest = logreg_lib.load_manifest(FLAGS.features_dir)
+        model = FLAGS.model or manifest.get("model")
+        dataset = FLAGS.dataset or manifest.get("dataset")
+        metric = FLAGS.metric or manifest.get("metric")
+        for name, value in (("model", model), ("dataset", dataset), ("metric", metric)):
+            if value is None:
+                raise ValueError(
+                    f"--{name} is not set and {FLAGS.features_dir}/manifest.json does not say it"
+                )
+        splits = {
+            s: logreg_lib.load_features(FLAGS.features_dir, s) for s in ("train", "val", "test")
+        }
+        final = logreg_lib.run_logreg(
+            splits,
+            FLAGS.results_dir,
+            model=model,
+            dataset=dataset,
+            metric=metric,
+            architecture=FLAGS.architecture,
+            settings=FLAGS.settings,
+            l2s=logreg_lib.l2_grid(FLAGS.num_l2, FLAGS.l2_min, FLAGS.l2_max),
+            per_class=FLAGS.per_class,
+            seed=FLAGS.seed,
+            tol=FLAGS.tol,
+            max_iter=FLAGS.max_iter,
+        )
+    except (ValueError, FileNotFoundError) as e:
+        print(f"transfer-logreg: error: {e}", file=sys.stderr)
+        return 1
+    hp = final["hparams"]
+    print(
+        f"logreg {model} {dataset}: λ={hp['l2']:.3g} (C={hp['C']:.3g}), test {metric} = {final['test_metric']:.4f}"
+    )
+    return 0
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

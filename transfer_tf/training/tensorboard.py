@@ -1,4 +1,11 @@
-"""Starting TensorBoard beside a training run, bound to 127.0.0.1 only (never all interfaces)."""
+"""Starting TensorBoard beside a training run, bound to 127.0.0.1 only (never all interfaces).
+
+TensorBoard 2.20 imports `pkg_resources`, which setuptools >= 81 no longer ships (this venv has
+setuptools 84), so `tensorboard --logdir ...` fails with "No module named 'pkg_resources'".
+`python -m transfer_tf.training.tensorboard --logdir=... --port=...` runs the same server with a
+two-function stand-in for the two calls TensorBoard makes (version parsing, plugin entry points),
+installed only when the real module is missing.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +21,47 @@ HOST = "127.0.0.1"
 
 def tensorboard_command(logdir: str, port: int) -> list[str]:
     return [
-        sys.executable, "-m", "tensorboard.main", "--logdir", logdir, "--host", HOST,
-        "--port", str(int(port)), "--reload_interval", "5",
+        sys.executable, "-m", "transfer_tf.training.tensorboard", "--logdir", logdir,
+        "--host", HOST, "--port", str(int(port)), "--reload_interval", "5",
     ]  # fmt: skip
+
+
+def _install_pkg_resources_stand_in() -> None:
+    try:
+        import pkg_resources  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        return
+    import importlib.metadata
+    import types
+
+    from packaging.version import parse
+
+    class _EntryPoint:
+        def __init__(self, entry_point):
+            self._entry_point = entry_point
+
+        def resolve(self):
+            return self._entry_point.load()
+
+    def iter_entry_points(group):
+        return [_EntryPoint(e) for e in importlib.metadata.entry_points(group=group)]
+
+    module = types.ModuleType("pkg_resources")
+    module.parse_version = parse
+    module.iter_entry_points = iter_entry_points
+    sys.modules["pkg_resources"] = module
+
+
+def serve(argv: list[str]) -> int:
+    """TensorBoard's own `main` (flags as `tensorboard`), after the pkg_resources stand-in."""
+    _install_pkg_resources_stand_in()
+    from tensorboard import default, program
+
+    board = program.TensorBoard(plugins=default.get_plugins())
+    board.configure(argv=["tensorboard", *argv])
+    return board.main()
 
 
 def start_tensorboard(logdir: str, port: int, *, wait_s: float = 60.0) -> subprocess.Popen:
@@ -60,3 +105,7 @@ def stop_tensorboard(process: subprocess.Popen | None) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(serve(sys.argv[1:]))

@@ -12,7 +12,7 @@ import threadpoolctl
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 
-from transfer_tf import results
+from transfer_tf import metrics, results
 from transfer_tf.protocols import logreg
 
 
@@ -185,6 +185,25 @@ def test_protocol_with_per_class_subset(digits, tmp_path):
     assert final["hparams"]["C"] == pytest.approx(1 / (final["hparams"]["l2"] * 50))
 
 
+def test_protocol_multi_label_one_vs_rest_scored_by_map11(digits, tmp_path):
+    x, y = digits
+    tags = np.stack([y >= 5, y % 2 == 0, np.isin(y, [0, 6, 8, 9])], 1).astype(np.int8)
+    splits = {"train": (x[:900], tags[:900]), "val": (x[900:1300], tags[900:1300]),
+              "test": (x[1300:], tags[1300:])}  # fmt: skip
+    final = logreg.run_logreg(
+        splits, str(tmp_path), model="pixels", dataset="digit_tags", metric="map11",
+        l2s=[1e-1, 1e-2, 1e-3], progress=False,
+    )  # fmt: skip
+    frame = results.load(str(tmp_path))
+    preds = results.load_predictions(frame[frame.stage == "final"].predictions_path.item())
+    np.testing.assert_array_equal(preds["y_true"], tags[1300:])
+    assert preds["y_score"].shape == (497, 3) and set(np.unique(preds["y_pred"])) == {0, 1}
+    assert final["test_metric"] == pytest.approx(
+        metrics.eleven_point_map(tags[1300:], preds["y_score"])
+    )
+    assert 0.8 < final["test_metric"] <= 1.0
+
+
 def test_bad_input_is_a_clear_error(digits, tmp_path):
     splits = _splits(digits)
     x, y = splits["train"]
@@ -207,7 +226,8 @@ def test_bad_input_is_a_clear_error(digits, tmp_path):
 def _write_features_dir(path, splits, manifest):
     path.mkdir()
     for name, (x, y) in splits.items():
-        np.savez(path / f"{name}.npz", features=x, labels=y)
+        ids = np.array([f"{name}/{i}" for i in range(len(x))])
+        np.savez(path / f"{name}.npz", features=x, labels=y, ids=ids)
     (path / "manifest.json").write_text(json.dumps(manifest))
 
 
@@ -225,6 +245,8 @@ def test_cli_end_to_end_and_nan_features_exit_nonzero(digits, tmp_path):
     frame = results.load(str(out))
     assert sorted(frame.stage) == ["final"] + ["grid"] * 4
     assert (frame.model == "pixels").all() and (frame.metric == "top1").all()
+    preds = results.load_predictions(frame[frame.stage == "final"].predictions_path.item())
+    np.testing.assert_array_equal(preds["ids"], [f"test/{i}" for i in range(497)])
 
     bad = tmp_path / "bad"
     x_te, y_te = splits["test"]

@@ -24,9 +24,6 @@ flags.DEFINE_integer("batch_size", 64, "Images per call of the signature.")
 flags.DEFINE_string(
     "model", None, "Label of the source model in the manifest; default the SavedModel folder name."
 )
-flags.DEFINE_integer(
-    "num_classes", None, "Number of classes (needed for multi-label datasets outside the registry)."
-)
 for _name in ("saved_model", "records_dir", "dataset", "features_dir"):
     flags.mark_flag_as_required(_name)
 
@@ -46,7 +43,6 @@ def main(argv):
             splits=FLAGS.splits,
             batch_size=FLAGS.batch_size,
             model=FLAGS.model,
-            num_classes=FLAGS.num_classes,
         )
     except (ValueError, FileNotFoundError) as e:
         print(f"transfer-extract-features: error: {e}", file=sys.stderr)

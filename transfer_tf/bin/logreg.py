@@ -75,6 +75,7 @@ def main(argv):
             seed=FLAGS.seed,
             tol=FLAGS.tol,
             max_iter=FLAGS.max_iter,
+            test_ids=logreg_lib.load_ids(FLAGS.features_dir, "test"),
         )
     except (ValueError, FileNotFoundError) as e:
         print(f"transfer-logreg: error: {e}", file=sys.stderr)

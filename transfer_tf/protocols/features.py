@@ -2,9 +2,15 @@
 
 Only the SavedModel is used: its `features` signature by default, or any signature and output
 key, so a SavedModel exported elsewhere works as long as the signature takes a batch of uint8 RGB
-images. Images get the evaluation preprocessing of Supp. A.2 — central crop of 87.5% of the
-image, then bilinear resize to the signature's input size — on uint8, here; the model's own
+images of a fixed size. Images get the evaluation preprocessing of Supp. A.2 — the data layer's
+central crop keeping 87.5% of each side (`transfer_tf.data.pipeline.decode_crop`), then a
+bilinear resize to the signature's input size — and are rounded back to uint8; the model's own
 scaling is inside the SavedModel (docs/DESIGN.md, "training").
+
+Records are read through the data layer's split manifests (`<split>.manifest.json`: shards,
+classes, multi-label, metric) in the same order as `make_input` reads an evaluation split, so
+per-example predictions of all protocols line up. `make_input` itself is not used because it
+returns model-scaled float images, while the SavedModel takes uint8.
 
 Output, per split: `<features_dir>/<split>.npz` with `features` float32 [N, D], `labels` (int64
 [N], or int8 multi-hot [N, C] for multi-label datasets) and `ids` (the records' `image/id`), plus
@@ -20,35 +26,15 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from transfer_tf.data import split_manifests
+from transfer_tf.data.pipeline import MAX_CYCLE, decode_crop
 from transfer_tf.protocols import sweep
 
 SPLITS = ("train", "val", "test")
-CENTRAL_FRACTION = 0.875  # Inception evaluation crop (Supp. A.2)
-
-# `tf.train.Example` keys of docs/DESIGN.md ("data"). Parsed here directly: the data layer's
-# `make_input` returns model-preprocessed float images, but the SavedModel needs uint8.
-_FEATURE_SPEC = {
-    "image/encoded": tf.io.FixedLenFeature([], tf.string),
-    "image/class/label": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
-    "image/class/labels": tf.io.VarLenFeature(tf.int64),
-    "image/id": tf.io.FixedLenFeature([], tf.string, default_value=""),
-}
 
 
 class SignatureError(ValueError):
     """The SavedModel lacks the requested signature or output, or takes other inputs."""
-
-
-def record_files(records_dir: str, dataset: str, split: str) -> list[str]:
-    pattern = sweep.join(records_dir, dataset, f"{split}-*-of-*.tfrecord")
-    files = sorted(tf.io.gfile.glob(pattern))
-    if not files:
-        raise FileNotFoundError(
-            f"no TFRecords match {pattern}; build them with transfer-make-tfrecords or pass the "
-            "--records_dir that holds <dataset>/<split>-<i>-of-<n>.tfrecord"
-        )
-    return files
-
 
 def load_signature(
     saved_model_dir: str, signature: str = "features", output_key: str | None = None
@@ -98,66 +84,65 @@ def load_signature(
 
 
 def eval_image(encoded: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
-    """Decode, central crop 87.5%, bilinear resize to `size`; uint8 [H, W, 3]."""
-    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-    image = tf.image.central_crop(image, CENTRAL_FRACTION)
-    image = tf.image.resize(tf.cast(image, tf.float32), size, method="bilinear")
+    """Decode, central crop (87.5% of each side), bilinear resize to `size`; uint8 [H, W, 3]."""
+    image = decode_crop(encoded, tf.zeros([2], tf.int64), training=False)
+    image = tf.image.resize(image, size, method="bilinear")
     return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
 
 
 def read_split(
     records_dir: str, dataset: str, split: str, size: tuple[int, int], batch_size: int
-) -> tf.data.Dataset:
-    """Batches of (uint8 images, single label or -1, dense positive-class list, id), in file order."""
+) -> tuple[tf.data.Dataset, dict]:
+    """(batches of (uint8 images, labels, ids), the split's data manifest)."""
+    (manifest,) = split_manifests(records_dir, dataset, split)
+    multi_label, num_classes = manifest["multi_label"], manifest["num_classes"]
+    folder = sweep.join(str(records_dir), dataset)
+    paths = [sweep.join(folder, shard["file"]) for shard in manifest["shards"]]
+    for path in paths:
+        if not tf.io.gfile.exists(path):
+            raise FileNotFoundError(
+                f"{path} is listed in {split}.manifest.json but missing; re-create the records "
+                "with transfer-make-tfrecords"
+            )
+    spec = {
+        "image/encoded": tf.io.FixedLenFeature([], tf.string),
+        "image/id": tf.io.FixedLenFeature([], tf.string, default_value=""),
+    }
+    if multi_label:
+        spec["image/class/labels"] = tf.io.VarLenFeature(tf.int64)
+    else:
+        spec["image/class/label"] = tf.io.FixedLenFeature([], tf.int64)
 
     def parse(serialized):
-        ex = tf.io.parse_single_example(serialized, _FEATURE_SPEC)
-        return (
-            eval_image(ex["image/encoded"], size),
-            ex["image/class/label"],
-            tf.sparse.to_dense(ex["image/class/labels"], default_value=-1),
-            ex["image/id"],
-        )
+        ex = tf.io.parse_single_example(serialized, spec)
+        if multi_label:
+            positives = tf.sparse.to_dense(ex["image/class/labels"])
+            hot = tf.reduce_sum(tf.one_hot(positives, num_classes, dtype=tf.int32), axis=0)
+            label = tf.cast(tf.minimum(hot, 1), tf.int8)
+        else:
+            label = ex["image/class/label"]
+        return eval_image(ex["image/encoded"], size), label, ex["image/id"]
 
-    files = record_files(records_dir, dataset, split)
-    ds = tf.data.TFRecordDataset(files)
+    # The order of `make_input` for an evaluation split: shards interleaved one record at a time.
+    ds = tf.data.Dataset.from_tensor_slices(paths).interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=min(len(paths), MAX_CYCLE),
+        block_length=1,
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
     ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.padded_batch(batch_size, padding_values=(None, None, np.int64(-1), None))
-    return ds.prefetch(tf.data.AUTOTUNE)
-
-
-def _labels(single: list[np.ndarray], multi: list[np.ndarray], num_classes: int | None, where: str):
-    single = np.concatenate(single)
-    if np.all(single >= 0):
-        return single.astype(np.int64), False
-    if np.any(single >= 0):
-        raise ValueError(
-            f"{where}: some records have image/class/label and some do not; rebuild the records"
-        )
-    rows = [row for batch in multi for row in batch]
-    if num_classes is None:
-        raise ValueError(
-            f"{where} is multi-label (image/class/labels); pass --num_classes or register the "
-            "dataset so the number of classes is known"
-        )
-    labels = np.zeros((len(rows), num_classes), np.int8)
-    for i, row in enumerate(rows):
-        positives = row[row >= 0]
-        if np.any(positives >= num_classes):
-            raise ValueError(f"{where}: label {positives.max()} ≥ num_classes {num_classes}")
-        labels[i, positives] = 1
-    return labels, True
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE), manifest
 
 
 def extract_split(
     fn, input_name: str, output_key: str, size, records_dir: str, dataset: str, split: str,
-    *, batch_size: int = 64, num_classes: int | None = None,
-) -> dict[str, np.ndarray]:  # fmt: skip
-    """Features, labels and ids of one split, streamed through the signature."""
-    features, single, multi, ids = [], [], [], []
-    for images, label, labels, image_id in read_split(
-        records_dir, dataset, split, size, batch_size
-    ):
+    *, batch_size: int = 64,
+) -> tuple[dict[str, np.ndarray], dict]:  # fmt: skip
+    """(features, labels and ids of one split streamed through the signature, data manifest)."""
+    batches, manifest = read_split(records_dir, dataset, split, size, batch_size)
+    features, labels, ids = [], [], []
+    for images, label, image_id in batches:
         out = fn(**{input_name: images})[output_key].numpy()
         if out.ndim > 2:  # e.g. [B, 1, 1, D] from an un-squeezed pooling layer
             if any(s != 1 for s in out.shape[1:-1]):
@@ -166,35 +151,20 @@ def extract_split(
                 )
             out = out.reshape(len(out), -1)
         features.append(out.astype(np.float32))
-        single.append(label.numpy())
-        multi.append(labels.numpy())
+        labels.append(label.numpy())
         ids.append(image_id.numpy())
-    where = f"{sweep.join(records_dir, dataset)} split {split}"
-    labels, multi_label = _labels(single, multi, num_classes, where)
-    return {
+    n = sum(len(f) for f in features)
+    if n != manifest["num_examples"] or n == 0:
+        raise ValueError(
+            f"{sweep.join(str(records_dir), dataset)} split {split}: read {n} records, the "
+            f"manifest lists {manifest['num_examples']}; re-create the records"
+        )
+    arrays = {
         "features": np.concatenate(features),
-        "labels": labels,
+        "labels": np.concatenate(labels),
         "ids": np.array([i.decode("utf-8", "replace") for i in np.concatenate(ids)]),
-        "multi_label": multi_label,
     }
-
-
-def dataset_info(dataset: str) -> dict:
-    """Metric and class count from the data registry, where it knows the dataset."""
-    try:
-        from transfer_tf.data import get_dataset
-
-        spec = get_dataset(dataset)
-    except Exception:  # noqa: BLE001  (no registry yet, or a dataset made elsewhere)
-        return {}
-    info = {"metric": getattr(spec, "metric", None)}
-    for attr in ("num_classes", "classes"):
-        value = getattr(spec, attr, None)
-        if isinstance(value, int):
-            info["num_classes"] = value
-        elif value is not None and attr == "classes" and "num_classes" not in info:
-            info["num_classes"] = len(value)
-    return info
+    return arrays, manifest
 
 
 def extract_features(
@@ -208,45 +178,40 @@ def extract_features(
     splits=SPLITS,
     batch_size: int = 64,
     model: str | None = None,
-    num_classes: int | None = None,
     log=print,
 ) -> dict:
     """Writes `<features_dir>/<split>.npz` per split and `manifest.json`; returns the manifest."""
+    for split in splits:  # fail before loading the model if a split is missing
+        split_manifests(records_dir, dataset, split)
     fn, input_name, size, output_key = load_signature(saved_model_dir, signature, output_key)
-    info = dataset_info(dataset)
-    num_classes = num_classes or info.get("num_classes")
-    for split in splits:  # fail before the long extraction if a split is missing
-        record_files(records_dir, dataset, split)
     sweep.makedirs(features_dir)
     manifest = {
         "model": model or os.path.basename(os.path.normpath(saved_model_dir)),
-        "saved_model": saved_model_dir,
+        "saved_model": str(saved_model_dir),
         "dataset": dataset,
-        "records_dir": records_dir,
+        "records_dir": str(records_dir),
         "signature": signature,
         "input_key": input_name,
         "output_key": output_key,
         "image_size": list(size),
-        "preprocessing": f"central crop {CENTRAL_FRACTION}, bilinear resize, uint8",
-        "metric": info.get("metric"),
-        "num_classes": num_classes,
+        "preprocessing": "central crop 87.5% of each side, bilinear resize, rounded to uint8",
         "splits": {},
     }
     for split in splits:
-        arrays = extract_split(
-            fn, input_name, output_key, size, records_dir, dataset, split,
-            batch_size=batch_size, num_classes=num_classes,
-        )  # fmt: skip
-        multi_label = arrays.pop("multi_label")
+        arrays, data_manifest = extract_split(
+            fn, input_name, output_key, size, records_dir, dataset, split, batch_size=batch_size
+        )
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
         sweep.atomic_write_bytes(sweep.join(features_dir, f"{split}.npz"), buffer.getvalue())
         n, dim = arrays["features"].shape
         manifest["splits"][split] = n
-        manifest["feature_dim"] = dim
-        manifest["multi_label"] = multi_label
-        if not multi_label and manifest["num_classes"] is None:
-            manifest["num_classes"] = int(arrays["labels"].max()) + 1
+        manifest.update(
+            feature_dim=dim,
+            metric=data_manifest.get("metric"),
+            num_classes=data_manifest["num_classes"],
+            multi_label=data_manifest["multi_label"],
+        )
         log(f"{dataset} {split}: {n} examples, {dim}-d features via {signature}/{output_key}")
     text = json.dumps(manifest, indent=1) + "\n"
     sweep.atomic_write_bytes(sweep.join(features_dir, "manifest.json"), text.encode())

@@ -111,12 +111,15 @@ class LinearModel:
     def logits(self, features: np.ndarray) -> np.ndarray:
         return np.asarray(features, np.float64) @ self.weights + self.bias
 
-    def scores(self, features: np.ndarray) -> np.ndarray:
-        """[N, C] class scores for metrics: logits, or [−z, z]/2 → a two-column form for binary."""
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        """[N, C] class probabilities: softmax, per-class sigmoid (multi-label), or [1 − p, p]."""
         z = self.logits(features)
-        if not self.multi_label and z.shape[1] == 1:
-            return np.concatenate([-z, z], axis=1) / 2
-        return z
+        if self.multi_label:
+            return scipy.special.expit(z)
+        if z.shape[1] == 1:
+            p = scipy.special.expit(z)
+            return np.concatenate([1 - p, p], axis=1)
+        return scipy.special.softmax(z, axis=1)
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """Class index per example, or a 0/1 matrix for multi-label."""
@@ -300,17 +303,11 @@ def class_balanced_subset(labels: np.ndarray, per_class: int, seed: int = 0) -> 
 
 def metric_fn(name: str):
     """`transfer_tf.metrics.METRICS[name]`: (y_true, scores [N, C]) → float."""
-    try:
-        from transfer_tf.metrics import METRICS
-    except ImportError:
-        METRICS = {"top1": _top1}  # the data layer's metrics are not there yet: top-1 only
+    from transfer_tf.metrics import METRICS
+
     if name not in METRICS:
         raise ValueError(f"unknown metric {name!r}; use --metric with one of {sorted(METRICS)}")
     return METRICS[name]
-
-
-def _top1(y_true, scores) -> float:
-    return float(np.mean(np.argmax(scores, axis=1) == np.asarray(y_true)))
 
 
 def _eval_checks(features, labels, dim, name):
@@ -338,12 +335,14 @@ def run_logreg(
     tol: float = 1e-6,
     max_iter: int = 1000,
     progress: bool = True,
+    test_ids=None,
 ) -> dict:
     """The whole protocol on `splits` {"train", "val", "test": (features, labels)}.
 
     Writes one grid cell per λ (stage "grid": fit on train, `val_metric` on val) and one final
     cell (stage "final": refit on train+val at the best λ, `test_metric` and per-example test
-    predictions); returns the final record. A rerun skips finished cells. With `per_class`, the
+    predictions, with `test_ids` if given); returns the final record. Scores passed to the
+    metric are probabilities (softmax, or sigmoid per class). A rerun skips finished cells. With `per_class`, the
     training examples of both stages are a class-balanced random subset (seeded) of train, then
     of train+val; validation and test stay whole.
     """
@@ -382,7 +381,7 @@ def run_logreg(
             cell["hparams"]["l2"], state.get("last"), tol=tol, max_iter=max_iter
         )
         state["last"] = fit
-        val_metric = float(score(y_va, fit.scores(x_va)))
+        val_metric = float(score(y_va, fit.probabilities(x_va)))
         if val_metric > state.get("best_val", -np.inf):  # keep one model, not 45
             state.update(best_val=val_metric, best=fit)
         return {"val_metric": val_metric, "steps": fit.iterations}
@@ -404,10 +403,12 @@ def run_logreg(
             fit = problem.fit(chosen, state["best"], tol=tol, max_iter=max_iter)
         else:  # resumed after the grid finished: warm-start along the grid on train+val
             *_, fit = problem.fit_path(l2s[: best + 1], tol=tol, max_iter=max_iter)
-        scores = fit.scores(x_te)
+        scores = fit.probabilities(x_te)
         predictions = {"y_true": y_te, "y_pred": fit.predict(x_te)}
         if fit.multi_label:  # mAP needs the scores, not only the decisions
             predictions["y_score"] = scores.astype(np.float32)
+        if test_ids is not None:
+            predictions["ids"] = np.asarray(test_ids)
         return {"test_metric": float(score(y_te, scores)), "steps": fit.iterations,
                 "predictions": predictions}  # fmt: skip
 
@@ -430,6 +431,12 @@ def load_features(features_dir: str, split: str) -> tuple[np.ndarray, np.ndarray
         if "features" not in data.files or "labels" not in data.files:
             raise ValueError(f"{path} lacks 'features' or 'labels' (has {data.files})")
         return data["features"], data["labels"]
+
+
+def load_ids(features_dir: str, split: str) -> np.ndarray | None:
+    """The records' image ids of one split, or None if the features file has none."""
+    with np.load(io.BytesIO(sweep.read_bytes(sweep.join(features_dir, f"{split}.npz")))) as data:
+        return data["ids"] if "ids" in data.files else None
 
 
 def load_manifest(features_dir: str) -> dict:

@@ -36,15 +36,18 @@ def main(argv):
     from transfer_tf.training import TrainConfig, Trainer
     from transfer_tf.training.tensorboard import start_tensorboard, stop_tensorboard
 
-    config = TrainConfig(
-        model=FLAGS.model,
-        dataset=FLAGS.dataset,
-        records_dir=FLAGS.records_dir,
-        train_split=FLAGS.train_split,
-        eval_split=FLAGS.eval_split or None,
-        **training_flags.dataset_fields(FLAGS.dataset),
-        **training_flags.config_kwargs_from_flags(FLAGS),
-    )
+    try:
+        config = TrainConfig(
+            model=FLAGS.model,
+            dataset=FLAGS.dataset,
+            records_dir=FLAGS.records_dir,
+            train_split=FLAGS.train_split,
+            eval_split=FLAGS.eval_split or None,
+            **training_flags.dataset_fields(FLAGS.dataset),
+            **training_flags.config_kwargs_from_flags(FLAGS),
+        )
+    except ValueError as e:
+        raise app.UsageError(str(e)) from e
     board = None
     if FLAGS.tensorboard_port and distribute.is_chief(strategy):
         tb_dir = os.path.join(FLAGS.model_dir, "tb")

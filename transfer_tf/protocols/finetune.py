@@ -340,6 +340,9 @@ def sweep_from_flags(protocol: str, flag_values) -> SweepResult:
     for name in ("dataset", "records_dir", "results_dir"):
         if not getattr(fv, name):
             raise ValueError(f"--{name} is required")
+    from transfer_tf.training.flags import dataset_fields
+
+    dataset_fields(fv.dataset)  # an unknown --dataset fails here, before anything is written
     distribute.configure_cpu_devices(fv.cpu_devices)
     toggles = {
         "dropout_rate": fv.dropout_rate,

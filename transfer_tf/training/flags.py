@@ -153,5 +153,8 @@ def dataset_fields(dataset: str) -> dict:
     """num_classes, multi_label and metric of a registry dataset."""
     from transfer_tf.data import get_dataset
 
-    spec = get_dataset(dataset)
+    try:
+        spec = get_dataset(dataset)
+    except KeyError as e:
+        raise ValueError(f"--dataset={dataset!r}: {e.args[0]}") from None
     return dict(num_classes=spec.num_classes, multi_label=spec.multi_label, metric=spec.metric)

@@ -117,6 +117,7 @@ def test_finetune_sweep_killed_and_rerun_runs_every_cell_once(setup):
     assert np.isnan(final["val_metric"]) and grid["test_metric"].isna().all()
     predictions = np.load(final["predictions_path"])
     assert len(predictions["y_true"]) == 355  # the test split of scikit-learn digits
+    assert len(set(predictions["ids"])) == 355  # one id per test image, for paired tests
     assert final["test_metric"] == pytest.approx(
         METRICS["top1"](predictions["y_true"], predictions["y_pred"])
     )

@@ -276,3 +276,80 @@ def test_resumed_run_ends_exactly_where_an_uninterrupted_run_ends(tmp_path):
     for w, r in zip(want, _run_state(second), strict=True):
         np.testing.assert_allclose(r, w, rtol=1e-6, atol=1e-7)
     assert tf.train.latest_checkpoint(str(tmp_path / "b" / "ckpt")).endswith("ckpt-12")
+
+
+# ---------------------------------------------------------------------------------------------
+# Flagfiles: every recipe in flags/ parses into a valid run (in fresh processes: absl flags are
+# process-global).
+
+FLAGFILE_CHECK = """
+import glob, json, sys
+from absl import flags
+kind = sys.argv[1]
+if kind == "pretrain":
+    from transfer_tf.bin import pretrain  # noqa: F401  (defines the flags)
+    from transfer_tf.training import TrainConfig
+    from transfer_tf.training import flags as training_flags
+else:
+    from transfer_tf.bin import finetune  # noqa: F401
+    from transfer_tf.protocols.finetune_grid import explicit_grid, finetune_grid
+out = {}
+for path in sorted(glob.glob(f"flags/{kind}/*.cfg")):
+    flags.FLAGS.unparse_flags()
+    extra = ["--model_dir=/m"] if kind == "pretrain" else []
+    flags.FLAGS(["x", "--flagfile=" + path, "--records_dir=/r", *extra])
+    f = flags.FLAGS
+    if kind == "pretrain":
+        config = TrainConfig(model=f.model, dataset=f.dataset, records_dir="/r",
+                             **training_flags.dataset_fields(f.dataset),
+                             **training_flags.config_kwargs_from_flags(f))
+        out[path] = [config.settings, config.peak_learning_rate, config.ema_decay]
+    elif f.learning_rates:
+        out[path] = len(explicit_grid(f.learning_rates, f.weight_decays))
+    elif "scratch" in path:
+        from transfer_tf.protocols.finetune_grid import scratch_grid
+        out[path] = len(scratch_grid(f.num_learning_rates, f.num_weight_decays))
+    else:
+        out[path] = len(finetune_grid(f.num_learning_rates, f.num_weight_decays,
+                                      include_no_decay=f.no_decay_cell))
+print("RESULT " + json.dumps(out))
+"""
+
+
+@pytest.mark.subprocess
+def test_flagfiles_parse_into_the_papers_recipes():
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    found = {}
+    for kind in ("pretrain", "finetune"):
+        proc = subprocess.run(
+            [sys.executable, "-c", FLAGFILE_CHECK, kind], cwd=root, capture_output=True,
+            text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        found.update(json.loads(proc.stdout.split("RESULT ", 1)[1]))
+    fair = found["flags/pretrain/inception_v3_fair.cfg"]
+    default = found["flags/pretrain/inception_v3_inception_default.cfg"]
+    assert fair[0] == {
+        "bn_scale": True,
+        "dropout_rate": 0.0,
+        "aux_head": False,
+        "label_smoothing": 0.0,
+    }
+    assert default[0] == {
+        "bn_scale": False,
+        "dropout_rate": 0.2,
+        "aux_head": True,
+        "label_smoothing": 0.1,
+    }
+    assert fair[1] == default[1] == pytest.approx(0.041 * 4096 / 256) and fair[2] == 0.9999
+    assert "flags/pretrain/fashion_mnist_cpu.cfg" in found
+    assert found["flags/finetune/finetune.cfg"] == 56 and found["flags/finetune/scratch.cfg"] == 56
+    assert (
+        found["flags/finetune/finetune_cpu.cfg"] == 4
+        and found["flags/finetune/scratch_cpu.cfg"] == 2
+    )

@@ -114,6 +114,34 @@ def source_from_registry(
     )
 
 
+def split_ids(records_dir: str, dataset: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(image ids, single labels or None) of an evaluation split in `make_input`'s order: the
+    shards interleaved one record at a time (as `transfer_tf.protocols.features.read_split`), so
+    fine-tuning predictions line up with the other protocols' by id."""
+    import tensorflow as tf
+
+    from transfer_tf.data import split_manifests
+    from transfer_tf.data.pipeline import MAX_CYCLE
+
+    (manifest,) = split_manifests(records_dir, dataset, split)
+    paths = [os.path.join(str(records_dir), dataset, s["file"]) for s in manifest["shards"]]
+    spec = {"image/id": tf.io.FixedLenFeature([], tf.string, default_value="")}
+    if not manifest["multi_label"]:
+        spec["image/class/label"] = tf.io.FixedLenFeature([], tf.int64)
+    records = tf.data.Dataset.from_tensor_slices(paths).interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=min(len(paths), MAX_CYCLE),
+        block_length=1,
+        deterministic=True,
+    )
+    ids, labels = [], []
+    for batch in records.batch(4096).map(lambda r: tf.io.parse_example(r, spec)):
+        ids.extend(i.decode("utf-8", "replace") for i in batch["image/id"].numpy())
+        if "image/class/label" in batch:
+            labels.append(batch["image/class/label"].numpy())
+    return np.array(ids), (np.concatenate(labels) if labels else None)
+
+
 @dataclasses.dataclass
 class SweepResult:
     grid: list[dict]
@@ -254,11 +282,20 @@ def run_sweep(
             y_true, scores = trainer.predict("test")
             test_metric = float(METRICS[spec.metric](y_true, scores))
             y_pred = scores.astype(np.float32) if spec.multi_label else scores.argmax(axis=1)
+            predictions = {"y_true": y_true, "y_pred": y_pred}
+            ids, id_labels = split_ids(records_dir, dataset, "test")
+            if len(ids) == len(y_true) and (id_labels is None or np.array_equal(id_labels, y_true)):
+                predictions["ids"] = ids
+            else:
+                raise RuntimeError(
+                    f"test ids of {dataset} do not line up with the evaluated labels; the data "
+                    "layer's evaluation order changed (see transfer_tf/data/pipeline.py)"
+                )
             out = {
                 "test_metric": test_metric,
                 "steps": result.step,
                 "history": [],
-                "predictions": {"y_true": y_true, "y_pred": y_pred},
+                "predictions": predictions,
             }
         del trainer
         keras.backend.clear_session()

@@ -111,7 +111,16 @@ def main():
         "--max_iter", type=int, default=1000, help="L-BFGS iterations per fit, both"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--blas_threads",
+        type=int,
+        default=None,
+        help="BLAS threads for both (threadpoolctl); default: the library's own setting",
+    )
     args = parser.parse_args()
+    import threadpoolctl
+
+    threadpoolctl.threadpool_limits(args.blas_threads)
 
     if args.features == "pixels":
         x, y = load_digits(return_X_y=True)
@@ -125,7 +134,8 @@ def main():
               (x[n_tr + n_va :], y[n_tr + n_va :])]  # fmt: skip
     grid = logreg.l2_grid(args.num_l2)
     print(f"features {args.features}: train {n_tr}, val {n_va}, test {len(x) - n_tr - n_va}, "
-          f"dim {x.shape[1]}, {len(grid)} λ, tol {args.tol}, max_iter {args.max_iter}")  # fmt: skip
+          f"dim {x.shape[1]}, {len(grid)} λ, tol {args.tol}, max_iter {args.max_iter}, "
+          f"BLAS threads {args.blas_threads or 'default'}")  # fmt: skip
 
     ours = run_ours(splits, grid, args.tol, args.max_iter)
     ref = run_sklearn(splits, grid, args.tol, args.max_iter)

@@ -327,3 +327,24 @@ def test_tiny_study_from_a_plain_dataframe(tmp_path):
     for name in ("fig2_scratch", "fig7_scratch_vs_finetune", "fig8_convergence", "fig9_subset_size",
                  "fig3_settings_logreg", "fig4_tsne"):  # fmt: skip
         assert headline["skipped"][name], name
+
+
+def test_models_from_different_source_datasets_are_never_correlated_together(tmp_path):
+    """Published ImageNet checkpoints beside models pretrained on another source (the mini-study):
+    each settings group gets its own r; an "all models" r across sources is not computed."""
+    table = pd.DataFrame(
+        [{"model": f"pub{i}", "settings": "public", "imagenet_top1": t,
+          "source_dataset": "imagenet2012"} for i, t in enumerate((0.75, 0.767, 0.775))]
+        + [{"model": f"here{i}", "settings": "fair", "imagenet_top1": t,
+            "source_dataset": "fashion_mnist"} for i, t in enumerate((0.80, 0.85, 0.90))]
+    )  # fmt: skip
+    rows = [{"protocol": "logreg", "model": row.model, "dataset": dataset, "metric": "top1",
+             "stage": "final", "test_metric": float(stats.inverse_logit(
+                 stats.logit(row.imagenet_top1) + offset + 0.01 * i))}
+            for i, row in enumerate(table.itertuples())
+            for dataset, offset in (("d0", 0.5), ("d1", -0.2))]  # fmt: skip
+    headline = report.write_report(pd.DataFrame(rows), table, str(tmp_path / "out"),
+                                   num_bootstrap=50)  # fmt: skip
+    correlations = headline["correlations"]
+    assert set(correlations) == {"logreg/fair", "logreg/public"}
+    assert correlations["logreg/fair"]["n_models"] == correlations["logreg/public"]["n_models"] == 3

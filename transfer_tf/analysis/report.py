@@ -78,6 +78,24 @@ def primary_settings(best: pd.DataFrame) -> str | None:
     return "fair" if "fair" in top else sorted(top)[0]
 
 
+def correlation_groups(best: pd.DataFrame, primary: str | None) -> list[str | None]:
+    """Settings groups to correlate: the primary one first, then every other with 3+ models,
+    then None (all models) — but only when all models were pretrained on the same source data.
+
+    A model table may mix sources (published ImageNet checkpoints beside models pretrained in a
+    mini-study on another dataset, told apart by its optional `source_dataset` column); their
+    "source top-1" values are on different tasks and must not share one regression.
+    """
+    rows = best[best["imagenet_logit"].notna()].drop_duplicates("model")
+    counts = rows["settings"].astype(str).value_counts()
+    groups: list[str | None] = [primary] + sorted(
+        g for g in counts[counts >= 3].index if g != primary)
+    sources = rows["source_dataset"].dropna().unique() if "source_dataset" in rows else []
+    if primary is not None and len(sources) <= 1:
+        groups.append(None)
+    return groups
+
+
 def correlation_summary(best: pd.DataFrame, protocol: str, settings: str | None):
     """Per-model mean logit over a complete set of datasets, Morey SE, and t-test vs the best."""
     rows = best[best["imagenet_logit"].notna()]
@@ -862,8 +880,7 @@ def write_report(
             fit_reasons[protocol] = f"no {protocol} results"
             report.skipped[f"fig2_{protocol}"] = fit_reasons[protocol]
             continue
-        groups = [settings] + ([None] if settings is not None else [])
-        for group in groups:
+        for group in correlation_groups(best, settings):
             summary, matrix = correlation_summary(best, protocol, group)
             fit, reason = _correlate_or_reason(summary, num_bootstrap, seed)
             if group == settings:

@@ -73,7 +73,7 @@ def validate_model_table(model_table: pd.DataFrame) -> pd.DataFrame:
         )
     table["imagenet_top1"] = top1
     table["imagenet_logit"] = stats.logit(top1.to_numpy())
-    for column in ("architecture", "settings", "top1_source"):
+    for column in ("architecture", "settings", "top1_source", "source_dataset"):
         if column not in table.columns:
             table[column] = None
     table["settings"] = settings_labels(table["settings"])
@@ -131,7 +131,8 @@ def best_test_metrics(
     if model_table is not None:
         table = validate_model_table(model_table)
         best = best.merge(
-            table[["model", "imagenet_top1", "imagenet_logit", "architecture", "settings"]],
+            table[["model", "imagenet_top1", "imagenet_logit", "architecture", "settings",
+                   "source_dataset"]],
             on="model",
             how="left",
             suffixes=("", "_table"),
@@ -142,7 +143,7 @@ def best_test_metrics(
     columns = [
         "protocol", "model", "architecture", "settings", "dataset", "metric", "test_metric",
         "logit", "n_seeds", "n_final_configs", "predictions_path", "imagenet_top1",
-        "imagenet_logit",
+        "imagenet_logit", "source_dataset",
     ]  # fmt: skip
     for column in columns:
         if column not in best.columns:

@@ -158,7 +158,8 @@ def plan_study(cfg: StudyConfig) -> list[Step]:
             init = [f"--init_model_dir={cfg.path('models', m.label)}"]
             deps = [f"pretrain-{m.label}"]
         else:
-            init = [f"--model={m.architecture}", *_opt("input_size", cfg.finetune_input_size)]
+            init = [f"--model={m.architecture}", "--weights=imagenet",
+                    *_opt("input_size", cfg.finetune_input_size)]
             deps = []
         for dataset in cfg.target_datasets:
             for per_class in (None, *cfg.subset_sizes):

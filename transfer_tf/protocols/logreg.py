@@ -17,7 +17,7 @@ shared by all λ, not from approximations:
     variance, in which the optimal weights are exactly zero (this shrinks D to rank(X_c) ≤ N − 1
     for small datasets);
   - a diagonal preconditioner per λ in that basis: L-BFGS works on V with M = diag(d) V,
-    d_j = 1/sqrt(s_j + λ/c), s_j the variance along direction j;
+    d_j = 1/sqrt(s_j + λ/c), s_j the variance along direction j, c an assumed loss curvature;
   - warm starts along the grid from strong to weak regularisation.
 The penalty ‖W‖² = ‖U M‖² = ‖M‖² is unchanged by the rotation, so every fit minimises the same
 objective as scikit-learn; the final weights are mapped back to W = U M and b − μW.
@@ -40,8 +40,11 @@ from transfer_tf.protocols import sweep
 NUM_L2 = 45
 L2_MIN = 1e-6
 L2_MAX = 1e5
-# Curvature of the loss assumed by the preconditioner (the binary logistic loss has ≤ 1/4).
-_CURVATURE = 0.25
+# Curvature of the loss (per unit feature variance) assumed by the preconditioner. The logistic
+# loss has at most 1/4, but most iterations are spent at weak λ, where the model is confident and
+# p(1 − p) is small: 1e-3 needed 3.4× (CNN features) and 2.7× (pixels) fewer iterations over the
+# 45-λ digits path than 1/4 did (1e-2: 3.0×, 2.1×; 1e-4: 2.4×, 3.0×). Only speed depends on it.
+_CURVATURE = 1e-3
 # Directions whose variance is below this fraction of the largest are numerically null.
 _RANK_RTOL = 1e-10
 _FTOL = 64 * np.finfo(float).eps  # as scikit-learn's lbfgs: stop on the gradient, not f
@@ -398,6 +401,7 @@ def run_logreg(
     chosen = float(l2s[best])
 
     def run_final_cell(cell):
+        state.pop("train", None)  # free the grid's precomputation (2 × N × D float64)
         problem = LogisticRegressionProblem(x_trva, y_trva, num_classes)
         if "best" in state and state["best"].l2 == chosen:
             fit = problem.fit(chosen, state["best"], tol=tol, max_iter=max_iter)

@@ -183,6 +183,15 @@ def test_protocol_with_per_class_subset(digits, tmp_path):
     grid = frame[frame.stage == "grid"]
     np.testing.assert_allclose(grid["hp.C"], 1 / (grid["hp.l2"] * 50))
     assert final["hparams"]["C"] == pytest.approx(1 / (final["hparams"]["l2"] * 50))
+    # The final model is the one fitted on exactly those 5 per class of train+val.
+    splits = _splits(digits)
+    x_trva = np.concatenate([splits["train"][0], splits["val"][0]]).astype(np.float64)
+    y_trva = np.concatenate([splits["train"][1], splits["val"][1]])
+    subset = logreg.class_balanced_subset(y_trva, 5, seed=1)
+    np.testing.assert_array_equal(np.bincount(y_trva[subset]), [5] * 10)
+    ref = _sklearn(x_trva[subset], y_trva[subset], final["hparams"]["l2"])
+    preds = results.load_predictions(frame[frame.stage == "final"].predictions_path.item())
+    assert np.mean(ref.predict(splits["test"][0].astype(np.float64)) == preds["y_pred"]) >= 0.995
 
 
 def test_protocol_multi_label_one_vs_rest_scored_by_map11(digits, tmp_path):

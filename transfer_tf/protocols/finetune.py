@@ -132,7 +132,6 @@ def split_ids(records_dir: str, dataset: str, split: str) -> tuple[np.ndarray, n
         tf.data.TFRecordDataset,
         cycle_length=min(len(paths), MAX_CYCLE),
         block_length=1,
-        deterministic=True,
     )
     ids, labels = [], []
     for batch in records.batch(4096).map(lambda r: tf.io.parse_example(r, spec)):

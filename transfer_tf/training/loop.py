@@ -112,6 +112,11 @@ def count_examples(config: TrainConfig, input_fn: InputFn | None = None, split=N
             return int(config.per_class) * int(config.num_classes)
         return int(split_size(config.records_dir, config.dataset, split))
     ds = input_fn(config, split, training=False, batch_size=1024, repeat=False)
+    if ds.cardinality() == tf.data.INFINITE_CARDINALITY:
+        raise ValueError(
+            f"input_fn returned an endless dataset for split {split!r} with repeat=False; set "
+            "TrainConfig.num_train_examples or make the input_fn honour repeat"
+        )
     count = ds.reduce(np.int64(0), lambda n, batch: n + tf.cast(tf.shape(batch[1])[0], tf.int64))
     return int(count)
 

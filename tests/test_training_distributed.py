@@ -56,7 +56,7 @@ SCRIPT = textwrap.dedent(
         model="tiny", dataset="memory", records_dir="", num_classes=2, input_size=8,
         preprocessing="inception", batch_size=32, train_steps=%(steps)d, learning_rate=0.8,
         optimizer="rmsprop", lr_schedule="exponential", decay_epochs=0.25, weight_decay=1e-3,
-        ema_decay=0.9, checkpoint_every=4, log_every=1, eval_split=None, autoshard="data",
+        ema_decay=0.9, checkpoint_every=4, log_every=1, eval_split="val", autoshard="data",
     )
     out = {}
     if strategy.num_replicas_in_sync > 1:
@@ -71,6 +71,7 @@ SCRIPT = textwrap.dedent(
         replicas=trainer.num_replicas,
         chief=trainer.chief,
         step=result.step,
+        val_top1=result.final_metric,
         losses=[h["loss"] for h in result.train_losses],
         weights=np.concatenate([w.numpy().ravel() for w in trainer.model.weights]).tolist(),
         ema=np.concatenate([a.numpy().ravel() for a in trainer.ema.averages]).tolist(),
@@ -127,6 +128,8 @@ def _assert_same_run(got, want):
     np.testing.assert_allclose(got["losses"], want["losses"], rtol=2e-5, atol=1e-6)
     np.testing.assert_allclose(got["weights"], want["weights"], rtol=1e-4, atol=2e-6)
     np.testing.assert_allclose(got["ema"], want["ema"], rtol=1e-4, atol=2e-6)
+    # Evaluation (EMA weights, every worker on the whole split) sees the same network.
+    assert got["val_top1"] == pytest.approx(want["val_top1"], abs=1 / 256)
 
 
 def test_mirrored_strategy_on_two_logical_cpus_matches_one_device(script, one_device, tmp_path):

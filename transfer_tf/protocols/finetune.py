@@ -225,8 +225,10 @@ def run_sweep(
     spec = get_dataset(dataset)
     train_steps = int(train_steps or DEFAULT_STEPS[protocol])
     eval_every = int(eval_every or max(train_steps // 10, 1))
-    checkpoint_every = int(checkpoint_every or max(min(train_steps // 10, 2000), 1))
-    log_every = int(log_every or max(min(train_steps // 20, 500), 1))
+    # Defaults: about 10 checkpoints per cell (at least 100 steps apart; the end is always saved)
+    # and 20 progress lines; each is also a return to Python, so not every few steps.
+    checkpoint_every = int(checkpoint_every or min(2000, max(100, train_steps // 10)))
+    log_every = int(log_every or min(500, max(10, train_steps // 20)))
     work_dir = work_dir or os.path.join(results_dir, "runs", protocol)
     strategy = strategy or distribute.make_strategy()
 

@@ -39,7 +39,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   log "installing transfer_tf[test,ray] into .venv (first time: ~2 minutes, ~3.5 GB)"
   start=$(date +%s)
   # pip.conf on this machine lists local mirrors that may be absent: drop those warnings only.
-  .venv/bin/pip install -q --upgrade "pip>=23" setuptools wheel 2>&1 | { grep -v '^WARNING: Location' || true; } >&2
+  .venv/bin/pip install -q --upgrade "pip>=23" "setuptools==80.10.2" wheel 2>&1 | { grep -v '^WARNING: Location' || true; } >&2
   .venv/bin/pip install -q -e ".[test,ray]" 2>&1 | { grep -v '^WARNING: Location' || true; } >&2
   .venv/bin/pip check >&2 || log "pip check reported a conflict (see BUILD_NOTES.md)"
   .venv/bin/python -c "import transfer_tf, keras; assert keras.__version__.startswith('3'), keras.__version__"

@@ -36,6 +36,7 @@ flags.DEFINE_string("pretrain_flagfile", None, "Flagfile with transfer-pretrain'
 flags.DEFINE_integer("pretrain_input_size", None, "Input size of here-pretrained models.")
 flags.DEFINE_integer("pretrain_steps", None, "Pretraining steps (overrides the flagfile's).")
 flags.DEFINE_integer("logreg_num_l2", 45, "Logistic-regression grid size (paper: 45).")
+flags.DEFINE_list("logreg_flags", [], "Extra flags for transfer-logreg (e.g. --blas_threads=1).")
 flags.DEFINE_list("subset_sizes", [], "Fig. 9: also train logreg / fine-tuning on N per class.")
 flags.DEFINE_list("finetune_models", [], "Source-model labels to fine-tune (e.g. "
                   "efficientnet_lite0, mobilenet_v2_fair).")
@@ -69,6 +70,7 @@ def config_from_flags() -> plan.StudyConfig:
         pretrain_input_size=FLAGS.pretrain_input_size,
         pretrain_steps=FLAGS.pretrain_steps,
         logreg_num_l2=FLAGS.logreg_num_l2,
+        logreg_flags=tuple(FLAGS.logreg_flags),
         subset_sizes=tuple(int(n) for n in FLAGS.subset_sizes),
         finetune_models=tuple(FLAGS.finetune_models),
         finetune_flagfile=_abspath(FLAGS.finetune_flagfile),

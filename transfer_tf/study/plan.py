@@ -42,6 +42,7 @@ class StudyConfig:
     pretrain_steps: int | None = None
     # Protocol 1: logistic regression (the full 45-value grid unless shrunk).
     logreg_num_l2: int = 45
+    logreg_flags: tuple[str, ...] = ()  # e.g. --blas_threads=1 when steps share the cores
     subset_sizes: tuple[int, ...] = ()  # Fig. 9: logreg and fine-tuning on N per class
     # Protocol 2: fine-tuning; which source models (labels) and the grid.
     finetune_models: tuple[str, ...] = ()
@@ -146,6 +147,7 @@ def plan_study(cfg: StudyConfig) -> list[Step]:
                     "transfer-logreg", f"--features_dir={features}", f"--results_dir={results}",
                     f"--model={m.label}", f"--architecture={m.architecture}",
                     f"--settings={m.settings}", f"--num_l2={cfg.logreg_num_l2}",
+                    *cfg.logreg_flags,
                     *_opt("per_class", per_class),
                 ), deps=(f"features-{m.label}-{dataset}",)))
 

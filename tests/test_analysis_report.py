@@ -348,3 +348,10 @@ def test_models_from_different_source_datasets_are_never_correlated_together(tmp
     correlations = headline["correlations"]
     assert set(correlations) == {"logreg/fair", "logreg/public"}
     assert correlations["logreg/fair"]["n_models"] == correlations["logreg/public"]["n_models"] == 3
+    # With fewer than 3 models per group (the quick mini-study), nothing is correlated at all.
+    few = table[table["model"].isin(["pub0", "here0", "here1"])]
+    rows_few = [r for r in rows if r["model"] in set(few["model"])]
+    headline = report.write_report(pd.DataFrame(rows_few), few, str(tmp_path / "few"),
+                                   num_bootstrap=50)  # fmt: skip
+    assert headline["correlations"] == {}
+    assert "different source datasets" in headline["skipped"]["fig2_logreg"]

@@ -88,10 +88,10 @@ def correlation_groups(best: pd.DataFrame, primary: str | None) -> list[str | No
     """
     rows = best[best["imagenet_logit"].notna()].drop_duplicates("model")
     counts = rows["settings"].astype(str).value_counts()
-    groups: list[str | None] = [primary] + sorted(
-        g for g in counts[counts >= 3].index if g != primary)
-    sources = rows["source_dataset"].dropna().unique() if "source_dataset" in rows else []
-    if primary is not None and len(sources) <= 1:
+    groups: list[str | None] = sorted(g for g in counts[counts >= 3].index if g != primary)
+    if primary is not None:
+        groups.insert(0, primary)
+    if len(rows["source_dataset"].dropna().unique()) <= 1:
         groups.append(None)
     return groups
 
@@ -880,7 +880,12 @@ def write_report(
             fit_reasons[protocol] = f"no {protocol} results"
             report.skipped[f"fig2_{protocol}"] = fit_reasons[protocol]
             continue
-        for group in correlation_groups(best, settings):
+        groups = correlation_groups(best, settings)
+        if settings not in groups:
+            fit_reasons[protocol] = ("the models were pretrained on different source datasets "
+                                     "and no training-settings group has 3 models to correlate")
+            report.skipped[f"fig2_{protocol}"] = fit_reasons[protocol]
+        for group in groups:
             summary, matrix = correlation_summary(best, protocol, group)
             fit, reason = _correlate_or_reason(summary, num_bootstrap, seed)
             if group == settings:

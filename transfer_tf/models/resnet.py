@@ -4,7 +4,7 @@ Built from `keras.applications.ResNet{50,101,152}` (Caffe ResNet v1) and changed
 config to the TF-slim `resnet_v1` / fb.resnet.torch layout the paper cites ([26], Gross &
 Wilber): a block's stride moves from its first 1x1 convolution to its 3x3 convolution, and
 convolutions followed by BatchNormalization lose their (redundant) bias. See
-docs/notes/models.md for why v1 and not v2.
+BUILD_NOTES.md (Model zoo) for why v1 and not v2.
 """
 
 from __future__ import annotations

@@ -52,6 +52,10 @@ flags.DEFINE_string("ray_address", None, "ray: cluster address ('auto', ray://..
 flags.DEFINE_float("ray_cpus_per_step", None, "ray: CPUs per step (default: the step's own).")
 flags.DEFINE_float("ray_gpus_per_step", None, "ray: GPUs per step (default: the step's own).")
 flags.DEFINE_integer("ray_max_retries", 3, "ray: retries of a step whose worker died.")
+flags.DEFINE_boolean(
+    "split_grid_cells", False,
+    "Each fine-tune / scratch grid cell as its own step (--stage=grid), then the sweep's final "
+    "cell: spreads one sweep over a cluster.")
 flags.DEFINE_boolean("dry_run", False, "Print the planned commands and exit.")
 
 
@@ -78,6 +82,7 @@ def config_from_flags() -> plan.StudyConfig:
         scratch_models=tuple(FLAGS.scratch_models),
         scratch_flagfile=_abspath(FLAGS.scratch_flagfile),
         analyze_flags=tuple(FLAGS.analyze_flags),
+        split_grid_cells=FLAGS.split_grid_cells,
     )
 
 

@@ -141,16 +141,19 @@ def split_ids(records_dir: str, dataset: str, split: str) -> tuple[np.ndarray, n
     return np.array(ids), (np.concatenate(labels) if labels else None)
 
 
+STAGES = ("all", "grid")
+
+
 @dataclasses.dataclass
 class SweepResult:
     grid: list[dict]
     best_hparams: dict
     best_val_metric: float
-    final: dict
+    final: dict | None  # None when the sweep ran with stage="grid"
 
     @property
-    def test_metric(self) -> float:
-        return self.final["test_metric"]
+    def test_metric(self) -> float | None:
+        return None if self.final is None else self.final["test_metric"]
 
 
 def _cells(protocol, source: Source, dataset, metric, grid, *, train_steps, batch_size,
@@ -195,6 +198,7 @@ def run_sweep(
     strategy=None,
     progress: bool = True,
     on_cell: Callable[[dict], None] | None = None,
+    stage: str = "all",
 ) -> SweepResult:
     """Runs the grid on train/val, then the best cell on train+val/test; returns all records.
 
@@ -211,6 +215,9 @@ def run_sweep(
       eval_every: validation points recorded per grid cell (default train_steps // 10).
       keep_runs: keep grid cells' checkpoints (the final cell's are always kept).
       strategy: a tf.distribute strategy shared by all cells (default MirroredStrategy).
+      stage: "all" (grid, then the final cell) or "grid" (the grid cells only; `final` is None).
+        A cluster runs each grid cell as its own "grid" job, then the whole sweep once more:
+        cell ids are content hashes, so that run finds every grid cell done and runs the final.
     """
     from transfer_tf.data import get_dataset
     from transfer_tf.metrics import METRICS
@@ -218,6 +225,8 @@ def run_sweep(
 
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol {protocol!r}: use one of {PROTOCOLS}")
+    if stage not in STAGES:
+        raise ValueError(f"--stage={stage!r}: use one of {list(STAGES)}")
     if not grid:
         raise ValueError(
             "empty hyperparameter grid: pass at least one learning rate and weight decay"
@@ -315,8 +324,10 @@ def run_sweep(
             f"no grid cell of {protocol} {source.label} on {dataset} has a val metric"
         )
     best = max(scored, key=lambda r: r["val_metric"])  # first of equals: grid order
-    final_cell = {**cells[records.index(best)], "stage": "final"}
-    final = sweep.run_cells([final_cell], results_dir, run_fn, progress=progress)[0]
+    final = None
+    if stage == "all":
+        final_cell = {**cells[records.index(best)], "stage": "final"}
+        final = sweep.run_cells([final_cell], results_dir, run_fn, progress=progress)[0]
     return SweepResult(
         grid=records,
         best_hparams=dict(best["hparams"]),
@@ -351,14 +362,12 @@ def define_sweep_flags(protocol: str) -> None:
     flags.DEFINE_float("dropout_rate", None, "Dropout before the logits while training.")
     flags.DEFINE_boolean("aux_head", None, "Train with the Inception auxiliary head.")
     flags.DEFINE_float("label_smoothing", None, "Label smoothing while training.")
-    flags.DEFINE_list("learning_rates", None, "Explicit learning rates (per 256 images).")
-    flags.DEFINE_list("weight_decays", None, "Explicit weight decays (0 = none).")
-    flags.DEFINE_integer("num_learning_rates", 7, "Shrink the grid: this many learning rates.")
-    flags.DEFINE_integer(
-        "num_weight_decays", 7 if finetune else 8, "Shrink the grid: this many weight decays."
-    )
-    if finetune:
-        flags.DEFINE_boolean("no_decay_cell", True, "Include weight decay 'none' in the grid.")
+    define_grid_flags(protocol)
+    flags.DEFINE_enum(
+        "stage", "all", list(STAGES),
+        "all: the grid, then the best cell on train+val / test; grid: the grid cells only (a "
+        "cluster runs each cell as its own job, then the sweep with --stage=all runs the final).",
+    )  # fmt: skip
     flags.DEFINE_integer("train_steps", DEFAULT_STEPS[protocol], "Steps per cell.")
     flags.DEFINE_integer("batch_size", 256, "Global batch.")
     flags.DEFINE_integer("per_class", None, "Train on N examples per class (Fig. 9).")
@@ -370,8 +379,54 @@ def define_sweep_flags(protocol: str) -> None:
     flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into N logical devices.")
 
 
-def sweep_from_flags(protocol: str, flag_values) -> SweepResult:
+GRID_FLAGS = (
+    "learning_rates", "weight_decays", "num_learning_rates", "num_weight_decays", "no_decay_cell",
+)  # fmt: skip
+
+
+def define_grid_flags(protocol: str, flag_values=None) -> None:
+    """The flags that choose a sweep's grid (GRID_FLAGS; no_decay_cell for fine-tuning only).
+
+    `flag_values` defaults to absl's global FLAGS; the study planner passes a private FlagValues
+    to read a flagfile's grid exactly as the binary will.
+    """
+    from absl import flags
+
+    fv = flags.FLAGS if flag_values is None else flag_values
+    finetune = protocol == "finetune"
+    flags.DEFINE_list(
+        "learning_rates", None, "Explicit learning rates (per 256 images).", flag_values=fv
+    )
+    flags.DEFINE_list("weight_decays", None, "Explicit weight decays (0 = none).", flag_values=fv)
+    flags.DEFINE_integer(
+        "num_learning_rates", 7, "Shrink the grid: this many learning rates.", flag_values=fv
+    )
+    flags.DEFINE_integer(
+        "num_weight_decays", 7 if finetune else 8, "Shrink the grid: this many weight decays.",
+        flag_values=fv,
+    )  # fmt: skip
+    if finetune:
+        flags.DEFINE_boolean(
+            "no_decay_cell", True, "Include weight decay 'none' in the grid.", flag_values=fv
+        )
+
+
+def grid_from_flags(protocol: str, fv) -> list[dict]:
+    """The grid that --learning_rates / --weight_decays or the --num_* flags describe."""
     from transfer_tf.protocols.finetune_grid import explicit_grid, finetune_grid, scratch_grid
+
+    if fv.learning_rates or fv.weight_decays:
+        if not (fv.learning_rates and fv.weight_decays):
+            raise ValueError("pass both --learning_rates and --weight_decays, or neither")
+        return explicit_grid(fv.learning_rates, fv.weight_decays)
+    if protocol == "finetune":
+        return finetune_grid(
+            fv.num_learning_rates, fv.num_weight_decays, include_no_decay=fv.no_decay_cell
+        )
+    return scratch_grid(fv.num_learning_rates, fv.num_weight_decays)
+
+
+def sweep_from_flags(protocol: str, flag_values) -> SweepResult:
     from transfer_tf.training import distribute
 
     fv = flag_values
@@ -421,16 +476,7 @@ def sweep_from_flags(protocol: str, flag_values) -> SweepResult:
             input_size=fv.input_size,
             label=fv.model_label,
         )
-    if fv.learning_rates or fv.weight_decays:
-        if not (fv.learning_rates and fv.weight_decays):
-            raise ValueError("pass both --learning_rates and --weight_decays, or neither")
-        grid = explicit_grid(fv.learning_rates, fv.weight_decays)
-    elif finetune:
-        grid = finetune_grid(
-            fv.num_learning_rates, fv.num_weight_decays, include_no_decay=fv.no_decay_cell
-        )
-    else:
-        grid = scratch_grid(fv.num_learning_rates, fv.num_weight_decays)
+    grid = grid_from_flags(protocol, fv)
     return run_sweep(
         protocol,
         source,
@@ -447,14 +493,19 @@ def sweep_from_flags(protocol: str, flag_values) -> SweepResult:
         checkpoint_every=fv.checkpoint_every,
         log_every=fv.log_every,
         keep_runs=fv.keep_runs,
+        stage=getattr(fv, "stage", "all"),  # callers that predate --stage mean "all"
     )
 
 
 def summary_line(protocol: str, result: SweepResult) -> str:
     hp = result.best_hparams
-    return (
+    best = (
         f"{protocol}: best learning_rate={hp['learning_rate']:.3g} "
         f"weight_decay={hp['weight_decay']:.3g} (val {result.best_val_metric:.4f}); "
+    )
+    if result.final is None:
+        return best + f"{len(result.grid)} grid cell(s) done; no final cell (--stage=grid)"
+    return best + (
         f"final {result.final['metric']} on test {result.test_metric:.4f} "
         f"({result.final['cell_id']})"
     )

@@ -53,6 +53,8 @@ class StudyConfig:
     scratch_flagfile: str | None = None
     # Analysis.
     analyze_flags: tuple[str, ...] = ()
+    # Clusters: each fine-tune / scratch grid cell as its own step (`split_sweep`).
+    split_grid_cells: bool = False
 
     def path(self, *parts: str) -> str:
         return os.path.join(self.study_dir, *parts)
@@ -99,6 +101,40 @@ def _opt(flag: str, value) -> list[str]:
 
 def _flagfile(path: str | None) -> list[str]:
     return [] if path is None else [f"--flagfile={path}"]
+
+
+def sweep_grid(protocol: str, flagfile: str | None) -> list[dict]:
+    """The grid transfer-<protocol> runs with `flagfile`: only its grid flags, read by absl as the
+    binary reads them (nested --flagfile, last value wins), then the binary's grid function."""
+    from absl import flags
+
+    from transfer_tf.protocols import finetune
+
+    grid_flags = flags.FlagValues()
+    finetune.define_grid_flags(protocol, grid_flags)
+    try:
+        grid_flags(["transfer-study", *_flagfile(flagfile)], known_only=True)
+        return finetune.grid_from_flags(protocol, grid_flags)
+    except (flags.Error, ValueError) as e:
+        raise ValueError(f"--{protocol}_flagfile={flagfile}: bad grid flags: {e}") from e
+
+
+def split_sweep(step: Step, grid: list[dict]) -> list[Step]:
+    """A sweep step as one `--stage=grid` step per grid cell, plus the whole sweep after them.
+
+    Cell ids are content hashes, so a one-point grid computes the very cell the full grid would:
+    the last step finds every grid cell done and runs only the final (best) cell.
+    """
+    width = len(str(len(grid) - 1))
+    cells = [
+        dataclasses.replace(step, name=f"{step.name}-grid{i:0{width}d}", argv=(
+            *step.argv, f"--learning_rates={point['learning_rate']!r}",
+            f"--weight_decays={point['weight_decay']!r}", "--stage=grid"))
+        for i, point in enumerate(grid)
+    ]
+    final = dataclasses.replace(
+        step, argv=(*step.argv, "--stage=all"), deps=(*step.deps, *(c.name for c in cells)))
+    return [*cells, final]
 
 
 def plan_study(cfg: StudyConfig) -> list[Step]:
@@ -151,6 +187,17 @@ def plan_study(cfg: StudyConfig) -> list[Step]:
                     *_opt("per_class", per_class),
                 ), deps=(f"features-{m.label}-{dataset}",)))
 
+    flagfiles = {"finetune": cfg.finetune_flagfile, "scratch": cfg.scratch_flagfile}
+    grids: dict[str, list[dict]] = {}
+
+    def add_sweep(protocol: str, step: Step) -> None:
+        if not cfg.split_grid_cells:
+            steps.append(step)
+            return
+        if protocol not in grids:
+            grids[protocol] = sweep_grid(protocol, flagfiles[protocol])
+        steps.extend(split_sweep(step, grids[protocol]))
+
     for label in cfg.finetune_models:
         if label not in by_label:
             raise ValueError(f"--finetune_models: {label!r} is not a source model of this study; "
@@ -166,7 +213,7 @@ def plan_study(cfg: StudyConfig) -> list[Step]:
         for dataset in cfg.target_datasets:
             for per_class in (None, *cfg.subset_sizes):
                 suffix = "" if per_class is None else f"-n{per_class}"
-                steps.append(Step(f"finetune-{m.label}-{dataset}{suffix}", (
+                add_sweep("finetune", Step(f"finetune-{m.label}-{dataset}{suffix}", (
                     "transfer-finetune", *_flagfile(cfg.finetune_flagfile), *init,
                     f"--dataset={dataset}", f"--records_dir={records}",
                     f"--results_dir={results}", f"--model_label={m.label}",
@@ -178,7 +225,7 @@ def plan_study(cfg: StudyConfig) -> list[Step]:
         # analysis pairs them with its fine-tuning (Fig. 7).
         label = f"{arch}_fair"
         for dataset in cfg.target_datasets:
-            steps.append(Step(f"scratch-{arch}-{dataset}", (
+            add_sweep("scratch", Step(f"scratch-{arch}-{dataset}", (
                 "transfer-scratch", *_flagfile(cfg.scratch_flagfile), f"--model={arch}",
                 *_opt("input_size", cfg.pretrain_input_size), f"--dataset={dataset}",
                 f"--records_dir={records}", f"--results_dir={results}", f"--model_label={label}",

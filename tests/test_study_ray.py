@@ -198,41 +198,44 @@ def test_paper_grid_flagfile_plans_the_full_grid_for_ray(tmp_path):
 
 
 @pytest.mark.subprocess
-def test_scale_pretrain_flagfiles_scale_the_learning_rate_with_the_global_batch():
+def test_scale_pretrain_flagfiles_are_the_papers_recipe_at_batch_4096():
     code = """
-import json, sys
+import json
 from absl import flags
 from transfer_tf.bin import pretrain  # noqa: F401 (defines the flags)
 from transfer_tf.training import TrainConfig
 from transfer_tf.training import flags as training_flags
 out = {}
-for path in ["flags/scale/pretrain_multiworker.cfg", "flags/scale/pretrain_tpu.cfg"]:
+for path in ["flags/pretrain/inception_v3_fair.cfg", "flags/scale/pretrain_multiworker.cfg",
+             "flags/scale/pretrain_tpu.cfg"]:
     flags.FLAGS.unparse_flags()
     flags.FLAGS(["x", "--flagfile=" + path, "--model=resnet_50", "--records_dir=/r",
                  "--model_dir=/m"])
     f = flags.FLAGS
     config = TrainConfig(model=f.model, dataset=f.dataset, records_dir="/r",
+                         train_split=f.train_split, eval_split=f.eval_split,
                          **training_flags.dataset_fields(f.dataset),
                          **training_flags.config_kwargs_from_flags(f))
-    out[path] = dict(batch=config.batch_size, peak=config.peak_learning_rate, tpu=config.tpu,
-                     steps=config.train_steps, settings=config.settings, opt=config.optimizer,
-                     ema=config.ema_decay, checkpoint_input=config.checkpoint_input,
-                     autoshard=config.autoshard, eval_split=f.eval_split)
+    out[path] = dict(config.to_dict(), peak=config.peak_learning_rate)
 print("RESULT " + json.dumps(out))
 """
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          env=_env(), timeout=300)  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     got = json.loads(out.stdout.split("RESULT ", 1)[1])
-    fair = {"bn_scale": True, "dropout_rate": 0.0, "aux_head": False, "label_smoothing": 0.0}
+    fair = got.pop("flags/pretrain/inception_v3_fair.cfg")
     for path, c in got.items():
-        assert c["batch"] == 4096, path
+        assert c["batch_size"] == 4096 and c["lr_reference_batch"] == 256, path
         assert c["peak"] == pytest.approx(0.041 * 4096 / 256), path  # linear scaling from 256
-        assert c["steps"] == 31_280  # 100 epochs of 1,281,167 images
-        assert c["settings"] == fair and c["opt"] == "rmsprop" and c["ema"] == 0.9999
+        assert c["train_steps"] == 31_280  # 100 epochs of 1,281,167 images
+        assert c["settings"] == {
+            "bn_scale": True, "dropout_rate": 0.0, "aux_head": False, "label_smoothing": 0.0,
+        }  # fmt: skip
         assert c["eval_split"] == "test" and c["checkpoint_input"] is False
+        # The recipe of flags/pretrain/inception_v3_fair.cfg; only the device flags differ.
+        differ = {k for k in c if c[k] != fair[k]}
+        assert differ == ({"tpu"} if "tpu" in path else {"autoshard"}), (path, differ)
     assert got["flags/scale/pretrain_tpu.cfg"]["tpu"] == "local"
-    assert got["flags/scale/pretrain_multiworker.cfg"]["tpu"] is None
     assert got["flags/scale/pretrain_multiworker.cfg"]["autoshard"] == "file"
 
 

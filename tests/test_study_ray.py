@@ -435,3 +435,61 @@ def test_local_and_ray_executors_give_identical_results(setup, ray_run):
         assert len(want) > 100 and set(got) == set(want)
         for key, value in want.items():
             np.testing.assert_array_equal(got[key], value, err_msg=f"{cell}: {key}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Work done outside the study (records with --manual_dir, pretraining on many GPUs / a TPU).
+
+
+def test_adopt_marks_finished_outside_work_done_and_refuses_unfinished_work(setup, tmp_path):
+    from transfer_tf.study import adopt
+    from transfer_tf.training import TrainConfig
+    from transfer_tf.training.config import save_config
+
+    root, _ = setup
+    study_dir = tmp_path / "study"
+    study_dir.mkdir()
+    os.symlink(root / "records", study_dir / "records")
+    cfg = plan.StudyConfig(
+        study_dir=str(study_dir), source_dataset="sklearn_digits", pretrain_models=("mobilenet_v1",),
+        pretrain_settings=("fair",), pretrain_steps=2, target_datasets=("sklearn_digits",),
+    )  # fmt: skip
+    steps = [s for s in plan.plan_study(cfg) if s.name.startswith(("records-", "pretrain-"))]
+    assert [s.name for s in steps] == ["records-sklearn_digits", "pretrain-mobilenet_v1_fair"]
+    adopted, missing = adopt.adopt(steps, str(study_dir), ["records", "pretrain"])
+    assert adopted == ["records-sklearn_digits"]
+    assert "config.json does not exist" in missing["pretrain-mobilenet_v1_fair"]
+
+    # A run of the planned architecture and settings, cut short at step 1 of 2: not adopted.
+    model_dir = study_dir / "models" / "mobilenet_v1_fair"
+    fair = {"bn_scale": True, "dropout_rate": 0.0, "aux_head": False, "label_smoothing": 0.0}
+    config = TrainConfig(model="mobilenet_v1", dataset="sklearn_digits", records_dir="/r",
+                         num_classes=10, train_steps=2, settings=fair)  # fmt: skip
+    save_config(config, str(model_dir))
+    (model_dir / "ckpt").mkdir()
+    (model_dir / "ckpt" / "checkpoint").write_text('model_checkpoint_path: "ckpt-1"\n')
+    _, missing = adopt.adopt(steps, str(study_dir), ["pretrain"])
+    assert "is at step 1 of 2" in missing["pretrain-mobilenet_v1_fair"]
+    # Finished, but with other training settings than the planned label: not adopted.
+    (model_dir / "ckpt" / "checkpoint").write_text('model_checkpoint_path: "ckpt-2"\n')
+    save_config(config.replace(settings={**fair, "label_smoothing": 0.1}), str(model_dir))
+    _, missing = adopt.adopt(steps, str(study_dir), ["pretrain"])
+    assert "the study plans" in missing["pretrain-mobilenet_v1_fair"]
+    with pytest.raises(ValueError, match=r"--adopt: unknown step kinds \['logreg'\]"):
+        adopt.adopt(steps, str(study_dir), ["logreg"])
+
+    # The finished run of the planned settings is adopted (through the command line, with the
+    # study's own flags), and the study then skips both steps without running them.
+    save_config(config, str(model_dir))
+    out = subprocess.run(
+        [sys.executable, "-m", "transfer_tf.study.adopt", f"--study_dir={study_dir}",
+         "--source_dataset=sklearn_digits", "--pretrain_models=mobilenet_v1",
+         "--pretrain_settings=fair", "--pretrain_steps=2", "--target_datasets=sklearn_digits",
+         "--adopt=records,pretrain"],
+        cwd=ROOT, capture_output=True, text=True, env=_env(), timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "adopted pretrain-mobilenet_v1_fair" in out.stdout
+    assert "1 step(s) adopted, 0 left to the study" in out.stdout  # records: adopted before
+    done = LocalExecutor().run(steps, str(study_dir))
+    assert all(r["skipped"] for r in done.values()) and not (study_dir / "logs").exists()

@@ -40,6 +40,7 @@ flags.DEFINE_list("logreg_flags", [], "Extra flags for transfer-logreg (e.g. --b
 flags.DEFINE_list("subset_sizes", [], "Fig. 9: also train logreg / fine-tuning on N per class.")
 flags.DEFINE_list("finetune_models", [], "Source-model labels to fine-tune (e.g. "
                   "efficientnet_lite0, mobilenet_v2_fair).")
+flags.DEFINE_list("finetune_datasets", [], "Targets for fine-tuning and scratch (default: all).")
 flags.DEFINE_string("finetune_flagfile", None, "Flagfile with transfer-finetune's grid/steps.")
 flags.DEFINE_integer("finetune_input_size", None,
                      "Input size when fine-tuning public models (default: their ImageNet size).")
@@ -77,6 +78,7 @@ def config_from_flags() -> plan.StudyConfig:
         logreg_flags=tuple(FLAGS.logreg_flags),
         subset_sizes=tuple(int(n) for n in FLAGS.subset_sizes),
         finetune_models=tuple(FLAGS.finetune_models),
+        finetune_datasets=tuple(FLAGS.finetune_datasets),
         finetune_flagfile=_abspath(FLAGS.finetune_flagfile),
         finetune_input_size=FLAGS.finetune_input_size,
         scratch_models=tuple(FLAGS.scratch_models),

@@ -46,6 +46,8 @@ class StudyConfig:
     subset_sizes: tuple[int, ...] = ()  # Fig. 9: logreg and fine-tuning on N per class
     # Protocol 2: fine-tuning; which source models (labels) and the grid.
     finetune_models: tuple[str, ...] = ()
+    # Targets that fine-tuning and scratch run on (empty: every target dataset).
+    finetune_datasets: tuple[str, ...] = ()
     finetune_flagfile: str | None = None
     finetune_input_size: int | None = None
     # Protocol 3: training from scratch, per pretrained-here architecture.
@@ -55,6 +57,13 @@ class StudyConfig:
     analyze_flags: tuple[str, ...] = ()
     # Clusters: each fine-tune / scratch grid cell as its own step (`split_sweep`).
     split_grid_cells: bool = False
+
+    def trained_targets(self) -> tuple[str, ...]:
+        unknown = set(self.finetune_datasets) - set(self.target_datasets)
+        if unknown:
+            raise ValueError(f"--finetune_datasets: {sorted(unknown)} are not target datasets "
+                             f"({', '.join(self.target_datasets)})")
+        return self.finetune_datasets or self.target_datasets
 
     def path(self, *parts: str) -> str:
         return os.path.join(self.study_dir, *parts)
@@ -210,7 +219,7 @@ def plan_study(cfg: StudyConfig) -> list[Step]:
             init = [f"--model={m.architecture}", "--weights=imagenet",
                     *_opt("input_size", cfg.finetune_input_size)]
             deps = []
-        for dataset in cfg.target_datasets:
+        for dataset in cfg.trained_targets():
             for per_class in (None, *cfg.subset_sizes):
                 suffix = "" if per_class is None else f"-n{per_class}"
                 add_sweep("finetune", Step(f"finetune-{m.label}-{dataset}{suffix}", (
@@ -224,7 +233,7 @@ def plan_study(cfg: StudyConfig) -> list[Step]:
         # Scratch results carry the label of the fair model of the same architecture, so the
         # analysis pairs them with its fine-tuning (Fig. 7).
         label = f"{arch}_fair"
-        for dataset in cfg.target_datasets:
+        for dataset in cfg.trained_targets():
             add_sweep("scratch", Step(f"scratch-{arch}-{dataset}", (
                 "transfer-scratch", *_flagfile(cfg.scratch_flagfile), f"--model={arch}",
                 *_opt("input_size", cfg.pretrain_input_size), f"--dataset={dataset}",

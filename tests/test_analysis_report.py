@@ -355,3 +355,14 @@ def test_models_from_different_source_datasets_are_never_correlated_together(tmp
                                    num_bootstrap=50)  # fmt: skip
     assert headline["correlations"] == {}
     assert "different source datasets" in headline["skipped"]["fig2_logreg"]
+
+
+def test_axis_names_the_source_the_accuracy_was_measured_on():
+    from transfer_tf.analysis.figures import source_name
+
+    assert source_name(pd.DataFrame({"model": ["a"]})) == "ImageNet"
+    assert source_name(pd.DataFrame({"source_dataset": ["imagenet2012", None]})) == "ImageNet"
+    assert source_name(pd.DataFrame({"source_dataset": ["fashion_mnist"] * 2})) == \
+        "source (fashion_mnist)"
+    assert source_name(pd.DataFrame({"source_dataset": ["imagenet2012", "fashion_mnist"]})) == \
+        "source (fashion_mnist, imagenet2012)"

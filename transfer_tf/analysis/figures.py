@@ -89,6 +89,17 @@ def _settings_colors(labels) -> dict:
     return {label: cmap(i % 10) for i, label in enumerate(sorted(set(map(str, labels))))}
 
 
+def source_name(frame: pd.DataFrame) -> str:
+    """What the x-axis accuracy was measured on: ImageNet, unless the model table's optional
+    `source_dataset` column names another source (models pretrained in a mini-study)."""
+    names = set()
+    if "source_dataset" in frame:
+        names = {str(s) for s in frame["source_dataset"].dropna()}
+    if names <= {"imagenet2012"}:
+        return "ImageNet"
+    return "source (" + ", ".join(sorted(names)) + ")"
+
+
 def _draw_correlation_panel(ax, summary: pd.DataFrame, fit: dict, title: str) -> None:
     colors = _settings_colors(summary["settings"])
     for settings, rows in summary.groupby(summary["settings"].astype(str)):
@@ -109,7 +120,7 @@ def _draw_correlation_panel(ax, summary: pd.DataFrame, fit: dict, title: str) ->
                           fit["band_low"], fit["band_high"]], "y")  # fmt: skip
     set_logit_ticks(ax, "x")
     set_logit_ticks(ax, "y")
-    ax.set_xlabel("ImageNet top-1 accuracy (logit axis)")
+    ax.set_xlabel(f"{source_name(summary)} top-1 accuracy (logit axis)")
     ax.set_ylabel("transfer accuracy, mean log odds over datasets")
     ax.set_title(
         f"{title}\nr = {fit['r']:.2f} (95% CI {fit['r_ci'][0]:.2f} to {fit['r_ci'][1]:.2f}), "
@@ -147,7 +158,7 @@ def transfer_vs_imagenet(summary: pd.DataFrame, fit: dict, protocol: str, path: 
     right.set_xlabel("mean log odds over datasets (± Morey SE)")
     right.set_title("Average transfer accuracy per model", fontsize=9)
     right.legend(fontsize=7, loc="lower right")
-    fig.suptitle(f"Transfer vs ImageNet accuracy: {PROTOCOL_NAMES[protocol]}")
+    fig.suptitle(f"Transfer vs {source_name(summary)} accuracy: {PROTOCOL_NAMES[protocol]}")
     return _save(fig, path)
 
 
@@ -190,10 +201,11 @@ def transfer_vs_imagenet_per_dataset(best: pd.DataFrame, protocol: str, path: st
         set_logit_ticks(ax, "x", max_ticks=4)
         set_logit_ticks(ax, "y", max_ticks=5)
         ax.tick_params(labelsize=6)
-        ax.set_xlabel("ImageNet top-1", fontsize=7)
+        ax.set_xlabel(f"{source_name(group)} top-1", fontsize=7)
         ax.set_ylabel(f"{group['metric'].iloc[0]} (test)", fontsize=7)
     axes[0].legend(fontsize=6, title="settings", title_fontsize=6)
-    fig.suptitle(f"Per-dataset transfer vs ImageNet accuracy: {PROTOCOL_NAMES[protocol]}")
+    fig.suptitle(f"Per-dataset transfer vs {source_name(rows)} accuracy: "
+                 f"{PROTOCOL_NAMES[protocol]}")
     fig.tight_layout()
     return _save(fig, path)
 
@@ -222,17 +234,17 @@ def settings_variants(variants: pd.DataFrame, protocol: str, figure_number: int,
         (left, np.r_[variants["mean_logit"] + variants["morey_se"],
                      variants["mean_logit"] - variants["morey_se"]],
          "transfer accuracy, mean log odds (± Morey SE)"),
-        (right, variants["imagenet_logit"], "ImageNet top-1 accuracy"),
+        (right, variants["imagenet_logit"], f"{source_name(variants)} top-1 accuracy"),
     ):  # fmt: skip
         ax.set_xticks(range(len(labels)), labels, rotation=20, fontsize=8)
-        ax.set_xlabel("ImageNet training settings")
+        ax.set_xlabel("pretraining settings")
         ax.set_ylabel(ylabel)
         if np.isfinite(np.asarray(values, dtype=float)).any():
             _pad_limits(ax, values, "y")
             set_logit_ticks(ax, "y")
         ax.legend(fontsize=7)
     left.set_title(f"Transfer ({PROTOCOL_NAMES[protocol]})", fontsize=9)
-    right.set_title("ImageNet top-1 of the same models", fontsize=9)
+    right.set_title(f"{source_name(variants)} top-1 of the same models", fontsize=9)
     fig.suptitle(f"Training settings and transfer (Fig. {figure_number})")
     return _save(fig, path)
 
@@ -293,7 +305,7 @@ def scratch_vs_finetune(pairs: pd.DataFrame, path: str) -> str:
     ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="equal accuracy")
     set_logit_ticks(ax, "x")
     set_logit_ticks(ax, "y")
-    ax.set_xlabel("fine-tuned from ImageNet (test accuracy)")
+    ax.set_xlabel("fine-tuned from pretrained weights (test accuracy)")
     ax.set_ylabel("trained from random initialization (test accuracy)")
     ax.set_title("Fine-tuning vs training from scratch (Fig. 7)")
     ax.legend(fontsize=6, ncol=2)

@@ -111,6 +111,7 @@ def correlation_summary(best: pd.DataFrame, protocol: str, settings: str | None)
             "settings": info.loc[matrix.index, "settings"].astype(str).to_numpy(),
             "imagenet_top1": info.loc[matrix.index, "imagenet_top1"].to_numpy(),
             "imagenet_logit": info.loc[matrix.index, "imagenet_logit"].to_numpy(),
+            "source_dataset": info.loc[matrix.index, "source_dataset"].to_numpy(),
             "mean_logit": matrix.mean(axis=1).to_numpy(),
         }
     )
@@ -365,12 +366,13 @@ def settings_variant_table(best: pd.DataFrame, protocol: str) -> pd.DataFrame:
             rows.append(
                 {"architecture": architecture, "settings": str(info.loc[model, "settings"]),
                  "model": model, "n_datasets": matrix.shape[1], "mean_logit": mean,
-                 "morey_se": err, "imagenet_logit": info.loc[model, "imagenet_logit"]}
+                 "morey_se": err, "imagenet_logit": info.loc[model, "imagenet_logit"],
+                 "source_dataset": info.loc[model, "source_dataset"]}
             )  # fmt: skip
     return pd.DataFrame(
         rows,
         columns=["architecture", "settings", "model", "n_datasets", "mean_logit", "morey_se",
-                 "imagenet_logit"],
+                 "imagenet_logit", "source_dataset"],
     )  # fmt: skip
 
 

@@ -366,3 +366,16 @@ def test_axis_names_the_source_the_accuracy_was_measured_on():
         "source (fashion_mnist)"
     assert source_name(pd.DataFrame({"source_dataset": ["imagenet2012", "fashion_mnist"]})) == \
         "source (fashion_mnist, imagenet2012)"
+
+
+def test_the_model_table_names_the_settings_of_its_models(tmp_path):
+    """A sweep may label a settings mix it does not recognise "custom"; the table's label wins."""
+    table = pd.DataFrame({"model": ["a", "b", "c"], "settings": ["inception_default"] * 3,
+                          "imagenet_top1": [0.7, 0.75, 0.8]})  # fmt: skip
+    rows = [{"protocol": "finetune", "model": m, "dataset": d, "metric": "top1",
+             "stage": "final", "test_metric": t + off, "settings": "custom"}
+            for m, t in zip("abc", (0.7, 0.75, 0.8), strict=True)
+            for d, off in (("d0", 0.05), ("d1", 0.1))]  # fmt: skip
+    headline = report.write_report(pd.DataFrame(rows), table, str(tmp_path / "out"),
+                                   num_bootstrap=50)  # fmt: skip
+    assert set(headline["correlations"]) == {"finetune/inception_default"}

@@ -137,8 +137,11 @@ def best_test_metrics(
             how="left",
             suffixes=("", "_table"),
         )
+        # The model table describes the source models: its architecture / settings win over
+        # the labels a sweep derived (e.g. fine-tuning calls a settings mix it does not
+        # recognise "custom"); the results' own labels fill in models the table lacks.
         for column in ("architecture", "settings"):
-            best[column] = best[column].fillna(best.pop(column + "_table"))
+            best[column] = best.pop(column + "_table").fillna(best[column])
     best["settings"] = settings_labels(best["settings"])
     columns = [
         "protocol", "model", "architecture", "settings", "dataset", "metric", "test_metric",

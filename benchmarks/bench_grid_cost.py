@@ -5,7 +5,7 @@ Each model trains (best of --rounds rounds) with the fine-tuning recipe (SGD Nes
 `Trainer`) on one synthetic batch repeated from memory, so only the network is timed. The measured
 images/s are relative costs; GPU-hours assume that the models' relative costs on a GPU equal their
 relative costs on this CPU, anchored to one published GPU throughput of ResNet-50 (--gpu_anchor,
-docs/SCALE_OUT.md cites the numbers). Work counted (per model): pretraining in 2 settings x 31,280
+docs/SCALE_OUT.md cites the numbers); on a GPU, --gpu_anchor=measured uses the measured rates. Work counted (per model): pretraining in 2 settings x 31,280
 steps x 4,096 images; 12 datasets x 57 fine-tuning cells x 20,000 steps x 256 images; the same
 with 40,000 steps from scratch. Evaluation passes (< 1% of the images) and logistic regression
 (CPU, minutes per sweep) are left out.
@@ -42,7 +42,10 @@ flags.DEFINE_integer(
     "rounds", 2, "Rounds over all models; a model's best round counts (other jobs on a shared "
     "machine only slow a round down)."
 )
-flags.DEFINE_enum("gpu_anchor", "a100_tf32", list(GPU_ANCHORS), "Published ResNet-50 throughput.")
+flags.DEFINE_enum(
+    "gpu_anchor", "a100_tf32", [*GPU_ANCHORS, "measured"],
+    "Published ResNet-50 throughput to scale by, or 'measured' when this machine is the GPU.",
+)
 flags.DEFINE_string("output", None, "Also write the report (JSON) here.")
 FLAGS = flags.FLAGS
 
@@ -109,8 +112,8 @@ def main(argv):
     rows = list(by_name.values())
     if "resnet_50" not in by_name:
         raise app.UsageError("--models must include resnet_50, the GPU anchor")
-    anchor = GPU_ANCHORS[FLAGS.gpu_anchor]
     reference = by_name["resnet_50"]["images_per_sec"]
+    anchor = reference if FLAGS.gpu_anchor == "measured" else GPU_ANCHORS[FLAGS.gpu_anchor]
     total = {k: 0.0 for k in IMAGES}
     for row in rows:
         row["gpu_images_per_sec_est"] = anchor * row["images_per_sec"] / reference

@@ -378,4 +378,4 @@ def test_the_model_table_names_the_settings_of_its_models(tmp_path):
             for d, off in (("d0", 0.05), ("d1", 0.1))]  # fmt: skip
     headline = report.write_report(pd.DataFrame(rows), table, str(tmp_path / "out"),
                                    num_bootstrap=50)  # fmt: skip
-    assert set(headline["correlations"]) == {"finetune/inception_default"}
+    assert set(headline["correlations"]) == {"finetune/inception_default", "finetune/all"}

@@ -132,7 +132,9 @@ def run_step(step: Step, state_dir: str, *, env: dict | None = None) -> dict:
     os.makedirs(os.path.join(state_dir, "steps"), exist_ok=True)
     log_path = os.path.join(state_dir, "logs", f"{step.name}.log")
     start = time.time()
-    with open(log_path, "w") as log:
+    # Appended, so a step retried after a lost worker keeps every attempt's log.
+    with open(log_path, "a") as log:
+        log.write(f"=== attempt at {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         log.write("$ " + " ".join(step.argv) + "\n")
         log.flush()
         proc = subprocess.run(
@@ -143,7 +145,7 @@ def run_step(step: Step, state_dir: str, *, env: dict | None = None) -> dict:
     wall = time.time() - start
     if proc.returncode != 0:
         with open(log_path) as f:
-            tail = "".join(f.readlines()[-25:])
+            tail = "".join(f.readlines()[-25:])  # the last attempt's end
         raise StepFailed(
             f"step {step.name!r} exited with {proc.returncode} after {wall:.0f} s; "
             f"log {log_path}:\n{tail}"

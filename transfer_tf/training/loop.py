@@ -586,8 +586,6 @@ class Trainer:
                     "step %d/%d  loss %.4f  top1 %.3f  lr %.4g  %.1f examples/s  ETA %s",
                     step, total, last_loss, top1, lr, rate, _format_eta(eta),
                 )  # fmt: skip
-            if step % config.checkpoint_every == 0 or step == total:
-                self.save()
             evaluate = config.eval_split and (
                 step == total or (config.eval_every and step % config.eval_every == 0)
             )
@@ -602,6 +600,10 @@ class Trainer:
                 logging.info(
                     "step %d/%d  %s %s %.4f", step, total, config.eval_split, config.metric, metric
                 )
+            # After the evaluation, so a checkpoint never exists without its history row: a run
+            # killed in between resumes before this step and evaluates it again.
+            if step % config.checkpoint_every == 0 or step == total:
+                self.save()
         if self.manager.latest_checkpoint is None or not self.manager.latest_checkpoint.endswith(
             f"-{step}"
         ):

@@ -189,3 +189,49 @@ def test_sweep_flags_reject_bad_input(setup):
     with pytest.raises(ValueError, match="no_such_dataset"):
         finetune.sweep_from_flags("scratch", flags)
     assert not (root / "bad").exists()
+
+
+def test_finetune_from_an_exported_saved_model(setup):
+    """A transfer-export SavedModel is a fine-tuning source: its network is rebuilt from the
+    registry with the SavedModel's own weights (features equal the `features` signature's), and
+    a one-cell sweep from it runs to its final cell."""
+    import tensorflow as tf
+
+    from transfer_tf.models import build_model, preprocess
+    from transfer_tf.training import weights
+    from transfer_tf.training.export import export_model_dir
+
+    root, records, pretrain_dir = setup
+    export_dir = str(root / "exported")
+    export_model_dir(str(pretrain_dir), export_dir)
+    target = build_model("mobilenet_v1", 10, input_size=32)
+    copied = weights.init_from_saved_model(target, export_dir)
+    assert copied == len(weights.trunk_weights(target)) > 50
+    images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3)).astype(np.uint8)
+    expected = tf.saved_model.load(export_dir).signatures["features"](
+        images=tf.constant(images))["features"].numpy()  # fmt: skip
+    got = target(preprocess(tf.cast(images, tf.float32), "inception"), training=False)["features"]
+    np.testing.assert_allclose(got.numpy(), expected, atol=1e-5)
+    with pytest.raises(FileNotFoundError, match="only SavedModels written by transfer-export"):
+        weights.init_from_saved_model(target, str(root))
+
+    results_dir = root / "from_saved_model"
+    proc = subprocess.run(
+        [sys.executable, "-m", "transfer_tf.bin.finetune", f"--init_saved_model={export_dir}",
+         "--dataset=sklearn_digits", f"--records_dir={records}", f"--results_dir={results_dir}",
+         "--learning_rates=0.1", "--weight_decays=0", f"--train_steps={STEPS}", "--batch_size=16",
+         "--eval_every=4", "--checkpoint_every=4"],
+        env=_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    frame = results.load(str(results_dir))
+    assert sorted(frame["stage"]) == ["final", "grid"]
+    assert set(frame["model"]) == {"mobilenet_v1_fair"} and set(frame["settings"]) == {"fair"}
+    assert frame["test_metric"].dropna().between(0, 1).all()
+    both = subprocess.run(
+        [sys.executable, "-m", "transfer_tf.bin.finetune", f"--init_saved_model={export_dir}",
+         f"--init_model_dir={pretrain_dir}", "--dataset=sklearn_digits",
+         f"--records_dir={records}", f"--results_dir={results_dir}"],
+        env=_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert both.returncode != 0 and "not both" in both.stderr

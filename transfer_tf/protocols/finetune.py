@@ -36,9 +36,9 @@ DEFAULT_STEPS = {"finetune": 20_000, "scratch": 40_000}
 class Source:
     """The network a sweep starts from.
 
-    architecture: registry model name; init: "model_dir", "weights" or "random"; settings: the
-    network's TrainingSettings dict (fine-tuning-time dropout / aux head / label smoothing
-    included); label / settings_label: the result schema's `model` and `settings`.
+    architecture: registry model name; init: "model_dir", "saved_model", "weights" or "random";
+    settings: the network's TrainingSettings dict (fine-tuning-time dropout / aux head / label
+    smoothing included); label / settings_label: the result schema's `model` and `settings`.
     """
 
     architecture: str
@@ -48,6 +48,7 @@ class Source:
     settings_label: str
     input_size: int | None = None
     init_model_dir: str | None = None
+    init_saved_model: str | None = None
     weights: str | None = None
 
 
@@ -87,6 +88,36 @@ def source_from_model_dir(
         settings_label=pretrained_label,
         input_size=config.input_size,
         init_model_dir=os.path.abspath(model_dir),
+    )
+
+
+def source_from_saved_model(
+    export_dir: str, *, dropout_rate=None, aux_head=None, label_smoothing=None, label=None
+) -> Source:
+    """Fine-tune a SavedModel written by transfer-export: the registry network it records, its
+    weights; as for a model_dir, the three fine-tuning-time settings are the run's own."""
+    from transfer_tf.training.weights import read_export_info
+
+    info = read_export_info(export_dir)
+    settings = dict(info.get("settings") or {})
+    if info.get("source") == "registry":  # a published checkpoint, e.g. EfficientNet-Lite
+        pretrained_label = "public"
+    else:  # a training run; no recorded settings means the defaults, the fair setting
+        pretrained_label = settings_label(settings) if settings else "fair"
+    overrides = {
+        "dropout_rate": dropout_rate,
+        "aux_head": aux_head,
+        "label_smoothing": label_smoothing,
+    }
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    return Source(
+        architecture=info["model"],
+        init="saved_model",
+        settings=settings,
+        label=label or f"{info['model']}_{pretrained_label}",
+        settings_label=pretrained_label,
+        input_size=int(info["input_size"]),
+        init_saved_model=os.path.abspath(export_dir),
     )
 
 
@@ -256,6 +287,7 @@ def run_sweep(
             init=source.init,
             weights=source.weights,
             init_model_dir=source.init_model_dir,
+            init_saved_model=source.init_saved_model,
             train_split="train+val" if final else "train",
             eval_split=None if final else "val",
             per_class=per_class,
@@ -347,6 +379,9 @@ def define_sweep_flags(protocol: str) -> None:
     if finetune:
         flags.DEFINE_string(
             "init_model_dir", None, "Fine-tune this pretraining run (its EMA weights)."
+        )
+        flags.DEFINE_string(
+            "init_saved_model", None, "Or: fine-tune the weights of this transfer-export SavedModel."
         )
         flags.DEFINE_string(
             "weights", None, "Or: fine-tune --model with registry weights ('imagenet')."
@@ -443,10 +478,15 @@ def sweep_from_flags(protocol: str, flag_values) -> SweepResult:
         "label_smoothing": fv.label_smoothing,
     }
     finetune = protocol == "finetune"
-    if finetune and fv.init_model_dir:
+    if finetune and fv.init_model_dir and fv.init_saved_model:
+        raise ValueError("pass --init_model_dir or --init_saved_model, not both")
+    if finetune and (fv.init_model_dir or fv.init_saved_model):
         if fv.model or fv.weights:
-            raise ValueError("pass --init_model_dir or --model with --weights, not both")
-        source = source_from_model_dir(fv.init_model_dir, label=fv.model_label, **toggles)
+            raise ValueError("pass --init_model_dir / --init_saved_model or --model with "
+                             "--weights, not both")
+        source = (source_from_model_dir(fv.init_model_dir, label=fv.model_label, **toggles)
+                  if fv.init_model_dir else
+                  source_from_saved_model(fv.init_saved_model, label=fv.model_label, **toggles))
         if fv.input_size and fv.input_size != source.input_size:
             raise ValueError(
                 f"--input_size={fv.input_size} differs from the pretraining run's "
@@ -456,12 +496,13 @@ def sweep_from_flags(protocol: str, flag_values) -> SweepResult:
         if not fv.model:
             raise ValueError(
                 "--model is required"
-                + (" (or --init_model_dir, a pretraining run)" if finetune else "")
+                + (" (or --init_model_dir, a pretraining run, or --init_saved_model)"
+                   if finetune else "")
             )
         if finetune and not fv.weights:
             raise ValueError(
-                "fine-tuning needs pretrained weights: --init_model_dir=<pretraining run> or "
-                "--weights=imagenet (transfer-scratch trains from random initialisation)"
+                "fine-tuning needs pretrained weights: --init_model_dir=<pretraining run>, "
+                "--init_saved_model=<transfer-export dir> or --weights=imagenet (transfer-scratch trains from random initialisation)"
             )
         settings = {
             "bn_scale": bool(fv.bn_scale),

@@ -18,7 +18,7 @@ CONFIG_NAME = "config.json"
 
 OPTIMIZERS = ("rmsprop", "sgd_nesterov", "sgd")
 LR_SCHEDULES = ("exponential", "cosine", "constant")
-INIT_MODES = ("random", "weights", "model_dir")
+INIT_MODES = ("random", "weights", "model_dir", "saved_model")
 
 # Keys that may change between a run and its resumption: they change when and how a run reports,
 # never what it computes.
@@ -39,8 +39,9 @@ class TrainConfig:
       input_size, preprocessing: image side and preprocessing name; None = the model's own.
       settings: `TrainingSettings.to_dict()` (BN γ, dropout, aux head, label smoothing).
       init: "random", "weights" (registry weights named by `weights`, e.g. "imagenet") or
-        "model_dir" (the EMA weights of a finished run in `init_model_dir`); for the latter two the
-        logits layer is new and zero-initialised.
+        "model_dir" (the EMA weights of a finished run in `init_model_dir`) or "saved_model" (the
+        weights of a SavedModel written by transfer-export, `init_saved_model`); for all but
+        "random" the logits layer is new and zero-initialised.
       train_split, eval_split: TFRecord splits ("train", "val", "test", "train+val"); eval_split
         None trains without evaluation.
       per_class: train on a class-balanced random subset with this many examples per class.
@@ -83,6 +84,7 @@ class TrainConfig:
     init: str = "random"
     weights: str | None = None
     init_model_dir: str | None = None
+    init_saved_model: str | None = None
     train_split: str = "train"
     eval_split: str | None = "val"
     per_class: int | None = None
@@ -125,6 +127,8 @@ class TrainConfig:
             problems.append("init='weights' needs weights (e.g. 'imagenet')")
         if self.init == "model_dir" and not self.init_model_dir:
             problems.append("init='model_dir' needs init_model_dir (a pretraining --model_dir)")
+        if self.init == "saved_model" and not self.init_saved_model:
+            problems.append("init='saved_model' needs init_saved_model (a transfer-export dir)")
         for name in ("batch_size", "train_steps", "num_classes", "lr_reference_batch",
                      "checkpoint_every", "log_every", "keep_checkpoints"):  # fmt: skip
             if int(getattr(self, name)) < 1:

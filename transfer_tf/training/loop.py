@@ -37,7 +37,12 @@ from absl import logging
 from transfer_tf.training import distribute, schedules
 from transfer_tf.training.config import TrainConfig, check_resumable, save_config
 from transfer_tf.training.ema import ExponentialMovingAverage
-from transfer_tf.training.weights import CKPT_SUBDIR, init_from_model_dir, zero_classifier
+from transfer_tf.training.weights import (
+    CKPT_SUBDIR,
+    init_from_model_dir,
+    init_from_saved_model,
+    zero_classifier,
+)
 
 TB_SUBDIR = "tb"
 HISTORY_NAME = "history.csv"
@@ -357,6 +362,9 @@ class Trainer:
         if self.config.init == "model_dir":
             copied = init_from_model_dir(self.model, self.config.init_model_dir)
             logging.info("initialised %d weights from %s", copied, self.config.init_model_dir)
+        if self.config.init == "saved_model":
+            copied = init_from_saved_model(self.model, self.config.init_saved_model)
+            logging.info("initialised %d weights from %s", copied, self.config.init_saved_model)
         if self.config.init != "random":
             zero_classifier(self.model)
         if self.ema is not None:

@@ -3,6 +3,7 @@ classifier, and the zero-initialised logits layer of fine-tuning (Sec. 4.2)."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import keras
@@ -96,12 +97,50 @@ def restore_model_dir(model_dir: str, model_builder=None, *, use_ema: bool = Tru
     return model, config
 
 
-def init_from_model_dir(model: keras.Model, source_dir: str, model_builder=None) -> int:
-    """Copies the trunk (and aux trunk, where both have one) of the run in `source_dir` into
-    `model`; the classifier stays as it is. Returns how many weights were copied."""
-    source, _ = restore_model_dir(source_dir, model_builder)
+def read_export_info(export_dir: str) -> dict:
+    """What transfer-export recorded about a SavedModel (architecture, classes, size, settings)."""
+    from transfer_tf.training.export import EXPORT_INFO
+
+    path = os.path.join(export_dir, "assets.extra", EXPORT_INFO)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"{path} is missing: only SavedModels written by transfer-export name the registry "
+            "architecture that fine-tuning rebuilds; pass --init_model_dir or --model instead")
+    with open(path) as f:
+        return json.load(f)
+
+
+def restore_saved_model(export_dir: str):
+    """(model, info): the Keras network of a transfer-export SavedModel, rebuilt from the registry
+    and given the SavedModel's weights (its variables are a checkpoint of the exported module,
+    whose `model` attribute is the network)."""
+    from transfer_tf.models import TrainingSettings, build_model
+
+    info = read_export_info(export_dir)
+    settings = TrainingSettings.from_dict(info["settings"]) if info.get("settings") else None
+    model = build_model(info["model"], int(info["num_classes"]), settings,
+                        input_size=int(info["input_size"]))  # fmt: skip
+    variables = os.path.join(export_dir, "variables", "variables")
+    tf.train.Checkpoint(model=model).read(variables).assert_existing_objects_matched()
+    return model, info
+
+
+def _copy_trunks(source: keras.Model, model: keras.Model, source_dir: str) -> int:
     copied = _copy(trunk_weights(source), trunk_weights(model), "trunk", source_dir)
     source_aux, target_aux = aux_trunk_weights(source), aux_trunk_weights(model)
     if source_aux and target_aux:
         copied += _copy(source_aux, target_aux, "auxiliary head", source_dir)
     return copied
+
+
+def init_from_model_dir(model: keras.Model, source_dir: str, model_builder=None) -> int:
+    """Copies the trunk (and aux trunk, where both have one) of the run in `source_dir` into
+    `model`; the classifier stays as it is. Returns how many weights were copied."""
+    source, _ = restore_model_dir(source_dir, model_builder)
+    return _copy_trunks(source, model, source_dir)
+
+
+def init_from_saved_model(model: keras.Model, export_dir: str) -> int:
+    """The same from a SavedModel written by transfer-export."""
+    source, _ = restore_saved_model(export_dir)
+    return _copy_trunks(source, model, export_dir)

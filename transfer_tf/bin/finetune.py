@@ -9,22 +9,12 @@ cells and resumes a cut-short one from its checkpoint.
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import app
 
 from transfer_tf.protocols import finetune
 
 finetune.define_sweep_flags("finetune")
-FLAGS = flags.FLAGS
-
-
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    try:
-        result = finetune.sweep_from_flags("finetune", FLAGS)
-    except ValueError as e:
-        raise app.UsageError(str(e)) from e
-    print(finetune.summary_line("finetune", result), flush=True)
+main = finetune.sweep_main("finetune")
 
 
 def run():

@@ -538,6 +538,22 @@ def sweep_from_flags(protocol: str, flag_values) -> SweepResult:
     )
 
 
+def sweep_main(protocol: str):
+    """The absl main of transfer-finetune / transfer-scratch (after `define_sweep_flags`)."""
+    from absl import app, flags
+
+    def main(argv):
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        try:
+            result = sweep_from_flags(protocol, flags.FLAGS)
+        except (ValueError, FileNotFoundError) as e:  # bad flags, missing records or runs
+            raise app.UsageError(str(e)) from e
+        print(summary_line(protocol, result), flush=True)
+
+    return main
+
+
 def summary_line(protocol: str, result: SweepResult) -> str:
     hp = result.best_hparams
     best = (

@@ -379,3 +379,63 @@ def test_the_model_table_names_the_settings_of_its_models(tmp_path):
     headline = report.write_report(pd.DataFrame(rows), table, str(tmp_path / "out"),
                                    num_bootstrap=50)  # fmt: skip
     assert set(headline["correlations"]) == {"finetune/inception_default", "finetune/all"}
+
+
+def _sample(name, silhouette, n_classes=10):
+    return {"name": name, "silhouette": silhouette, "n_classes": n_classes, "n_examples": 30}
+
+
+def test_fig4_pairs_one_architectures_two_settings_on_the_same_dataset():
+    info = pd.DataFrame({
+        "model": ["a_fair", "a_default", "b_fair", "b_default", "pub"],
+        "architecture": ["a", "a", "b", "b", "pub"],
+        "settings": ["fair", "inception_default", "fair", "inception_default", "public"],
+    }).set_index("model", drop=False)  # fmt: skip
+    samples = [
+        _sample("a_default/digits", 0.10), _sample("a_default/faces", 0.5, n_classes=2),
+        _sample("a_fair/digits", 0.30), _sample("a_fair/faces", 0.4, n_classes=2),
+        _sample("b_fair/digits", 0.20),  # its default model has no digits features
+        _sample("b_default/faces", 0.1, n_classes=2), _sample("pub/digits", 0.9),
+        _sample("unknown/digits", 0.0),
+    ]
+    pairs = report.settings_pairs(samples, info)
+    assert [(p["architecture"], p["dataset"]) for p in pairs] == [("a", "digits"), ("a", "faces")]
+    assert [p["fair"]["silhouette"] for p in pairs] == [0.30, 0.4]
+    # t-SNE panels: the pairs, the 10-class dataset first; without pairs, the first sets.
+    assert [s["name"] for s in report.tsne_selection(samples, pairs)] == [
+        "a_fair/digits", "a_default/digits", "a_fair/faces", "a_default/faces"]
+    assert len(report.tsne_selection(samples, [], max_sets=3)) == 3
+    # Fair features more separable in 1 of 2 pairs: not a majority.
+    finding = report._tsne_finding(samples, info)
+    assert finding["holds"] is False and "1 of 2 pairs" in finding["ours"]
+    samples[1] = _sample("a_default/faces", 0.2, n_classes=2)
+    assert report._tsne_finding(samples, info)["holds"] is True
+    assert report._tsne_finding(samples[4:], info)["holds"] is None
+
+
+def test_class_sample_silhouette_matches_sklearn_and_rejects_bad_shapes():
+    from sklearn.metrics import silhouette_score
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(12), 40)
+    features = rng.normal(size=(12, 8))[labels] + 0.5 * rng.normal(size=(len(labels), 8))
+    sample = report.class_sample(features, labels, name="x", max_per_class=30)
+    assert sample["n_classes"] == 10 and sample["n_examples"] == 300
+    assert np.bincount(sample["labels"]).max() == 30
+    ref = silhouette_score(sample["x"], sample["labels"], metric="cosine")
+    assert sample["silhouette"] == pytest.approx(ref, abs=1e-6)
+    with pytest.raises(ValueError, match="single-label labels"):
+        report.class_sample(features, np.ones((len(labels), 2)), name="x")
+
+
+@pytest.mark.parametrize("gaps, holds", [
+    ((0.8, 0.1), True),     # a benefit that shrinks
+    ((0.2, 0.5), False),    # a benefit that grows
+    ((-0.47, -0.49), False),  # no benefit at all: nothing to shrink
+])  # fmt: skip
+def test_fig9_finding_needs_a_benefit_that_shrinks(gaps, holds):
+    table = pd.DataFrame({"dataset": ["d", "d", "e"], "per_class": [16, 4, 4],
+                          "finetune_minus_scratch": [gaps[1], gaps[0], 9.0]})  # fmt: skip
+    finding = report._subset_finding(table)
+    assert finding["holds"] is holds and f"on {int(holds)} of 1 datasets" in finding["ours"]
+    assert report._subset_finding(table[table["dataset"] == "e"])["holds"] is None

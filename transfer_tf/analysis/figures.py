@@ -171,7 +171,8 @@ def correlation_overview(summaries: dict, fits: dict, path: str) -> str:
     for ax, protocol in zip(axes[0], protocols, strict=True):
         _draw_correlation_panel(ax, summaries[protocol], fits[protocol],
                                 PROTOCOL_NAMES[protocol].capitalize())  # fmt: skip
-    fig.suptitle("Better ImageNet models transfer better (Fig. 1)")
+    source = source_name(pd.concat([summaries[p] for p in protocols]))
+    fig.suptitle(f"Do better {source} models transfer better? (Fig. 1)")
     return _save(fig, path)
 
 
@@ -413,18 +414,20 @@ def tsne_embeddings(embeddings: list[dict], path: str) -> str:
     return _save(fig, path)
 
 
-def class_separation(embeddings: list[dict], path: str) -> str:
+def class_separation(samples: list[dict], path: str) -> str:
     """Class separation of each feature set: silhouette score in feature space (higher = better
     separated classes), the number behind Fig. 4's visual comparison."""
-    if not embeddings:
+    if not samples:
         raise FigureSkipped("no features for the class-separation figure")
-    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(embeddings) + 2), 4))
-    names = [e["name"] for e in embeddings]
-    values = [e["silhouette"] for e in embeddings]
-    ax.bar(range(len(names)), values, color="tab:purple")
-    ax.axhline(0, color="k", lw=0.8)
-    ax.set_xticks(range(len(names)), names, rotation=20, fontsize=7)
-    ax.set_xlabel("feature set")
-    ax.set_ylabel("silhouette score (cosine, 10 classes)")
+    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.28 * len(samples)))
+    names = [e["name"] for e in samples]
+    values = [e["silhouette"] for e in samples]
+    ax.barh(range(len(names)), values, color="tab:purple")
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(range(len(names)), names, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_ylabel("feature set (model / dataset)")
+    ax.set_xlabel("silhouette score (cosine, up to 10 classes)")
     ax.set_title("Class separation of penultimate features")
+    fig.tight_layout()
     return _save(fig, path)

@@ -37,7 +37,12 @@ flags.DEFINE_integer("pretrain_input_size", None, "Input size of here-pretrained
 flags.DEFINE_integer("pretrain_steps", None, "Pretraining steps (overrides the flagfile's).")
 flags.DEFINE_integer("logreg_num_l2", 45, "Logistic-regression grid size (paper: 45).")
 flags.DEFINE_list("logreg_flags", [], "Extra flags for transfer-logreg (e.g. --blas_threads=1).")
-flags.DEFINE_list("subset_sizes", [], "Fig. 9: also train logreg / fine-tuning on N per class.")
+flags.DEFINE_list("subset_sizes", [],
+                  "Fig. 9: also run logreg, fine-tuning and scratch on N training examples per "
+                  "class (each size its own sweep), on the fine-tune targets.")
+flags.DEFINE_list("subset_models", [],
+                  "Fig. 9: source-model labels that get the subset sweeps (default: all; scratch "
+                  "follows the label <architecture>_fair).")
 flags.DEFINE_list("finetune_models", [], "Source-model labels to fine-tune (e.g. "
                   "efficientnet_lite0, mobilenet_v2_fair).")
 flags.DEFINE_list("finetune_datasets", [], "Targets for fine-tuning and scratch (default: all).")
@@ -77,6 +82,7 @@ def config_from_flags() -> plan.StudyConfig:
         logreg_num_l2=FLAGS.logreg_num_l2,
         logreg_flags=tuple(FLAGS.logreg_flags),
         subset_sizes=tuple(int(n) for n in FLAGS.subset_sizes),
+        subset_models=tuple(FLAGS.subset_models),
         finetune_models=tuple(FLAGS.finetune_models),
         finetune_datasets=tuple(FLAGS.finetune_datasets),
         finetune_flagfile=_abspath(FLAGS.finetune_flagfile),

@@ -1,8 +1,9 @@
 """tf.data input pipelines over the TFRecords: decode, Inception augmentation, model scaling.
 
 Training: Inception random-resized crop (area 8-100%, aspect 3/4-4/3; Szegedy et al. 2015 and
-SPEC.md) and a horizontal flip. Evaluation: a central crop keeping 87.5% of each side, as in
-Inception's (slim) eval preprocessing, then a resize. Both resize bilinearly to
+SPEC.md) and a horizontal flip; both are arguments (`crop_area_min`; `flip`, off by default for
+data whose classes change under mirroring, such as digits). Evaluation: a central crop keeping
+87.5% of each side, as in Inception's (slim) eval preprocessing, then a resize. Both resize bilinearly to
 `image_size` x `image_size`, then the model's own scaling (`transfer_tf.models.preprocess`).
 
 Determinism: every random draw is a stateless op seeded by (seed, position of the element in the
@@ -111,16 +112,32 @@ def _check_image(data, fmt, shard, example_id):
     return tf.debugging.Assert(ok, [message])
 
 
-def _crop_window(shape, seed, training):
+def default_flip(dataset: str) -> bool:
+    """Whether training flips `dataset`'s images: its registry `mirror_invariant` (True for data
+    the registry does not know)."""
+    from transfer_tf.data.registry import DATASETS
+
+    spec = DATASETS.get(dataset)
+    return True if spec is None else spec.mirror_invariant
+
+
+def check_crop_area_min(value: float) -> float:
+    value = float(value)
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"crop_area_min={value!r}: the smallest crop area must be in (0, 1]")
+    return value
+
+
+def _crop_window(shape, seed, training, crop_area_min=CROP_AREA[0]):
     """[offset_y, offset_x, height, width] of the crop."""
     if training:
         begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
             tf.concat([shape, [3]], 0),
             bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
             seed=seed,
-            min_object_covered=CROP_AREA[0],
+            min_object_covered=crop_area_min,
             aspect_ratio_range=CROP_ASPECT,
-            area_range=CROP_AREA,
+            area_range=(crop_area_min, CROP_AREA[1]),
             max_attempts=CROP_ATTEMPTS,
             use_image_if_no_bounding_boxes=True,
         )
@@ -132,7 +149,7 @@ def _crop_window(shape, seed, training):
     return tf.concat([offset, size], 0)
 
 
-def decode_crop(data, seed, *, training: bool):
+def decode_crop(data, seed, *, training: bool, crop_area_min: float = CROP_AREA[0]):
     """uint8 [h, w, 3] crop of an encoded JPEG/PNG (grayscale, RGBA, CMYK become RGB).
 
     JPEGs decode only the crop window (`decode_and_crop_jpeg`, as tf-models-official's
@@ -142,11 +159,12 @@ def decode_crop(data, seed, *, training: bool):
 
     def jpeg():
         shape = tf.image.extract_jpeg_shape(data)[:2]
-        return tf.image.decode_and_crop_jpeg(data, _crop_window(shape, seed, training), channels=3)
+        window = _crop_window(shape, seed, training, crop_area_min)
+        return tf.image.decode_and_crop_jpeg(data, window, channels=3)
 
     def other():
         image = tf.io.decode_image(data, channels=3, expand_animations=False)
-        window = _crop_window(tf.shape(image)[:2], seed, training)
+        window = _crop_window(tf.shape(image)[:2], seed, training, crop_area_min)
         return tf.slice(image, [window[0], window[1], 0], [window[2], window[3], 3])
 
     image = tf.cond(is_jpeg, jpeg, other)
@@ -154,11 +172,13 @@ def decode_crop(data, seed, *, training: bool):
     return image
 
 
-def preprocess_image(data, seed, *, image_size: int, training: bool):
-    """float32 [S, S, 3] in [0, 255]: crop, resize and (training) a random horizontal flip."""
-    image = decode_crop(data, seed[0], training=training)
+def preprocess_image(data, seed, *, image_size: int, training: bool,
+                     crop_area_min: float = CROP_AREA[0], flip: bool = True):  # fmt: skip
+    """float32 [S, S, 3] in [0, 255]: crop, resize and (training, `flip`) a random horizontal
+    flip."""
+    image = decode_crop(data, seed[0], training=training, crop_area_min=crop_area_min)
     image = tf.image.resize(image, [image_size, image_size], method="bilinear")
-    if training:
+    if training and flip:
         flip = tf.random.stateless_uniform([], seed=seed[1]) < 0.5
         image = tf.cond(flip, lambda: preprocess_ops.horizontal_flip_image(image), lambda: image)
     return tf.clip_by_value(image, 0.0, 255.0)
@@ -214,6 +234,8 @@ def make_input(
     drop_remainder: bool = False,
     per_class: int | None = None,
     shuffle_buffer: int = SHUFFLE_BUFFER,
+    crop_area_min: float = CROP_AREA[0],
+    flip: bool | None = None,
 ) -> tf.data.Dataset:
     """Batches `(images float32 [B, S, S, 3] scaled for the model, labels)` from the TFRecords.
 
@@ -230,9 +252,14 @@ def make_input(
       drop_remainder: drop a last partial batch.
       per_class: a class-balanced random subset of exactly this many examples per class (Fig. 9).
       shuffle_buffer: examples held for shuffling (training).
+      crop_area_min: training crops cover this fraction of the image or more (Inception: 0.08).
+      flip: training flips images at random; None = `default_flip(dataset)` (no flips for
+        datasets whose classes change under mirroring, such as digits).
 
     Labels are int32 [B], or float32 multi-hot [B, C] for multi-label datasets.
     """
+    crop_area_min = check_crop_area_min(crop_area_min)
+    flip = default_flip(dataset) if flip is None else bool(flip)
     manifests = split_manifests(records_dir, dataset, split)
     multi_label = manifests[0]["multi_label"]
     num_classes = manifests[0]["num_classes"]
@@ -281,7 +308,8 @@ def make_input(
         with tf.control_dependencies([check]):
             data = tf.identity(data)
         seeds = _element_seeds(seed, index)
-        image = preprocess_image(data, seeds, image_size=image_size, training=training)
+        image = preprocess_image(data, seeds, image_size=image_size, training=training,
+                                 crop_area_min=crop_area_min, flip=flip)  # fmt: skip
         if multi_label:
             positives = tf.sparse.to_dense(example["image/class/labels"])
             hot = tf.reduce_sum(tf.one_hot(positives, num_classes, dtype=tf.float32), axis=0)

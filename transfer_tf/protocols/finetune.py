@@ -188,7 +188,7 @@ class SweepResult:
 
 
 def _cells(protocol, source: Source, dataset, metric, grid, *, train_steps, batch_size,
-           per_class, seed) -> list[dict]:  # fmt: skip
+           per_class, seed, crop_area_min, flip) -> list[dict]:  # fmt: skip
     base = {
         "protocol": protocol,
         "model": source.label,
@@ -205,6 +205,8 @@ def _cells(protocol, source: Source, dataset, metric, grid, *, train_steps, batc
         "dropout_rate": float(source.settings.get("dropout_rate", 0.0)),
         "aux_head": bool(source.settings.get("aux_head", False)),
         "label_smoothing": float(source.settings.get("label_smoothing", 0.0)),
+        "crop_area_min": float(crop_area_min),
+        "flip": bool(flip),
     }
     return [{**base, "stage": "grid", "hparams": {**point, **tuning}} for point in grid]
 
@@ -221,6 +223,8 @@ def run_sweep(
     batch_size: int = 256,
     per_class: int | None = None,
     seed: int = 0,
+    crop_area_min: float = 0.08,
+    flip: bool | None = None,
     work_dir: str | None = None,
     eval_every: int | None = None,
     checkpoint_every: int | None = None,
@@ -242,6 +246,8 @@ def run_sweep(
       train_steps: default 20,000 (fine-tune) / 40,000 (scratch).
       batch_size: global batch; learning rates are per 256 images and scale linearly.
       per_class: train on N examples per class (Fig. 9).
+      crop_area_min, flip: training augmentation (`make_input`); flip None = the dataset's
+        default. Both are part of every cell's hparams (and so of its id).
       work_dir: per-cell model_dirs (default `<results_dir>/runs/<protocol>/`).
       eval_every: validation points recorded per grid cell (default train_steps // 10).
       keep_runs: keep grid cells' checkpoints (the final cell's are always kept).
@@ -251,6 +257,7 @@ def run_sweep(
         cell ids are content hashes, so that run finds every grid cell done and runs the final.
     """
     from transfer_tf.data import get_dataset
+    from transfer_tf.data.pipeline import check_crop_area_min, default_flip
     from transfer_tf.metrics import METRICS
     from transfer_tf.training import TrainConfig, Trainer, distribute
 
@@ -291,6 +298,8 @@ def run_sweep(
             train_split="train+val" if final else "train",
             eval_split=None if final else "val",
             per_class=per_class,
+            crop_area_min=hp["crop_area_min"],
+            flip=hp["flip"],
             batch_size=hp["batch_size"],
             train_steps=hp["train_steps"],
             learning_rate=hp["learning_rate"],
@@ -348,7 +357,9 @@ def run_sweep(
         return out
 
     cells = _cells(protocol, source, dataset, spec.metric, grid, train_steps=train_steps,
-                   batch_size=batch_size, per_class=per_class, seed=seed)  # fmt: skip
+                   batch_size=batch_size, per_class=per_class, seed=seed,
+                   crop_area_min=check_crop_area_min(crop_area_min),
+                   flip=default_flip(dataset) if flip is None else flip)  # fmt: skip
     records = sweep.run_cells(cells, results_dir, run_fn, progress=progress)
     scored = [r for r in records if r.get("val_metric") is not None]
     if not scored:
@@ -374,6 +385,8 @@ def run_sweep(
 
 def define_sweep_flags(protocol: str) -> None:
     from absl import flags
+
+    from transfer_tf.training.flags import define_augmentation_flags
 
     finetune = protocol == "finetune"
     if finetune:
@@ -407,6 +420,7 @@ def define_sweep_flags(protocol: str) -> None:
     flags.DEFINE_integer("batch_size", 256, "Global batch.")
     flags.DEFINE_integer("per_class", None, "Train on N examples per class (Fig. 9).")
     flags.DEFINE_integer("seed", 0, "Seed of data order, augmentation and initialisation.")
+    define_augmentation_flags()
     flags.DEFINE_integer("eval_every", None, "Validation points per grid cell (default steps/10).")
     flags.DEFINE_integer("checkpoint_every", None, "Checkpoint interval in steps.")
     flags.DEFINE_integer("log_every", None, "Progress line interval in steps.")
@@ -529,6 +543,8 @@ def sweep_from_flags(protocol: str, flag_values) -> SweepResult:
         batch_size=fv.batch_size,
         per_class=fv.per_class,
         seed=fv.seed,
+        crop_area_min=fv.crop_area_min,
+        flip=fv.flip,
         work_dir=fv.work_dir,
         eval_every=fv.eval_every,
         checkpoint_every=fv.checkpoint_every,

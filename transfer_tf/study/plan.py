@@ -43,7 +43,10 @@ class StudyConfig:
     # Protocol 1: logistic regression (the full 45-value grid unless shrunk).
     logreg_num_l2: int = 45
     logreg_flags: tuple[str, ...] = ()  # e.g. --blas_threads=1 when steps share the cores
-    subset_sizes: tuple[int, ...] = ()  # Fig. 9: logreg and fine-tuning on N per class
+    # Fig. 9: logreg, fine-tuning and scratch also trained on N examples per class, on the
+    # fine-tune targets, for the source models in `subset_models` (empty: every model).
+    subset_sizes: tuple[int, ...] = ()
+    subset_models: tuple[str, ...] = ()
     # Protocol 2: fine-tuning; which source models (labels) and the grid.
     finetune_models: tuple[str, ...] = ()
     # Targets that fine-tuning and scratch run on (empty: every target dataset).
@@ -64,6 +67,12 @@ class StudyConfig:
             raise ValueError(f"--finetune_datasets: {sorted(unknown)} are not target datasets "
                              f"({', '.join(self.target_datasets)})")
         return self.finetune_datasets or self.target_datasets
+
+    def subsets_for(self, label: str, dataset: str) -> tuple[int | None, ...]:
+        """None (the whole training set), then the Fig. 9 subset sizes where they apply."""
+        chosen = not self.subset_models or label in self.subset_models
+        subsets = chosen and dataset in self.trained_targets()
+        return (None, *self.subset_sizes) if subsets else (None,)
 
     def path(self, *parts: str) -> str:
         return os.path.join(self.study_dir, *parts)
@@ -88,6 +97,17 @@ def source_models(cfg: StudyConfig) -> list[SourceModel]:
         models += [SourceModel(f"{arch}_{settings}", arch, settings, True)
                    for arch in cfg.pretrain_models]
     return models
+
+
+def _check_labels(flag: str, labels, known) -> None:
+    for label in labels:
+        if label not in known:
+            raise ValueError(f"--{flag}: {label!r} is not a source model of this study; "
+                             f"known: {sorted(known)}")
+
+
+def _suffix(per_class: int | None) -> str:
+    return "" if per_class is None else f"-n{per_class}"
 
 
 def settings_flags(architecture: str, settings: str) -> list[str]:
@@ -161,6 +181,8 @@ def plan_study(cfg: StudyConfig) -> list[Step]:
 
     models = source_models(cfg)
     by_label = {m.label: m for m in models}
+    _check_labels("finetune_models", cfg.finetune_models, by_label)
+    _check_labels("subset_models", cfg.subset_models, by_label)
     for m in models:
         saved_model = cfg.path("saved_models", m.label)
         if m.pretrained_here:
@@ -186,9 +208,8 @@ def plan_study(cfg: StudyConfig) -> list[Step]:
                 f"--records_dir={records}", f"--dataset={dataset}",
                 f"--features_dir={features}",
             ), deps=(f"export-{m.label}", f"records-{dataset}"), num_cpus=2))
-            for per_class in (None, *cfg.subset_sizes):
-                suffix = "" if per_class is None else f"-n{per_class}"
-                steps.append(Step(f"logreg-{m.label}-{dataset}{suffix}", (
+            for per_class in cfg.subsets_for(m.label, dataset):
+                steps.append(Step(f"logreg-{m.label}-{dataset}{_suffix(per_class)}", (
                     "transfer-logreg", f"--features_dir={features}", f"--results_dir={results}",
                     f"--model={m.label}", f"--architecture={m.architecture}",
                     f"--settings={m.settings}", f"--num_l2={cfg.logreg_num_l2}",
@@ -208,9 +229,6 @@ def plan_study(cfg: StudyConfig) -> list[Step]:
         steps.extend(split_sweep(step, grids[protocol]))
 
     for label in cfg.finetune_models:
-        if label not in by_label:
-            raise ValueError(f"--finetune_models: {label!r} is not a source model of this study; "
-                             f"known: {sorted(by_label)}")
         m = by_label[label]
         if m.pretrained_here:
             init = [f"--init_model_dir={cfg.path('models', m.label)}"]
@@ -220,9 +238,8 @@ def plan_study(cfg: StudyConfig) -> list[Step]:
                     *_opt("input_size", cfg.finetune_input_size)]
             deps = []
         for dataset in cfg.trained_targets():
-            for per_class in (None, *cfg.subset_sizes):
-                suffix = "" if per_class is None else f"-n{per_class}"
-                add_sweep("finetune", Step(f"finetune-{m.label}-{dataset}{suffix}", (
+            for per_class in cfg.subsets_for(m.label, dataset):
+                add_sweep("finetune", Step(f"finetune-{m.label}-{dataset}{_suffix(per_class)}", (
                     "transfer-finetune", *_flagfile(cfg.finetune_flagfile), *init,
                     f"--dataset={dataset}", f"--records_dir={records}",
                     f"--results_dir={results}", f"--model_label={m.label}",
@@ -234,11 +251,13 @@ def plan_study(cfg: StudyConfig) -> list[Step]:
         # analysis pairs them with its fine-tuning (Fig. 7).
         label = f"{arch}_fair"
         for dataset in cfg.trained_targets():
-            add_sweep("scratch", Step(f"scratch-{arch}-{dataset}", (
-                "transfer-scratch", *_flagfile(cfg.scratch_flagfile), f"--model={arch}",
-                *_opt("input_size", cfg.pretrain_input_size), f"--dataset={dataset}",
-                f"--records_dir={records}", f"--results_dir={results}", f"--model_label={label}",
-            ), deps=(f"records-{dataset}",), num_cpus=2))
+            for per_class in cfg.subsets_for(label, dataset):
+                add_sweep("scratch", Step(f"scratch-{arch}-{dataset}{_suffix(per_class)}", (
+                    "transfer-scratch", *_flagfile(cfg.scratch_flagfile), f"--model={arch}",
+                    *_opt("input_size", cfg.pretrain_input_size), f"--dataset={dataset}",
+                    f"--records_dir={records}", f"--results_dir={results}",
+                    f"--model_label={label}", *_opt("per_class", per_class),
+                ), deps=(f"records-{dataset}",), num_cpus=2))
 
     sweeps = [s.name for s in steps if s.argv[0] in (
         "transfer-logreg", "transfer-finetune", "transfer-scratch")]

@@ -45,6 +45,9 @@ class TrainConfig:
       train_split, eval_split: TFRecord splits ("train", "val", "test", "train+val"); eval_split
         None trains without evaluation.
       per_class: train on a class-balanced random subset with this many examples per class.
+      crop_area_min, flip: training augmentation (`transfer_tf.data.make_input`): the Inception
+        crop covers this fraction of the image or more (paper: 0.08); random horizontal flips,
+        None = the dataset's registry default (no flips for digits).
       num_train_examples: size of the training split after `per_class`; sets steps per epoch.
 
     Attributes (how):
@@ -88,6 +91,8 @@ class TrainConfig:
     train_split: str = "train"
     eval_split: str | None = "val"
     per_class: int | None = None
+    crop_area_min: float = 0.08
+    flip: bool | None = None
     num_train_examples: int | None = None
     batch_size: int = 256
     train_steps: int = 1000
@@ -147,6 +152,8 @@ class TrainConfig:
             problems.append(f"bn_momentum={self.bn_momentum!r} (must be in (0, 1))")
         if self.per_class is not None and self.per_class < 1:
             problems.append(f"per_class={self.per_class!r} (must be >= 1 or None)")
+        if not 0.0 < self.crop_area_min <= 1.0:
+            problems.append(f"crop_area_min={self.crop_area_min!r} (must be in (0, 1])")
         if self.autoshard not in ("auto", "file", "data", "off"):
             problems.append(f"autoshard={self.autoshard!r} (auto, file, data or off)")
         if problems:

@@ -42,6 +42,7 @@ def define_training_flags(**defaults) -> None:
     )
     flags.DEFINE_integer("per_class", None, "Train on a class-balanced subset of N per class.")
     flags.DEFINE_integer("seed", 0, "Seeds data order, augmentation and initialisation.")
+    define_augmentation_flags()
     # The four training settings of Fig. 3 (TrainingSettings).
     flags.DEFINE_boolean("bn_scale", True, "BatchNormalization learns a scale gamma.")
     flags.DEFINE_float("dropout_rate", 0.0, "Dropout before the logits (0 = none).")
@@ -94,6 +95,22 @@ def define_training_flags(**defaults) -> None:
     )
 
 
+def define_augmentation_flags(flag_values=flags.FLAGS) -> None:
+    """--crop_area_min and --flip: the training augmentation (SPEC: every part a flag)."""
+    flags.DEFINE_float(
+        "crop_area_min", 0.08,
+        "Training crops (Inception random-resized crop) cover at least this fraction of the "
+        "image; the paper's 0.08. Tiny images (8x8 digits) lose their content below ~0.5.",
+        flag_values=flag_values,
+    )  # fmt: skip
+    flags.DEFINE_boolean(
+        "flip", None,
+        "Random horizontal flips while training; default: the dataset's registry "
+        "(mirror_invariant: on for natural images, off for digits).",
+        flag_values=flag_values,
+    )  # fmt: skip
+
+
 def settings_from_flags(flag_values) -> dict:
     return {
         "bn_scale": bool(flag_values.bn_scale),
@@ -120,6 +137,8 @@ def config_kwargs_from_flags(flag_values) -> dict:
     return dict(
         input_size=flag_values.input_size,
         per_class=flag_values.per_class,
+        crop_area_min=flag_values.crop_area_min,
+        flip=flag_values.flip,
         seed=flag_values.seed,
         settings=settings_from_flags(flag_values),
         aux_loss_weight=flag_values.aux_loss_weight,

@@ -101,6 +101,8 @@ def default_input_fn(config, split, *, training, batch_size, repeat) -> tf.data.
         repeat=repeat,
         drop_remainder=training,
         per_class=config.per_class if split == config.train_split else None,
+        crop_area_min=config.crop_area_min,
+        flip=config.flip,
     )
 
 

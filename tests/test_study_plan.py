@@ -1,0 +1,56 @@
+"""The study planner's training-subset sweeps (Fig. 9): which steps, with which flags."""
+
+import pytest
+
+from transfer_tf.study import plan
+from transfer_tf.study.steps import topological_order
+
+
+def _flags(step):
+    return dict(a[2:].split("=", 1) for a in step.argv[1:] if a.startswith("--") and "=" in a)
+
+
+def _plan(tmp_path, **kwargs):
+    cfg = plan.StudyConfig(
+        study_dir=str(tmp_path), target_datasets=("sklearn_digits", "skimage_textures"),
+        finetune_datasets=("sklearn_digits",), public_models=("efficientnet_lite0",),
+        pretrain_models=("mobilenet_v1",), finetune_models=("mobilenet_v1_fair",),
+        scratch_models=("mobilenet_v1",), subset_sizes=(5, 10), **kwargs,
+    )  # fmt: skip
+    return {s.name: s for s in plan.plan_study(cfg)}
+
+
+def test_subset_sweeps_for_one_model_cover_the_three_protocols_on_the_finetune_targets(tmp_path):
+    steps = _plan(tmp_path, subset_models=("mobilenet_v1_fair",))
+    subset = {name: _flags(s)["per_class"] for name, s in steps.items() if "per_class" in _flags(s)}
+    assert subset == {
+        f"{protocol}-{who}-sklearn_digits-n{n}": str(n)
+        for n in (5, 10)
+        for protocol, who in (("logreg", "mobilenet_v1_fair"), ("finetune", "mobilenet_v1_fair"),
+                              ("scratch", "mobilenet_v1"))
+    }  # fmt: skip
+    # A subset sweep is the whole-set sweep's command plus --per_class, with the same deps.
+    for name, step in steps.items():
+        if name in subset:
+            whole = steps[name.rsplit("-n", 1)[0]]
+            assert step.argv == (*whole.argv, f"--per_class={subset[name]}")
+            assert step.deps == whole.deps
+    # The scratch result carries the fair label, so Fig. 9 pairs it with that model.
+    assert _flags(steps["scratch-mobilenet_v1-sklearn_digits-n5"])["model_label"] == (
+        "mobilenet_v1_fair")
+    assert set(subset) <= set(steps["analyze"].deps)
+    assert len(topological_order(list(steps.values()))) == len(steps)
+
+
+def test_subset_sweeps_default_to_every_model_and_none_without_sizes(tmp_path):
+    every = _plan(tmp_path)
+    logreg = sorted(n for n in every if n.startswith("logreg-") and n.endswith("-n5"))
+    assert logreg == [f"logreg-{m}-sklearn_digits-n5" for m in (
+        "efficientnet_lite0", "mobilenet_v1_fair", "mobilenet_v1_inception_default")]
+    cfg = plan.StudyConfig(study_dir=str(tmp_path), public_models=("efficientnet_lite0",))
+    assert not [s for s in plan.plan_study(cfg) if "per_class" in _flags(s)]
+
+
+def test_unknown_subset_model_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="--subset_models: 'resnet_50' is not a source model"):
+        _plan(tmp_path, subset_models=("resnet_50",))

@@ -59,6 +59,31 @@ def test_local_executor_runs_in_order_and_a_rerun_skips_finished_steps(tmp_path)
     assert (tmp_path / "a.txt").read_text() == "A2"
 
 
+def test_a_rerun_dependency_or_an_edited_flagfile_makes_a_step_run_again(tmp_path):
+    state = str(tmp_path / "state")
+    a = _write_step("a", tmp_path / "a.txt", "A")
+    b = _write_step("b", tmp_path / "b.txt", "B")
+    join = _concat_step("join", [tmp_path / "a.txt", tmp_path / "b.txt"], tmp_path / "ab.txt",
+                        deps=["a", "b"])  # fmt: skip
+    LocalExecutor().run([a, b, join], state)
+    # "a" runs again (its command changed); "join" had finished before that: it is stale.
+    a2 = _write_step("a", tmp_path / "a.txt", "A2")
+    again = LocalExecutor().run([a2, b, join], state)
+    assert {n: r["skipped"] for n, r in again.items()} == {"a": False, "b": True, "join": False}
+    assert (tmp_path / "ab.txt").read_text() == "A2B"
+    assert all(r["skipped"] for r in LocalExecutor().run([a2, b, join], state).values())
+    # A step reads a flagfile that reads another: editing the inner one changes the step.
+    inner, outer = tmp_path / "inner.cfg", tmp_path / "outer.cfg"
+    inner.write_text("--x=1\n")
+    outer.write_text(f"# comment\n--flagfile={inner}\n")
+    step = Step("f", ("python", "-c", "pass", f"--flagfile={outer}"))
+    assert not run_step(step, state)["skipped"] and run_step(step, state)["skipped"]
+    inner.write_text("--x=2\n")
+    assert not run_step(step, state)["skipped"]
+    # A missing flagfile still fingerprints (the binary reports it when the step runs).
+    assert Step("g", ("python", f"--flagfile={tmp_path / 'nope.cfg'}")).fingerprint()
+
+
 def test_a_failing_step_stops_its_dependents_and_reports_its_log(tmp_path):
     state = str(tmp_path / "state")
     bad = Step("bad", ("python", "-c", "import sys; print('the reason'); sys.exit(3)"))

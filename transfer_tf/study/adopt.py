@@ -17,7 +17,6 @@ checkpoint is at its `train_steps`. Incomplete steps are listed and left to the 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 
@@ -25,7 +24,7 @@ from absl import app, flags
 
 from transfer_tf.bin import study  # noqa: F401 - defines the study's flags, which we read
 from transfer_tf.study import plan
-from transfer_tf.study.steps import Step, is_done, marker_path
+from transfer_tf.study.steps import Step, is_done, write_marker
 
 KINDS = ("records", "pretrain")
 flags.DEFINE_list("adopt", list(KINDS), f"Step kinds to adopt, of {list(KINDS)}.")
@@ -99,12 +98,7 @@ def adopt(steps: list[Step], state_dir: str, kinds) -> tuple[list[str], dict[str
         if why is not None:
             missing[step.name] = why
             continue
-        record = {"name": step.name, "fingerprint": step.fingerprint(), "wall_time_s": 0.0,
-                  "log": None, "skipped": False, "adopted": True}  # fmt: skip
-        tmp = marker_path(state_dir, step) + f".tmp{os.getpid()}"
-        with open(tmp, "w") as f:
-            json.dump(record, f)
-        os.replace(tmp, marker_path(state_dir, step))
+        write_marker(state_dir, step, wall_time_s=0.0, log=None, adopted=True)
         adopted.append(step.name)
     return adopted, missing
 

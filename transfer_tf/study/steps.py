@@ -57,7 +57,10 @@ class Step:
         )
 
     def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(list(self.argv)).encode()).hexdigest()[:16]
+        """Hash of the command line and of every flagfile it reads (nested ones too), so editing
+        a flagfile makes its steps run again."""
+        content = [list(self.argv), flagfile_contents(self.argv)]
+        return hashlib.sha256(json.dumps(content).encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -68,6 +71,26 @@ class Step:
             name=d["name"], argv=tuple(d["argv"]), deps=tuple(d.get("deps", ())),
             num_cpus=d.get("num_cpus", 1.0), num_gpus=d.get("num_gpus", 0.0),
         )
+
+
+def flagfile_contents(argv, seen: frozenset = frozenset()) -> list[list[str]]:
+    """[path, text] of each `--flagfile=` in argv and in the flagfiles it names, depth first; a
+    missing file counts as empty (the binary itself reports it)."""
+    out = []
+    for arg in argv:
+        if not arg.startswith("--flagfile="):
+            continue
+        path = arg.split("=", 1)[1]
+        if path in seen:
+            continue
+        try:
+            with open(path) as f:
+                text = f.read()
+        except OSError:
+            text = ""
+        out.append([path, text])
+        out += flagfile_contents([line.strip() for line in text.splitlines()], seen | {path})
+    return out
 
 
 def topological_order(steps: list[Step]) -> list[Step]:
@@ -111,12 +134,27 @@ def marker_path(state_dir: str, step: Step) -> str:
     return os.path.join(state_dir, "steps", f"{step.name}.done.json")
 
 
-def is_done(state_dir: str, step: Step) -> bool:
+def _read_marker(path: str) -> dict | None:
     try:
-        with open(marker_path(state_dir, step)) as f:
-            return json.load(f).get("fingerprint") == step.fingerprint()
+        with open(path) as f:
+            return json.load(f)
     except (OSError, ValueError):
+        return None
+
+
+def is_done(state_dir: str, step: Step) -> bool:
+    """The step finished with this very command (and flagfiles), after each of its deps last
+    finished: a dependency that ran again since makes the step stale (e.g. new results that the
+    analysis has not seen)."""
+    marker = _read_marker(marker_path(state_dir, step))
+    if marker is None or marker.get("fingerprint") != step.fingerprint():
         return False
+    finished = marker.get("finished_at", 0.0)
+    for dep in step.deps:
+        dep_marker = _read_marker(os.path.join(state_dir, "steps", f"{dep}.done.json"))
+        if dep_marker is not None and dep_marker.get("finished_at", 0.0) > finished:
+            return False
+    return True
 
 
 def run_step(step: Step, state_dir: str, *, env: dict | None = None) -> dict:
@@ -126,8 +164,7 @@ def run_step(step: Step, state_dir: str, *, env: dict | None = None) -> dict:
     the last lines of that log.
     """
     if is_done(state_dir, step):
-        with open(marker_path(state_dir, step)) as f:
-            return {**json.load(f), "skipped": True}
+        return {**_read_marker(marker_path(state_dir, step)), "skipped": True}
     os.makedirs(os.path.join(state_dir, "logs"), exist_ok=True)
     os.makedirs(os.path.join(state_dir, "steps"), exist_ok=True)
     log_path = os.path.join(state_dir, "logs", f"{step.name}.log")
@@ -150,8 +187,14 @@ def run_step(step: Step, state_dir: str, *, env: dict | None = None) -> dict:
             f"step {step.name!r} exited with {proc.returncode} after {wall:.0f} s; "
             f"log {log_path}:\n{tail}"
         )
-    record = {"name": step.name, "fingerprint": step.fingerprint(), "wall_time_s": wall,
-              "log": log_path, "skipped": False}
+    return write_marker(state_dir, step, wall_time_s=wall, log=log_path)
+
+
+def write_marker(state_dir: str, step: Step, **fields) -> dict:
+    """Marks `step` done now (atomically); returns the marker's record."""
+    record = {"name": step.name, "fingerprint": step.fingerprint(), "finished_at": time.time(),
+              "skipped": False, **fields}  # fmt: skip
+    os.makedirs(os.path.join(state_dir, "steps"), exist_ok=True)
     tmp = marker_path(state_dir, step) + f".tmp{os.getpid()}"
     with open(tmp, "w") as f:
         json.dump(record, f)

@@ -64,6 +64,19 @@ def settings_label(settings: dict) -> str:
     return "custom"
 
 
+def _run_settings_label(settings: dict) -> str:
+    """The settings label of a training run; no recorded settings means the defaults (fair)."""
+    return settings_label(settings) if settings else "fair"
+
+
+def _with_fine_tuning_settings(settings: dict, dropout_rate, aux_head, label_smoothing) -> dict:
+    """A pretrained network's settings with the fine-tuning run's own dropout, aux head and label
+    smoothing where given (None keeps the network's)."""
+    overrides = {"dropout_rate": dropout_rate, "aux_head": aux_head,
+                 "label_smoothing": label_smoothing}  # fmt: skip
+    return {**settings, **{k: v for k, v in overrides.items() if v is not None}}
+
+
 def source_from_model_dir(
     model_dir: str, *, dropout_rate=None, aux_head=None, label_smoothing=None, label=None
 ) -> Source:
@@ -72,14 +85,8 @@ def source_from_model_dir(
     from transfer_tf.training import load_config
 
     config = load_config(model_dir)
-    settings = dict(config.settings)
-    pretrained_label = settings_label(settings) if settings else "fair"
-    overrides = {
-        "dropout_rate": dropout_rate,
-        "aux_head": aux_head,
-        "label_smoothing": label_smoothing,
-    }
-    settings.update({k: v for k, v in overrides.items() if v is not None})
+    pretrained_label = _run_settings_label(config.settings)
+    settings = _with_fine_tuning_settings(config.settings, dropout_rate, aux_head, label_smoothing)
     return Source(
         architecture=config.model,
         init="model_dir",
@@ -99,17 +106,12 @@ def source_from_saved_model(
     from transfer_tf.training.weights import read_export_info
 
     info = read_export_info(export_dir)
-    settings = dict(info.get("settings") or {})
+    recorded = info.get("settings") or {}
     if info.get("source") == "registry":  # a published checkpoint, e.g. EfficientNet-Lite
         pretrained_label = "public"
-    else:  # a training run; no recorded settings means the defaults, the fair setting
-        pretrained_label = settings_label(settings) if settings else "fair"
-    overrides = {
-        "dropout_rate": dropout_rate,
-        "aux_head": aux_head,
-        "label_smoothing": label_smoothing,
-    }
-    settings.update({k: v for k, v in overrides.items() if v is not None})
+    else:
+        pretrained_label = _run_settings_label(recorded)
+    settings = _with_fine_tuning_settings(recorded, dropout_rate, aux_head, label_smoothing)
     return Source(
         architecture=info["model"],
         init="saved_model",

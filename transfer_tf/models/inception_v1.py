@@ -9,6 +9,7 @@ import keras
 from keras import layers
 
 from transfer_tf.models import sources
+from transfer_tf.models.checkpoints import CheckpointLayout, slim_names
 from transfer_tf.models.layers import conv_bn
 from transfer_tf.models.registry import ModelSpec, Trunk, register
 
@@ -58,6 +59,41 @@ def build_trunk(input_size, settings):
     return Trunk(inputs, features)
 
 
+# Our branch layer -> slim's scope inside a Mixed block (slim names Mixed_5b's 3x3 "0a").
+_SLIM_BRANCHES = {
+    "b0_1x1": "Branch_0/Conv2d_0a_1x1",
+    "b1_1x1": "Branch_1/Conv2d_0a_1x1",
+    "b1_3x3": "Branch_1/Conv2d_0b_3x3",
+    "b2_1x1": "Branch_2/Conv2d_0a_1x1",
+    "b2_3x3": "Branch_2/Conv2d_0b_3x3",
+    "b3_1x1": "Branch_3/Conv2d_0b_1x1",
+}
+
+
+def slim_scope(layer: str) -> str | None:
+    """TF-slim `nets/inception_v1.py` scope of one of our layers (`Mixed_4b_b1_3x3_conv` ->
+    `InceptionV1/Mixed_4b/Branch_1/Conv2d_0b_3x3`)."""
+    if layer == "logits":
+        return "InceptionV1/Logits/Conv2d_0c_1x1"
+    base = layer.rsplit("_", 1)[0]  # drop _conv / _bn
+    if base.startswith("Mixed_"):
+        block, branch = base[:8], base[9:]
+        scope = _SLIM_BRANCHES[branch]
+        if block == "Mixed_5b" and branch == "b2_3x3":
+            scope = "Branch_2/Conv2d_0a_3x3"
+        return f"InceptionV1/{block}/{scope}"
+    return f"InceptionV1/{base}"
+
+
+SLIM_CHECKPOINT = CheckpointLayout(
+    format="tf_checkpoint",
+    names=lambda model, checkpoint: slim_names(model, slim_scope),
+    preprocessing="inception",
+    head_bias="InceptionV1/Logits/Conv2d_0c_1x1/biases",
+    published="tensorflow/models research/slim/nets/inception_v1.py",
+)
+
+
 register(
     ModelSpec(
         name="inception_v1",
@@ -72,4 +108,5 @@ register(
         min_input_size=32,
     ),
     build_trunk,
+    checkpoints=(SLIM_CHECKPOINT,),
 )

@@ -7,6 +7,8 @@ import tensorflow as tf
 # Per-channel RGB statistics of the ImageNet training set (Caffe / PyTorch conventions).
 _CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 _TORCH_MEAN = (0.485, 0.456, 0.406)
+# TF-slim's vgg_preprocessing (its ResNet v1 and VGG checkpoints): RGB order, means subtracted.
+_VGG_RGB_MEAN = (123.68, 116.78, 103.94)
 _TORCH_STD = (0.229, 0.224, 0.225)
 
 
@@ -16,6 +18,10 @@ def _inception(x):
 
 def _caffe(x):
     return x[..., ::-1] - tf.constant(_CAFFE_BGR_MEAN, x.dtype)
+
+
+def _vgg(x):
+    return x - tf.constant(_VGG_RGB_MEAN, x.dtype)
 
 
 def _torch(x):
@@ -31,7 +37,9 @@ PREPROCESSING = {
     "inception": _inception,
     # VGG / Caffe ResNet: BGR, mean-subtracted, no scaling.
     "caffe": _caffe,
-    # torchvision: [0, 1], then ImageNet mean / std per channel.
+    # TF-slim ResNet v1 / VGG checkpoints: RGB, mean-subtracted, no scaling.
+    "vgg": _vgg,
+    # torchvision (and Keras' DenseNet): [0, 1], then ImageNet mean / std per channel.
     "torch": _torch,
     # EfficientNet-Lite checkpoints (the TF release's lite builder: mean 127.5, std 128).
     "efficientnet_lite": _efficientnet_lite,

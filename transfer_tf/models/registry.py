@@ -13,7 +13,9 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import keras
+from absl import logging
 
+from transfer_tf.models import checkpoints
 from transfer_tf.models import layers as model_layers
 from transfer_tf.models.preprocessing import PREPROCESSING
 from transfer_tf.models.settings import TrainingSettings
@@ -112,18 +114,32 @@ WeightLoader = Callable[[keras.Model, int], None]
 
 @dataclasses.dataclass(frozen=True)
 class ModelEntry:
+    """spec; build_trunk; load_imagenet: offline ImageNet weights (weights="imagenet");
+    checkpoints: the published checkpoint layouts, one per format (weights=PATH)."""
+
     spec: ModelSpec
     build_trunk: TrunkBuilder
     load_imagenet: WeightLoader | None = None
+    checkpoints: tuple[checkpoints.CheckpointLayout, ...] = ()
+
+    def layout(self, fmt: str) -> checkpoints.CheckpointLayout | None:
+        return next((layout for layout in self.checkpoints if layout.format == fmt), None)
 
 
 REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register(spec: ModelSpec, build_trunk: TrunkBuilder, load_imagenet: WeightLoader | None = None):
+def register(
+    spec: ModelSpec,
+    build_trunk: TrunkBuilder,
+    load_imagenet: WeightLoader | None = None,
+    checkpoints: tuple[checkpoints.CheckpointLayout, ...] = (),
+):
     if spec.name in REGISTRY:
         raise ValueError(f"model {spec.name!r} registered twice")
-    REGISTRY[spec.name] = ModelEntry(spec, build_trunk, load_imagenet)
+    if len({layout.format for layout in checkpoints}) != len(checkpoints):
+        raise ValueError(f"model {spec.name!r}: one checkpoint layout per format")
+    REGISTRY[spec.name] = ModelEntry(spec, build_trunk, load_imagenet, tuple(checkpoints))
 
 
 def list_models() -> list[str]:
@@ -166,11 +182,21 @@ def build_model(
       settings: the training choices that shape the network; None means `TrainingSettings.fair()`.
       input_size: square input resolution; None means the ImageNet size of the model. Must be at
         least `get_spec(name).min_input_size`.
-      weights: None (random initialization) or "imagenet" where offline ImageNet weights exist
-        (EfficientNet-Lite). With num_classes != 1000 only the trunk is loaded.
+      weights: None (random initialization), "imagenet" where offline ImageNet weights exist
+        (EfficientNet-Lite), or the path of a published checkpoint: a TF-slim checkpoint prefix or
+        a Keras Applications `.h5` file (`transfer_tf/models/checkpoints.py`). With a classifier
+        width the checkpoint does not have, only the trunk is loaded. With a checkpoint and
+        `settings=None`, BN γ follows the checkpoint (slim's Inception nets have none).
+        The checkpoint's input scaling is `checkpoint_input(name, weights)`, not always
+        `spec.preprocessing`.
     """
     entry = _entry(name)
     spec = entry.spec
+    checkpoint = layout = None
+    if weights not in (None, "imagenet"):
+        checkpoint, layout = _open_checkpoint(entry, weights)
+        if settings is None:
+            settings = checkpoint_settings(checkpoint)
     settings = TrainingSettings.fair() if settings is None else settings
     if not isinstance(settings, TrainingSettings):
         raise TypeError(
@@ -193,10 +219,6 @@ def build_model(
             f"build_model({name!r}): {name} has no auxiliary classifier head; set "
             f"aux_head=False (models with one: {', '.join(with_aux)})"
         )
-    if weights not in (None, "imagenet"):
-        raise ValueError(
-            f"build_model({name!r}): weights must be None or 'imagenet', got {weights!r}"
-        )
     if weights == "imagenet" and entry.load_imagenet is None:
         offline = [n for n, e in REGISTRY.items() if e.load_imagenet is not None]
         raise ValueError(
@@ -216,4 +238,64 @@ def build_model(
     model = keras.Model(trunk.inputs, outputs, name=name)
     if weights == "imagenet":
         entry.load_imagenet(model, num_classes)
+    elif checkpoint is not None:
+        report = checkpoints.load_checkpoint(model, checkpoint, layout)
+        logging.info(
+            "%s: %d weights from %s (%s); classifier %s; passed over: %d auxiliary-head, %d "
+            "classifier and %d bookkeeping tensors",
+            name,
+            report.assigned,
+            report.checkpoint,
+            report.format,
+            "loaded" if report.head_loaded else "new",
+            len(report.skipped_aux),
+            len(report.skipped_head),
+            len(report.bookkeeping),
+        )
     return model
+
+
+def _open_checkpoint(
+    entry: ModelEntry, path
+) -> tuple[checkpoints.Checkpoint, checkpoints.CheckpointLayout]:
+    if not isinstance(path, (str, bytes)) and not hasattr(path, "__fspath__"):
+        raise ValueError(
+            f"build_model({entry.spec.name!r}): weights must be None, 'imagenet' or a checkpoint "
+            f"path, got {path!r}"
+        )
+    checkpoint = checkpoints.read_checkpoint(path)
+    layout = entry.layout(checkpoint.format)
+    if layout is None:
+        known = ", ".join(layout.format for layout in entry.checkpoints) or "none"
+        raise checkpoints.CheckpointError(
+            f"checkpoint {checkpoint.path}: {entry.spec.name} has no published "
+            f"{checkpoint.format} layout (it knows: {known}); see docs/CHECKPOINTS.md"
+        )
+    return checkpoint, layout
+
+
+def checkpoint_settings(checkpoint: checkpoints.Checkpoint) -> TrainingSettings:
+    """The fair settings, with BN γ as the checkpoint has it (TF-slim's Inception nets and Keras'
+    InceptionV3 / InceptionResNetV2 were trained without)."""
+    return TrainingSettings(bn_scale=checkpoint.has(r"(^|/)gamma$"))
+
+
+def checkpoint_input(name: str, weights: str | None) -> tuple[int, str]:
+    """(input size, preprocessing) a model built with `weights` expects: the registry's, or the
+    scaling its published checkpoint was trained with (TF-slim's ResNet v1 and VGG subtract the
+    RGB means; Keras' DenseNet uses torch's mean / std; ...)."""
+    entry = _entry(name)
+    if weights in (None, "imagenet"):
+        return entry.spec.input_size, entry.spec.preprocessing
+    _, layout = _open_checkpoint(entry, weights)
+    return entry.spec.input_size, layout.preprocessing
+
+
+def checkpoint_classes(name: str, weights: str) -> int | None:
+    """The classifier width a checkpoint gives model `name` (1000 for a 1001-way TF-slim head
+    with its background class), or None when it holds no classifier."""
+    checkpoint, layout = _open_checkpoint(_entry(name), weights)
+    if layout.head_bias not in checkpoint.shapes:
+        return None
+    stored = int(checkpoint.shapes[layout.head_bias][-1])
+    return stored - 1 if checkpoint.format == "tf_checkpoint" and stored == 1001 else stored

@@ -6,6 +6,13 @@ S; `saved_model_cli show --all --dir <export_dir>` lists them):
     serving_default(images: uint8 [None, S, S, 3]) -> {"probabilities": [None, C] float32,
                                                          "logits": [None, C] float32}
     features(images: uint8 [None, S, S, 3])        -> {"features": [None, D] float32}
+    serving_bytes(image_bytes: string [None])       -> {"probabilities", "logits", "features"}
+
+`serving_bytes` takes encoded JPEG / PNG / GIF / BMP files and prepares them as evaluation does
+(`transfer_tf.data.pipeline.preprocess_image`: central 87.5% crop, bilinear resize to S, rounded
+to uint8), so TF Serving's REST API serves the SavedModel as is:
+`POST /v1/models/<name>:predict` with `{"signature_name": "serving_bytes", "instances":
+[{"b64": "<base64 JPEG>"}]}` (README, "Serving").
 
 Probabilities are softmax (sigmoid for multi-label datasets). `features` is the global-pooled
 penultimate layer, what `transfer-extract-features` and logistic regression read. Loading needs
@@ -20,6 +27,15 @@ import os
 import keras
 import tensorflow as tf
 
+from transfer_tf.data.pipeline import preprocess_image
+from transfer_tf.models import (
+    build_model,
+    checkpoint_classes,
+    checkpoint_input,
+    checkpoint_settings,
+    preprocess,
+)
+from transfer_tf.models.checkpoints import read_checkpoint
 from transfer_tf.training.weights import restore_model_dir
 
 # Written to <export_dir>/assets.extra/ (the SavedModel convention for files TF does not read).
@@ -32,27 +48,40 @@ class ServingModule(tf.Module):
     def __init__(self, model: keras.Model, *, input_size: int, preprocessing: str,
                  multi_label: bool = False):  # fmt: skip
         super().__init__(name="transfer_tf_export")
-        from transfer_tf.models import preprocess
-
         self.model = model
         spec = tf.TensorSpec([None, input_size, input_size, 3], tf.uint8, name="images")
+        encoded = tf.TensorSpec([None], tf.string, name="image_bytes")
 
         def outputs(images):
             scaled = preprocess(tf.cast(images, tf.float32), preprocessing)
-            return self.model(scaled, training=False)
+            out = self.model(scaled, training=False)
+            logits = tf.cast(out["logits"], tf.float32)
+            probabilities = tf.sigmoid(logits) if multi_label else tf.nn.softmax(logits, axis=-1)
+            return {"probabilities": probabilities, "logits": logits,
+                    "features": tf.cast(out["features"], tf.float32)}  # fmt: skip
+
+        def decode(data):
+            image = preprocess_image(data, tf.zeros([2, 2], tf.int32), image_size=input_size,
+                                     training=False)  # fmt: skip
+            return tf.cast(tf.round(image), tf.uint8)
 
         @tf.function(input_signature=[spec])
         def serving_default(images):
-            logits = tf.cast(outputs(images)["logits"], tf.float32)
-            probabilities = tf.sigmoid(logits) if multi_label else tf.nn.softmax(logits, axis=-1)
-            return {"probabilities": probabilities, "logits": logits}
+            out = outputs(images)
+            return {"probabilities": out["probabilities"], "logits": out["logits"]}
 
         @tf.function(input_signature=[spec])
         def features(images):
-            return {"features": tf.cast(outputs(images)["features"], tf.float32)}
+            return {"features": outputs(images)["features"]}
+
+        @tf.function(input_signature=[encoded])
+        def serving_bytes(image_bytes):
+            images = tf.map_fn(decode, image_bytes, fn_output_signature=tf.uint8)
+            return outputs(images)
 
         self.serving_default = serving_default
         self.features = features
+        self.serving_bytes = serving_bytes
 
 
 def export_saved_model(
@@ -75,7 +104,11 @@ def export_saved_model(
     tf.saved_model.save(
         module,
         export_dir,
-        signatures={"serving_default": module.serving_default, "features": module.features},
+        signatures={
+            "serving_default": module.serving_default,
+            "features": module.features,
+            "serving_bytes": module.serving_bytes,
+        },
     )
     details = {
         "input_size": int(input_size),
@@ -85,6 +118,7 @@ def export_saved_model(
         "signatures": {
             "serving_default": ["probabilities", "logits"],
             "features": ["features"],
+            "serving_bytes": ["probabilities", "logits", "features"],
         },
     }
     details.update(info or {})
@@ -130,18 +164,32 @@ def export_registry_model(
     input_size: int | None = None,
     num_classes: int = 1000,
 ) -> str:
-    """Exports a registry model as built (e.g. EfficientNet-Lite with offline ImageNet weights)."""
-    from transfer_tf.models import build_model, get_spec
-
-    spec = get_spec(name)
-    size = int(input_size or spec.input_size)
-    model = build_model(name, num_classes, input_size=size, weights=weights)
+    """Exports a registry model as built: with offline ImageNet weights (`weights="imagenet"`,
+    EfficientNet-Lite), a published checkpoint (`weights=PATH`, TF-slim prefix or Keras `.h5`,
+    with the checkpoint's own input scaling) or random weights (`weights=None`)."""
+    native_size, preprocessing = checkpoint_input(name, weights)
+    size = int(input_size or native_size)
+    info = {"source": "registry", "model": name, "weights": weights, "num_classes": num_classes}
+    settings = None
+    if weights not in (None, "imagenet"):
+        checkpoint = read_checkpoint(weights)
+        classes = checkpoint_classes(name, weights)
+        if classes is not None and classes != num_classes:
+            raise ValueError(
+                f"checkpoint {checkpoint.path} has a {classes}-way classifier, not "
+                f"{num_classes}-way: pass --num_classes={classes}"
+            )
+        settings = checkpoint_settings(checkpoint)
+        info.update(
+            source="checkpoint",
+            weights=None,
+            checkpoint=os.path.abspath(checkpoint.path),
+            checkpoint_format=checkpoint.format,
+            settings=settings.to_dict(),
+        )
+    model = build_model(name, num_classes, settings, input_size=size, weights=weights)
     return export_saved_model(
-        model,
-        export_dir,
-        input_size=size,
-        preprocessing=spec.preprocessing,
-        info={"source": "registry", "model": name, "weights": weights, "num_classes": num_classes},
+        model, export_dir, input_size=size, preprocessing=preprocessing, info=info
     )
 
 

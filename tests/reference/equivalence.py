@@ -72,3 +72,18 @@ def assert_logits_close(ours: np.ndarray, reference: np.ndarray, what: str) -> f
         f"{what}: max |logit difference| {difference:.2e} of the logit scale {scale:.3g}"
     )
     return difference
+
+
+def write_tf_checkpoint(prefix: str, tensors: dict[str, np.ndarray]) -> str:
+    """Writes `tensors` as a TF1 `Saver` checkpoint (the TF-slim zoo's format: `prefix.index` and
+    `prefix.data-00000-of-00001`) under exactly the given variable names."""
+    graph = tf.Graph()
+    with graph.as_default():
+        variables = [
+            tf.compat.v1.Variable(value, name=name) for name, value in sorted(tensors.items())
+        ]
+        saver = tf.compat.v1.train.Saver(variables)
+        with tf.compat.v1.Session(graph=graph) as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            saver.save(session, prefix, write_meta_graph=False)
+    return prefix

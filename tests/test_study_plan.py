@@ -54,3 +54,24 @@ def test_subset_sweeps_default_to_every_model_and_none_without_sizes(tmp_path):
 def test_unknown_subset_model_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="--subset_models: 'resnet_50' is not a source model"):
         _plan(tmp_path, subset_models=("resnet_50",))
+
+
+def test_a_public_model_from_a_published_checkpoint(tmp_path):
+    """`--public_models=NAME=PATH`: exported and fine-tuned from the checkpoint, not 'imagenet';
+    a path that does not exist fails when the study plans."""
+    (tmp_path / "inception_v1.ckpt.index").write_bytes(b"")
+    prefix = str(tmp_path / "inception_v1.ckpt")
+    cfg = plan.StudyConfig(
+        study_dir=str(tmp_path / "study"), public_models=(f"inception_v1={prefix}",),
+        finetune_models=("inception_v1",),
+    )  # fmt: skip
+    steps = {s.name: s for s in plan.plan_study(cfg)}
+    for name in ("export-inception_v1", "finetune-inception_v1-sklearn_digits"):
+        flags = _flags(steps[name])
+        assert flags["model"] == "inception_v1" and flags["checkpoint"] == prefix
+        assert "weights" not in flags
+    assert "--model=inception_v1:inception_v1:public" in steps["model-table"].argv
+    with pytest.raises(ValueError, match=r"--public_models=inception_v1=/nowhere.ckpt: "
+                                         r"/nowhere.ckpt does not exist"):  # fmt: skip
+        plan.plan_study(plan.StudyConfig(study_dir=str(tmp_path),
+                                         public_models=("inception_v1=/nowhere.ckpt",)))

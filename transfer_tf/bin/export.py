@@ -2,6 +2,13 @@
 
     transfer-export --model_dir=/runs/inception_v3_fair --export_dir=/exports/inception_v3_fair
     transfer-export --model=efficientnet_lite0 --weights=imagenet --export_dir=/exports/lite0
+    transfer-export --model=inception_v3 --checkpoint=/ckpts/inception_v3.ckpt --export_dir=/exports/v3
+
+--checkpoint takes a published checkpoint: a TF-slim checkpoint prefix (the tarball's
+`model.ckpt`, with its .index / .data files) or a Keras Applications `.h5` weights file,
+recognised by content; docs/CHECKPOINTS.md lists which file fits which --model. The SavedModel
+then scales its input as that checkpoint was trained (e.g. RGB mean subtraction for TF-slim's
+ResNet v1 and VGG) and records it in assets.extra/transfer_tf_export.json.
 
 Clients send uint8 RGB images [N, S, S, 3] at the model's size S (already resized / cropped);
 the ImageNet preprocessing of the model is inside the graph. From a --model_dir the EMA weights
@@ -10,11 +17,18 @@ are exported (unless --noema).
 
 from __future__ import annotations
 
+import sys
+
 from absl import app, flags
 
 flags.DEFINE_string("model_dir", None, "A training run (transfer-pretrain / -finetune / -scratch).")
 flags.DEFINE_string("model", None, "Or: a registry model, exported as built with --weights.")
 flags.DEFINE_string("weights", "imagenet", "With --model: 'imagenet' (offline weights) or ''.")
+flags.DEFINE_string(
+    "checkpoint", None,
+    "With --model: a published checkpoint (TF-slim prefix or Keras Applications .h5) to load "
+    "instead of --weights.",
+)  # fmt: skip
 flags.DEFINE_integer("input_size", None, "With --model: input size (default: its ImageNet size).")
 flags.DEFINE_integer("num_classes", 1000, "With --model: classifier width.")
 flags.DEFINE_boolean("ema", True, "From --model_dir: export the EMA averages where kept.")
@@ -29,19 +43,27 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if bool(FLAGS.model_dir) == bool(FLAGS.model):
         raise app.UsageError("pass exactly one of --model_dir (a training run) or --model")
+    if FLAGS.checkpoint and FLAGS.model_dir:
+        raise app.UsageError("--checkpoint goes with --model, not with --model_dir")
+    from transfer_tf.models.checkpoints import CheckpointError
     from transfer_tf.training.export import export_model_dir, export_registry_model
 
-    if FLAGS.model_dir:
-        path = export_model_dir(FLAGS.model_dir, FLAGS.export_dir, use_ema=FLAGS.ema)
-    else:
-        path = export_registry_model(
-            FLAGS.model,
-            FLAGS.export_dir,
-            weights=FLAGS.weights or None,
-            input_size=FLAGS.input_size,
-            num_classes=FLAGS.num_classes,
-        )
-    print(f"exported {path} (signatures: serving_default, features)", flush=True)
+    try:
+        if FLAGS.model_dir:
+            path = export_model_dir(FLAGS.model_dir, FLAGS.export_dir, use_ema=FLAGS.ema)
+        else:
+            path = export_registry_model(
+                FLAGS.model,
+                FLAGS.export_dir,
+                weights=FLAGS.checkpoint or FLAGS.weights or None,
+                input_size=FLAGS.input_size,
+                num_classes=FLAGS.num_classes,
+            )
+    except (CheckpointError, FileExistsError, FileNotFoundError, ValueError) as error:
+        # One line naming the file and the fix; no usage text, no traceback.
+        print(f"transfer-export: error: {error}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    print(f"exported {path} (signatures: serving_default, features, serving_bytes)", flush=True)
 
 
 def run():

@@ -28,7 +28,10 @@ flags.DEFINE_string("source_dataset", "fashion_mnist", "Dataset the here-pretrai
 flags.DEFINE_integer("source_max_per_class", None, "Cap per class per split of the source.")
 flags.DEFINE_list("target_datasets", ["sklearn_digits"], "Transfer datasets (registry names).")
 flags.DEFINE_integer("target_max_per_class", None, "Cap per class per split of each target.")
-flags.DEFINE_list("public_models", [], "Registry models with offline ImageNet weights.")
+flags.DEFINE_list("public_models", [],
+                  "Public ImageNet sources: NAME (a registry model with offline weights, e.g. "
+                  "efficientnet_lite0) or NAME=PATH (a published TF-slim checkpoint prefix or "
+                  "Keras Applications .h5 for registry model NAME; docs/CHECKPOINTS.md).")
 flags.DEFINE_list("pretrain_models", [], "Registry architectures to pretrain on the source.")
 flags.DEFINE_list("pretrain_settings", list(plan.SETTINGS_LABELS),
                   "Training-settings labels to pretrain each architecture with.")

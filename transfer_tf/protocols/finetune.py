@@ -107,7 +107,7 @@ def source_from_saved_model(
 
     info = read_export_info(export_dir)
     recorded = info.get("settings") or {}
-    if info.get("source") == "registry":  # a published checkpoint, e.g. EfficientNet-Lite
+    if info.get("source") in ("registry", "checkpoint"):  # published weights
         pretrained_label = "public"
     else:
         pretrained_label = _run_settings_label(recorded)
@@ -132,7 +132,7 @@ def source_from_registry(
             architecture=architecture,
             init="weights",
             settings=settings,
-            label=label or f"{architecture}_{weights}",
+            label=label or f"{architecture}_{'imagenet' if weights == 'imagenet' else 'checkpoint'}",
             settings_label="public",
             input_size=input_size,
             weights=weights,
@@ -401,6 +401,11 @@ def define_sweep_flags(protocol: str) -> None:
         flags.DEFINE_string(
             "weights", None, "Or: fine-tune --model with registry weights ('imagenet')."
         )
+        flags.DEFINE_string(
+            "checkpoint", None,
+            "Or: fine-tune --model from a published checkpoint (TF-slim prefix or Keras "
+            "Applications .h5; docs/CHECKPOINTS.md); its input scaling and size are used.",
+        )  # fmt: skip
     flags.DEFINE_string("model", None, "Registry model (not needed with --init_model_dir).")
     flags.DEFINE_string("dataset", None, "Registry dataset with train / val / test TFRecords.")
     flags.DEFINE_string("records_dir", None, "Root of the TFRecords: <records_dir>/<dataset>/.")
@@ -408,7 +413,9 @@ def define_sweep_flags(protocol: str) -> None:
     flags.DEFINE_string("work_dir", None, "Per-cell model_dirs (default <results_dir>/runs/).")
     flags.DEFINE_string("model_label", None, "The results' `model` label (default derived).")
     flags.DEFINE_integer("input_size", None, "Input size (default: the model's / the run's).")
-    flags.DEFINE_boolean("bn_scale", True, "BN with γ (scratch / registry weights only).")
+    flags.DEFINE_boolean(
+        "bn_scale", True, "BN with γ (scratch / registry weights; a --checkpoint sets its own)."
+    )
     flags.DEFINE_float("dropout_rate", None, "Dropout before the logits while training.")
     flags.DEFINE_boolean("aux_head", None, "Train with the Inception auxiliary head.")
     flags.DEFINE_float("label_smoothing", None, "Label smoothing while training.")
@@ -494,12 +501,22 @@ def sweep_from_flags(protocol: str, flag_values) -> SweepResult:
         "label_smoothing": fv.label_smoothing,
     }
     finetune = protocol == "finetune"
+    weights, bn_scale = None, bool(fv.bn_scale)
+    if finetune:
+        if fv.weights and fv.checkpoint:
+            raise ValueError("pass --weights=imagenet or --checkpoint=PATH, not both")
+        weights = fv.checkpoint or fv.weights
+        if fv.checkpoint:  # a missing or unreadable file fails here, before any cell
+            from transfer_tf.models import checkpoint_settings
+            from transfer_tf.models.checkpoints import read_checkpoint
+
+            bn_scale = checkpoint_settings(read_checkpoint(fv.checkpoint)).bn_scale
     if finetune and fv.init_model_dir and fv.init_saved_model:
         raise ValueError("pass --init_model_dir or --init_saved_model, not both")
     if finetune and (fv.init_model_dir or fv.init_saved_model):
-        if fv.model or fv.weights:
+        if fv.model or weights:
             raise ValueError("pass --init_model_dir / --init_saved_model or --model with "
-                             "--weights, not both")
+                             "--weights / --checkpoint, not both")
         source = (source_from_model_dir(fv.init_model_dir, label=fv.model_label, **toggles)
                   if fv.init_model_dir else
                   source_from_saved_model(fv.init_saved_model, label=fv.model_label, **toggles))
@@ -515,20 +532,21 @@ def sweep_from_flags(protocol: str, flag_values) -> SweepResult:
                 + (" (or --init_model_dir, a pretraining run, or --init_saved_model)"
                    if finetune else "")
             )
-        if finetune and not fv.weights:
+        if finetune and not weights:
             raise ValueError(
                 "fine-tuning needs pretrained weights: --init_model_dir=<pretraining run>, "
-                "--init_saved_model=<transfer-export dir> or --weights=imagenet (transfer-scratch trains from random initialisation)"
+                "--init_saved_model=<transfer-export dir>, --checkpoint=<published checkpoint> "
+                "or --weights=imagenet (transfer-scratch trains from random initialisation)"
             )
         settings = {
-            "bn_scale": bool(fv.bn_scale),
+            "bn_scale": bn_scale,
             "dropout_rate": float(fv.dropout_rate or 0.0),
             "aux_head": bool(fv.aux_head),
             "label_smoothing": float(fv.label_smoothing or 0.0),
         }
         source = source_from_registry(
             fv.model,
-            weights=fv.weights if finetune else None,
+            weights=weights,
             settings=settings,
             input_size=fv.input_size,
             label=fv.model_label,

@@ -32,7 +32,8 @@ class StudyConfig:
     source_max_per_class: int | None = None
     target_datasets: tuple[str, ...] = ("sklearn_digits",)
     target_max_per_class: int | None = None
-    # Sources (a): public checkpoints, built with weights="imagenet".
+    # Sources (a): public checkpoints: NAME (registry weights="imagenet") or NAME=PATH (a
+    # published TF-slim checkpoint prefix or Keras Applications .h5 file).
     public_models: tuple[str, ...] = ()
     # Sources (b): registry architectures pretrained here, once per training-settings label.
     pretrain_models: tuple[str, ...] = ()
@@ -86,10 +87,28 @@ class SourceModel:
     architecture: str
     settings: str  # "public" or one of SETTINGS_LABELS
     pretrained_here: bool
+    checkpoint: str | None = None  # a published checkpoint's path (public models only)
+
+    def weights_flags(self) -> list[str]:
+        """How a public model's published weights are named to transfer-export / -finetune."""
+        if self.checkpoint:
+            return [f"--model={self.architecture}", f"--checkpoint={self.checkpoint}"]
+        return [f"--model={self.architecture}", "--weights=imagenet"]
+
+
+def public_model(entry: str) -> SourceModel:
+    """A `--public_models` entry: NAME, or NAME=PATH for a published checkpoint."""
+    name, _, path = entry.partition("=")
+    if path and not (os.path.exists(path) or os.path.exists(path + ".index")):
+        raise ValueError(
+            f"--public_models={entry}: {path} does not exist (a TF-slim checkpoint prefix with "
+            "its .index file, or a Keras .h5 file)"
+        )
+    return SourceModel(name, name, "public", False, os.path.abspath(path) if path else None)
 
 
 def source_models(cfg: StudyConfig) -> list[SourceModel]:
-    models = [SourceModel(m, m, "public", False) for m in cfg.public_models]
+    models = [public_model(m) for m in cfg.public_models]
     for settings in cfg.pretrain_settings:
         if settings not in SETTINGS_LABELS:
             raise ValueError(
@@ -199,8 +218,7 @@ def plan_study(cfg: StudyConfig) -> list[Step]:
                 f"--export_dir={saved_model}"), deps=(f"pretrain-{m.label}",)))
         else:
             steps.append(Step(f"export-{m.label}", (
-                "transfer-export", f"--model={m.architecture}", "--weights=imagenet",
-                f"--export_dir={saved_model}")))
+                "transfer-export", *m.weights_flags(), f"--export_dir={saved_model}")))
         for dataset in cfg.target_datasets:
             features = cfg.path("features", m.label, dataset)
             steps.append(Step(f"features-{m.label}-{dataset}", (
@@ -234,8 +252,7 @@ def plan_study(cfg: StudyConfig) -> list[Step]:
             init = [f"--init_model_dir={cfg.path('models', m.label)}"]
             deps = [f"pretrain-{m.label}"]
         else:
-            init = [f"--model={m.architecture}", "--weights=imagenet",
-                    *_opt("input_size", cfg.finetune_input_size)]
+            init = [*m.weights_flags(), *_opt("input_size", cfg.finetune_input_size)]
             deps = []
         for dataset in cfg.trained_targets():
             for per_class in cfg.subsets_for(m.label, dataset):

@@ -41,6 +41,7 @@ from transfer_tf.training.weights import (
     CKPT_SUBDIR,
     init_from_model_dir,
     init_from_saved_model,
+    read_export_info,
     zero_classifier,
 )
 
@@ -57,13 +58,18 @@ InputFn = Callable[..., tf.data.Dataset]
 
 
 def input_spec(config: TrainConfig) -> tuple[int, str]:
-    """(image side, preprocessing name): the config's, else the registry model's."""
+    """(image side, preprocessing name): the config's, else the starting weights' (a published
+    checkpoint's scaling, a transfer-export SavedModel's recorded one), else the registry model's."""
     if config.input_size and config.preprocessing:
         return int(config.input_size), config.preprocessing
-    from transfer_tf.models import get_spec
+    from transfer_tf.models import checkpoint_input
 
-    spec = get_spec(config.model)
-    return int(config.input_size or spec.input_size), config.preprocessing or spec.preprocessing
+    size, preprocessing = checkpoint_input(
+        config.model, config.weights if config.init == "weights" else None
+    )
+    if config.init == "saved_model":
+        preprocessing = read_export_info(config.init_saved_model).get("preprocessing", preprocessing)
+    return int(config.input_size or size), config.preprocessing or preprocessing
 
 
 def model_settings(config: TrainConfig):

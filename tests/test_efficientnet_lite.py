@@ -87,6 +87,22 @@ def test_reader_refuses_code_and_non_checkpoints(tmp_path):
         ValueError, match="refusing to load posix.system|refusing to load nt.system"
     ):
         read_state_dict(str(path))
+    # The legacy header pickles (magic number, version, sys info) are code too: a crafted header
+    # must be refused before anything runs (the marker file must not appear).
+    marker = tmp_path / "ran"
+
+    class WritesMarker:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    for position in range(3):
+        header_path = tmp_path / f"evil_header_{position}.pth"
+        with open(header_path, "wb") as f:
+            for index, header in enumerate((0x1950A86A20F9469CFC6C, 1001, {})):
+                pickle.dump(WritesMarker() if index == position else header, f, protocol=2)
+        with pytest.raises(ValueError, match="refusing to load (posix|nt).system"):
+            read_state_dict(str(header_path))
+        assert not marker.exists()
     text = tmp_path / "notes.pth"
     text.write_text("not a checkpoint")
     with pytest.raises(ValueError, match="notes.pth: cannot read as a PyTorch state dict"):

@@ -122,13 +122,18 @@ def _materialize(obj):
 
 
 def _read_legacy(f) -> dict:
-    if pickle.load(f) != _LEGACY_MAGIC:
+    # Every pickle in the file, header included, goes through the restricted unpickler: a plain
+    # `pickle.load` of the header would run whatever a crafted file asks for.
+    def header():
+        return _Unpickler(f, storage_source=None).load()
+
+    if header() != _LEGACY_MAGIC:
         raise ValueError("not a PyTorch checkpoint (bad magic number)")
-    pickle.load(f)  # protocol version
-    pickle.load(f)  # sys info
+    header()  # protocol version
+    header()  # sys info
     unpickler = _Unpickler(f, storage_source=None)
     obj = unpickler.load()
-    keys = pickle.load(f)
+    keys = header()
     for key in keys:
         storage = unpickler.storages[str(key)]
         (count,) = struct.unpack("<q", f.read(8))

@@ -259,8 +259,9 @@ class LoadReport:
 
 
 def layer_of(path: str) -> str:
-    """The layer name of a Keras 3 weight path (`Mixed_5b_b0_1x1_conv/kernel` -> the layer)."""
-    return path.rsplit("/", 1)[0]
+    """The layer name of a Keras 3 weight path (`Mixed_5b_b0_1x1_conv/kernel` -> the layer; a
+    name scope before it, as in Keras' NASNet, is dropped: layer names cannot contain "/")."""
+    return path.rsplit("/", 2)[-2]
 
 
 def _convert(value: np.ndarray, shape: tuple[int, ...], background: bool) -> np.ndarray | None:

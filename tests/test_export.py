@@ -106,7 +106,7 @@ def exports(trained_run, tmp_path_factory):
     return root, images, json.loads(line[len("RESULT ") :])
 
 
-def test_saved_model_cli_lists_both_signatures(exports):
+def test_saved_model_cli_lists_the_three_signatures(exports):
     root, _, _ = exports
     proc = subprocess.run(
         [str(SAVED_MODEL_CLI), "show", "--all", "--dir", str(root / "run_export")],
@@ -114,8 +114,9 @@ def test_saved_model_cli_lists_both_signatures(exports):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     text = proc.stdout
-    for signature in ("serving_default", "features"):
+    for signature in ("serving_default", "features", "serving_bytes"):
         assert f"signature_def['{signature}']" in text
+    assert "inputs['image_bytes']" in text and "dtype: DT_STRING" in text
     assert text.count("dtype: DT_UINT8") == 2 and text.count("shape: (-1, 32, 32, 3)") == 2
     assert "outputs['probabilities']" in text and "outputs['logits']" in text
     assert "outputs['features']" in text and "shape: (-1, 1280)" in text
@@ -130,7 +131,7 @@ def test_fresh_process_gets_the_keras_models_features_from_the_ema_weights(expor
 
     _, images, loaded = exports
     got = loaded["run"]
-    assert got["signatures"] == ["features", "serving_default"]
+    assert got["signatures"] == ["features", "serving_bytes", "serving_default"]
     assert got["serving_keys"] == ["logits", "probabilities"]
     model, config = restore_model_dir(str(trained_run))  # EMA averages
     x = preprocess(images["run"].astype(np.float32), "inception")
@@ -152,7 +153,7 @@ def test_efficientnet_lite0_imagenet_export_matches_keras(exports):
 
     _, images, loaded = exports
     got = loaded["lite0"]
-    assert got["signatures"] == ["features", "serving_default"]
+    assert got["signatures"] == ["features", "serving_bytes", "serving_default"]
     model = build_model("efficientnet_lite0", 1000, weights="imagenet")
     x = preprocess(images["lite0"].astype(np.float32), get_spec("efficientnet_lite0").preprocessing)
     want = model(x, training=False)

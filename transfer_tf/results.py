@@ -15,6 +15,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from transfer_tf import files
 from transfer_tf.protocols import sweep
 
 HP_PREFIX = "hp."
@@ -23,20 +24,20 @@ HP_PREFIX = "hp."
 def _cell_files(results_dir: str, depth: int = 2) -> list[str]:
     """`*.json` cell files in `results_dir` and up to `depth` levels of subdirectories."""
     paths = []
-    for name in sorted(sweep.listdir(results_dir)):
-        path = sweep.join(results_dir, name)
+    for name in sorted(files.listdir(results_dir)):
+        path = files.join(results_dir, name)
         if name.startswith("."):
             continue
-        if name.endswith(".json") and not sweep.isdir(path):
+        if name.endswith(".json") and not files.isdir(path):
             paths.append(path)
-        elif depth > 0 and sweep.isdir(path):
+        elif depth > 0 and files.isdir(path):
             paths.extend(_cell_files(path, depth - 1))
     return paths
 
 
 def load_records(results_dir: str) -> list[dict]:
     """Every finished cell record under `results_dir` (a results root or one protocol folder)."""
-    if not sweep.exists(results_dir) or not sweep.isdir(results_dir):
+    if not files.exists(results_dir) or not files.isdir(results_dir):
         raise FileNotFoundError(
             f"results directory {results_dir!r} does not exist; pass the --results_dir a sweep "
             "wrote to"
@@ -44,7 +45,7 @@ def load_records(results_dir: str) -> list[dict]:
     records = []
     for path in _cell_files(results_dir):
         try:
-            record = json.loads(sweep.read_bytes(path))
+            record = json.loads(files.read_bytes(path))
         except (OSError, ValueError) as e:
             warnings.warn(f"skipping unreadable result file {path}: {e}", stacklevel=2)
             continue
@@ -71,7 +72,7 @@ def load(results_dir: str) -> pd.DataFrame:
             row[HP_PREFIX + name] = value
         predictions = record.get("predictions")
         row["predictions_path"] = (
-            sweep.join(sweep.dirname(path), predictions) if predictions else None
+            files.join(files.dirname(path), predictions) if predictions else None
         )
         rows.append(row)
     columns = [k for k in sweep.SCHEMA_KEYS if k != "hparams"] + ["predictions_path"]
@@ -85,5 +86,5 @@ def load(results_dir: str) -> pd.DataFrame:
 
 def load_predictions(path: str) -> dict[str, np.ndarray]:
     """The arrays of one `<cell_id>.predictions.npz` (e.g. a DataFrame's `predictions_path`)."""
-    with np.load(io.BytesIO(sweep.read_bytes(path))) as data:
+    with np.load(io.BytesIO(files.read_bytes(path))) as data:
         return {k: data[k] for k in data.files}

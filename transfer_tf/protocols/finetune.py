@@ -103,7 +103,7 @@ def source_from_saved_model(
 ) -> Source:
     """Fine-tune a SavedModel written by transfer-export: the registry network it records, its
     weights; as for a model_dir, the three fine-tuning-time settings are the run's own."""
-    from transfer_tf.training.weights import read_export_info
+    from transfer_tf.training.saved_model_info import read_export_info
 
     info = read_export_info(export_dir)
     recorded = info.get("settings") or {}

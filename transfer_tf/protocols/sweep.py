@@ -11,8 +11,7 @@ arrays such as `{"y_true": ..., "y_pred": ...}`). `run_cells` writes
 
 The JSON is written last, through a temporary file renamed into place, so its existence means
 the cell finished: a sweep killed at any moment and rerun runs every cell exactly once to the end.
-Local paths use plain file operations; URLs (gs://...) go through tf.io.gfile, imported only then,
-so reading results never needs TensorFlow.
+File operations go through `transfer_tf.files` (local paths and gs:// URLs alike).
 """
 
 from __future__ import annotations
@@ -26,10 +25,11 @@ import os
 import re
 import subprocess
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
+
+from transfer_tf.files import atomic_write_bytes, dirname, exists, join, makedirs, read_bytes
 
 PROTOCOLS = ("logreg", "finetune", "scratch")
 STAGES = ("grid", "final")
@@ -43,80 +43,6 @@ SCHEMA_KEYS = (
 # Keys `run_fn` may return; everything else in a record comes from the cell or from the sweep.
 RESULT_KEYS = ("val_metric", "test_metric", "steps", "history", "predictions")
 PREDICTIONS_SUFFIX = ".predictions.npz"
-
-
-# ---------------------------------------------------------------------------------------------
-# File operations that work on local paths and on tf.io.gfile URLs.
-
-
-def _is_url(path: str) -> bool:
-    return "://" in str(path)
-
-
-def _gfile():
-    import tensorflow as tf  # Only for URLs: keeps local sweeps and results.load TF-free.
-
-    return tf.io.gfile
-
-
-def join(*parts: str) -> str:
-    if _is_url(parts[0]):
-        return "/".join(p.rstrip("/") for p in parts)
-    return os.path.join(*parts)
-
-
-def dirname(path: str) -> str:
-    return path.rsplit("/", 1)[0] if _is_url(path) else os.path.dirname(path)
-
-
-def exists(path: str) -> bool:
-    return _gfile().exists(path) if _is_url(path) else os.path.exists(path)
-
-
-def makedirs(path: str) -> None:
-    if _is_url(path):
-        _gfile().makedirs(path)
-    else:
-        os.makedirs(path, exist_ok=True)
-
-
-def read_bytes(path: str) -> bytes:
-    if _is_url(path):
-        with _gfile().GFile(path, "rb") as f:
-            return f.read()
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def listdir(path: str) -> list[str]:
-    if _is_url(path):
-        return [name.rstrip("/") for name in _gfile().listdir(path)]
-    return os.listdir(path)
-
-
-def isdir(path: str) -> bool:
-    return _gfile().isdir(path) if _is_url(path) else os.path.isdir(path)
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Writes `data` to a hidden temporary file beside `path`, then renames it into place.
-
-    A reader sees either no file or the whole file. Temporary names start with "." and do not end
-    in ".json", so `results.load` never mistakes one left by a kill for a cell.
-    """
-    name = path.rsplit("/", 1)[-1] if _is_url(path) else os.path.basename(path)
-    tmp = join(dirname(path), f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    if _is_url(path):
-        gfile = _gfile()
-        with gfile.GFile(tmp, "wb") as f:
-            f.write(data)
-        gfile.rename(tmp, path, overwrite=True)
-        return
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------------

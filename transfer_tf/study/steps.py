@@ -18,6 +18,8 @@ import subprocess
 import sys
 import time
 
+from transfer_tf.files import atomic_write_json
+
 # Console-script name -> module, so a step runs with the current interpreter on any worker,
 # whether or not the console scripts are on PATH there.
 BINARIES = {
@@ -195,8 +197,5 @@ def write_marker(state_dir: str, step: Step, **fields) -> dict:
     record = {"name": step.name, "fingerprint": step.fingerprint(), "finished_at": time.time(),
               "skipped": False, **fields}  # fmt: skip
     os.makedirs(os.path.join(state_dir, "steps"), exist_ok=True)
-    tmp = marker_path(state_dir, step) + f".tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(record, f)
-    os.replace(tmp, marker_path(state_dir, step))
+    atomic_write_json(marker_path(state_dir, step), record)
     return record

@@ -11,10 +11,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import uuid
 from typing import Any
 
-CONFIG_NAME = "config.json"
+from transfer_tf.files import atomic_write_json
+from transfer_tf.training.run_dir import CONFIG_NAME
 
 OPTIMIZERS = ("rmsprop", "sgd_nesterov", "sgd")
 LR_SCHEDULES = ("exponential", "cosine", "constant")
@@ -194,11 +194,7 @@ def save_config(config: TrainConfig, model_dir: str) -> str:
     """Writes `<model_dir>/config.json` atomically (temporary file, then rename)."""
     os.makedirs(model_dir, exist_ok=True)
     path = config_path(model_dir)
-    tmp = os.path.join(model_dir, f".{CONFIG_NAME}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    with open(tmp, "w") as f:
-        json.dump(config.to_dict(), f, indent=1, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    atomic_write_json(path, config.to_dict(), indent=1, sort_keys=True)
     return path
 
 

@@ -21,7 +21,6 @@ TensorFlow only: `tf.saved_model.load(export_dir).signatures["features"](images=
 
 from __future__ import annotations
 
-import json
 import os
 
 import keras
@@ -36,10 +35,10 @@ from transfer_tf.models import (
     preprocess,
 )
 from transfer_tf.models.checkpoints import read_checkpoint
+from transfer_tf.training.builders import input_spec
+from transfer_tf.training.run_dir import RunDir
+from transfer_tf.training.saved_model_info import write_export_info
 from transfer_tf.training.weights import restore_model_dir
-
-# Written to <export_dir>/assets.extra/ (the SavedModel convention for files TF does not read).
-EXPORT_INFO = "transfer_tf_export.json"
 
 
 class ServingModule(tf.Module):
@@ -122,10 +121,7 @@ def export_saved_model(
         },
     }
     details.update(info or {})
-    extra = os.path.join(export_dir, "assets.extra")
-    os.makedirs(extra, exist_ok=True)
-    with open(os.path.join(extra, EXPORT_INFO), "w") as f:
-        json.dump(details, f, indent=1, sort_keys=True)
+    write_export_info(export_dir, details)
     return export_dir
 
 
@@ -133,8 +129,6 @@ def export_model_dir(
     model_dir: str, export_dir: str, *, use_ema: bool = True, model_builder=None
 ) -> str:
     """Exports the latest checkpoint of a training run (its EMA weights when it kept them)."""
-    from transfer_tf.training.loop import input_spec
-
     model, config = restore_model_dir(model_dir, model_builder, use_ema=use_ema)
     size, preprocessing = input_spec(config)
     return export_saved_model(
@@ -194,7 +188,7 @@ def export_registry_model(
 
 
 def _checkpoint_step(model_dir: str) -> int | None:
-    latest = tf.train.latest_checkpoint(os.path.join(model_dir, "ckpt"))
+    latest = RunDir(model_dir).latest_checkpoint()
     if not latest:
         return None
     try:

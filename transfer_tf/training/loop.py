@@ -26,7 +26,6 @@ import math
 import os
 import shutil
 import time
-import uuid
 from collections.abc import Callable
 
 import keras
@@ -34,82 +33,17 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from transfer_tf.files import atomic_write_text
 from transfer_tf.training import distribute, schedules
+from transfer_tf.training.builders import default_input_fn, default_model_builder
 from transfer_tf.training.config import TrainConfig, check_resumable, save_config
 from transfer_tf.training.ema import ExponentialMovingAverage
-from transfer_tf.training.weights import (
-    CKPT_SUBDIR,
-    init_from_model_dir,
-    init_from_saved_model,
-    read_export_info,
-    zero_classifier,
-)
-
-TB_SUBDIR = "tb"
-HISTORY_NAME = "history.csv"
+from transfer_tf.training.run_dir import RunDir
+from transfer_tf.training.weights import init_from_model_dir, init_from_saved_model, zero_classifier
 
 ModelBuilder = Callable[[TrainConfig], keras.Model]
 # input_fn(config, split, *, training, batch_size, repeat) -> tf.data.Dataset of (images, labels)
 InputFn = Callable[..., tf.data.Dataset]
-
-
-# ---------------------------------------------------------------------------------------------
-# The registry model and the registry data, as the loop's defaults.
-
-
-def input_spec(config: TrainConfig) -> tuple[int, str]:
-    """(image side, preprocessing name): the config's, else the starting weights' (a published
-    checkpoint's scaling, a transfer-export SavedModel's recorded one), else the registry model's."""
-    if config.input_size and config.preprocessing:
-        return int(config.input_size), config.preprocessing
-    from transfer_tf.models import checkpoint_input
-
-    size, preprocessing = checkpoint_input(
-        config.model, config.weights if config.init == "weights" else None
-    )
-    if config.init == "saved_model":
-        preprocessing = read_export_info(config.init_saved_model).get("preprocessing", preprocessing)
-    return int(config.input_size or size), config.preprocessing or preprocessing
-
-
-def model_settings(config: TrainConfig):
-    from transfer_tf.models import TrainingSettings
-
-    return TrainingSettings.from_dict(config.settings) if config.settings else TrainingSettings()
-
-
-def default_model_builder(config: TrainConfig) -> keras.Model:
-    from transfer_tf.models import build_model
-
-    keras.utils.set_random_seed(config.seed)
-    return build_model(
-        config.model,
-        config.num_classes,
-        model_settings(config),
-        input_size=config.input_size,
-        weights=config.weights if config.init == "weights" else None,
-    )
-
-
-def default_input_fn(config, split, *, training, batch_size, repeat) -> tf.data.Dataset:
-    from transfer_tf.data import make_input
-
-    size, preprocessing = input_spec(config)
-    return make_input(
-        config.records_dir,
-        config.dataset,
-        split,
-        image_size=size,
-        preprocessing=preprocessing,
-        training=training,
-        batch_size=batch_size,
-        seed=config.seed,
-        repeat=repeat,
-        drop_remainder=training,
-        per_class=config.per_class if split == config.train_split else None,
-        crop_area_min=config.crop_area_min,
-        flip=config.flip,
-    )
 
 
 def count_examples(config: TrainConfig, input_fn: InputFn | None = None, split=None) -> int:
@@ -194,15 +128,6 @@ def _format_eta(seconds: float) -> str:
     return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-def _atomic_write_text(path: str, text: str) -> None:
-    tmp = os.path.join(
-        os.path.dirname(path), f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:8]}"
-    )
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def split_global_batch(strategy: tf.distribute.Strategy, images, labels):
     """A global batch → per-replica values: replica i gets the i-th consecutive slice."""
 
@@ -256,6 +181,7 @@ class Trainer:
         self.model_builder = model_builder or default_model_builder
         self.input_fn = input_fn or default_input_fn
         self.model_dir = model_dir
+        self.run_dir = RunDir(model_dir)
         self.chief = distribute.is_chief(self.strategy)
         self.num_replicas = self.strategy.num_replicas_in_sync
         self.single_worker = distribute.num_workers(self.strategy) == 1
@@ -335,7 +261,7 @@ class Trainer:
             )
             self.iterator = iter(distributed)
         self.checkpoint = tf.train.Checkpoint(**items)
-        self.ckpt_dir = os.path.join(model_dir, CKPT_SUBDIR)
+        self.ckpt_dir = self.run_dir.ckpt
         self.manager = tf.train.CheckpointManager(
             self.checkpoint,
             distribute.write_dir(self.ckpt_dir, self.strategy),
@@ -489,24 +415,8 @@ class Trainer:
 
     # -- bookkeeping ----------------------------------------------------------------------------
 
-    def _history_path(self) -> str:
-        return os.path.join(self.model_dir, HISTORY_NAME)
-
     def _load_history(self, up_to_step: int) -> list[dict]:
-        path = self._history_path()
-        if not os.path.exists(path):
-            return []
-        with open(path) as f:
-            rows = list(csv.DictReader(f))
-        out = []
-        for row in rows:
-            try:
-                entry = {"step": int(row["step"]), "val_metric": float(row["val_metric"])}
-            except (KeyError, TypeError, ValueError):
-                continue  # a line cut by a kill
-            if entry["step"] <= up_to_step:
-                out.append(entry)
-        return out
+        return self.run_dir.read_history(up_to_step)
 
     def _write_history(self, history: list[dict]) -> None:
         if not self.chief:
@@ -515,7 +425,7 @@ class Trainer:
         writer = csv.DictWriter(buffer, fieldnames=["step", "val_metric"])
         writer.writeheader()
         writer.writerows(history)
-        _atomic_write_text(self._history_path(), buffer.getvalue())
+        atomic_write_text(self.run_dir.history, buffer.getvalue())
 
     def save(self) -> str:
         path = self.manager.save(checkpoint_number=self.step)
@@ -526,7 +436,7 @@ class Trainer:
 
     def _summary_writer(self):
         if self.chief:
-            return tf.summary.create_file_writer(os.path.join(self.model_dir, TB_SUBDIR))
+            return tf.summary.create_file_writer(self.run_dir.tb)
         return tf.summary.create_noop_writer()
 
     def _write_hparams(self, writer) -> None:

@@ -1,10 +1,8 @@
 """Starting TensorBoard beside a training run, bound to 127.0.0.1 only (never all interfaces).
 
-TensorBoard 2.20 imports `pkg_resources`, which setuptools >= 81 no longer ships (this venv has
-setuptools 84), so `tensorboard --logdir ...` fails with "No module named 'pkg_resources'".
-`python -m transfer_tf.training.tensorboard --logdir=... --port=...` runs the same server with a
-two-function stand-in for the two calls TensorBoard makes (version parsing, plugin entry points),
-installed only when the real module is missing.
+`python -m transfer_tf.training.tensorboard --logdir=... --port=...` runs TensorBoard's own server
+in this Python (TensorBoard 2.20 imports `pkg_resources`, which is why setup.cfg pins setuptools
+80.10.2, the last release that ships it).
 """
 
 from __future__ import annotations
@@ -26,38 +24,9 @@ def tensorboard_command(logdir: str, port: int) -> list[str]:
     ]  # fmt: skip
 
 
-def _install_pkg_resources_stand_in() -> None:
-    try:
-        import pkg_resources  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        return
-    import importlib.metadata
-    import types
-
-    from packaging.version import parse
-
-    class _EntryPoint:
-        def __init__(self, entry_point):
-            self._entry_point = entry_point
-
-        def resolve(self):
-            return self._entry_point.load()
-
-    def iter_entry_points(group):
-        return [_EntryPoint(e) for e in importlib.metadata.entry_points(group=group)]
-
-    module = types.ModuleType("pkg_resources")
-    module.parse_version = parse
-    module.iter_entry_points = iter_entry_points
-    sys.modules["pkg_resources"] = module
-
-
 def serve(argv: list[str]) -> int:
-    """TensorBoard's own `main` (flags as `tensorboard`), after the pkg_resources stand-in."""
-    _install_pkg_resources_stand_in()
-    from tensorboard import default, program
+    """TensorBoard's own `main` (flags as `tensorboard`)."""
+    from tensorboard import default, program  # only the server process needs it
 
     board = program.TensorBoard(plugins=default.get_plugins())
     board.configure(argv=["tensorboard", *argv])

@@ -3,19 +3,22 @@ classifier, and the zero-initialised logits layer of fine-tuning (Sec. 4.2)."""
 
 from __future__ import annotations
 
-import json
 import os
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from transfer_tf.models import TrainingSettings, build_model
+from transfer_tf.training.builders import default_model_builder
 from transfer_tf.training.config import TrainConfig, load_config
+from transfer_tf.training.ema import ExponentialMovingAverage
+from transfer_tf.training.run_dir import RunDir
+from transfer_tf.training.saved_model_info import read_export_info
 
 LOGITS_LAYER = "logits"
 AUX_LOGITS_LAYER = "aux_logits"
 AUX_PREFIX = "aux_"
-CKPT_SUBDIR = "ckpt"
 
 
 def _layer_weights(model: keras.Model, keep) -> list:
@@ -72,15 +75,12 @@ def _copy(source: list, target: list, what: str, source_dir: str) -> int:
 def restore_model_dir(model_dir: str, model_builder=None, *, use_ema: bool = True):
     """(model, config) rebuilt from `<model_dir>/config.json` with its latest checkpoint's weights,
     the EMA averages where the run kept them (and `use_ema`)."""
-    from transfer_tf.training.ema import ExponentialMovingAverage
-    from transfer_tf.training.loop import default_model_builder
-
     config: TrainConfig = load_config(model_dir)
-    ckpt_dir = os.path.join(model_dir, CKPT_SUBDIR)
-    latest = tf.train.latest_checkpoint(ckpt_dir)
+    run = RunDir(model_dir)
+    latest = run.latest_checkpoint()
     if latest is None:
         raise FileNotFoundError(
-            f"{ckpt_dir} holds no checkpoint: train {model_dir} first (transfer-pretrain with the "
+            f"{run.ckpt} holds no checkpoint: train {model_dir} first (transfer-pretrain with the "
             "same --model_dir)"
         )
     # The network as trained, but random init: the checkpoint supplies every weight.
@@ -97,25 +97,10 @@ def restore_model_dir(model_dir: str, model_builder=None, *, use_ema: bool = Tru
     return model, config
 
 
-def read_export_info(export_dir: str) -> dict:
-    """What transfer-export recorded about a SavedModel (architecture, classes, size, settings)."""
-    from transfer_tf.training.export import EXPORT_INFO
-
-    path = os.path.join(export_dir, "assets.extra", EXPORT_INFO)
-    if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"{path} is missing: only SavedModels written by transfer-export name the registry "
-            "architecture that fine-tuning rebuilds; pass --init_model_dir or --model instead")
-    with open(path) as f:
-        return json.load(f)
-
-
 def restore_saved_model(export_dir: str):
     """(model, info): the Keras network of a transfer-export SavedModel, rebuilt from the registry
     and given the SavedModel's weights (its variables are a checkpoint of the exported module,
     whose `model` attribute is the network)."""
-    from transfer_tf.models import TrainingSettings, build_model
-
     info = read_export_info(export_dir)
     settings = TrainingSettings.from_dict(info["settings"]) if info.get("settings") else None
     model = build_model(info["model"], int(info["num_classes"]), settings,

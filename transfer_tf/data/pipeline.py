@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 from official.vision.ops import preprocess_ops
 
+from transfer_tf.data.registry import get_dataset
 from transfer_tf.data.tfrecords import JPEG_END, JPEG_START, PNG_END, PNG_START, split_manifests
 
 # Inception training crop (SPEC.md): area 8-100% of the image, aspect ratio 3/4-4/3.
@@ -112,13 +113,14 @@ def _check_image(data, fmt, shard, example_id):
     return tf.debugging.Assert(ok, [message])
 
 
-def default_flip(dataset: str) -> bool:
-    """Whether training flips `dataset`'s images: its registry `mirror_invariant` (True for data
-    the registry does not know)."""
-    from transfer_tf.data.registry import DATASETS
-
-    spec = DATASETS.get(dataset)
-    return True if spec is None else spec.mirror_invariant
+def default_flip(dataset: str, records_dir=None) -> bool:
+    """Whether training flips `dataset`'s images: its `mirror_invariant` (the registry's, or the
+    spec beside the records of a dataset made with --image_folder / --csv); True for data
+    neither knows."""
+    try:
+        return get_dataset(dataset, records_dir=records_dir).mirror_invariant
+    except KeyError:
+        return True
 
 
 def check_crop_area_min(value: float) -> float:
@@ -213,11 +215,30 @@ def _select_per_class(manifests, per_class: int, seed: int) -> np.ndarray:
     return keep
 
 
-def _scale(preprocessing: str):
-    # Lazily: the model registry builds its families on import.
-    from transfer_tf.models import preprocess
+# Input scalings beyond the model registry's, for sources from outside it (a TF Hub model
+# takes [0, 1]; a Keras model may scale inside itself).
+SCALINGS = {"none": lambda x: x, "unit": lambda x: x / 255.0}
 
-    return lambda images: preprocess(images, preprocessing)
+
+def scale_images(images, scaling: str) -> tf.Tensor:
+    """float32 images in [0, 255] scaled for a model: "none" (kept), "unit" ([0, 1]) or a key of
+    `transfer_tf.models.PREPROCESSING` (e.g. "inception": [-1, 1])."""
+    x = tf.cast(images, tf.float32)
+    if scaling in SCALINGS:
+        return SCALINGS[scaling](x)
+    # Lazily: the model registry builds its families on import.
+    from transfer_tf.models.preprocessing import PREPROCESSING, preprocess
+
+    if scaling not in PREPROCESSING:
+        raise ValueError(
+            f"unknown scaling {scaling!r}; choose none, unit or a model preprocessing "
+            f"({', '.join(sorted(PREPROCESSING))})"
+        )
+    return preprocess(x, scaling)
+
+
+def _scale(preprocessing: str):
+    return lambda images: scale_images(images, preprocessing)
 
 
 def make_input(
@@ -241,10 +262,11 @@ def make_input(
 
     Args:
       records_dir: root of `<dataset>/<split>-*.tfrecord` (see `write_tfrecords`).
-      dataset: registry name (the folder name).
+      dataset: registry name (the folder name), or a dataset made with --image_folder / --csv.
       split: "train", "val", "test" or a join such as "train+val".
       image_size: S, the model's input size.
-      preprocessing: the model's scaling name (`transfer_tf.models.preprocess`).
+      preprocessing: the model's scaling (`scale_images`: a `transfer_tf.models.preprocess`
+        name, "none" or "unit").
       training: Inception augmentation and shuffling; else central crop, fixed order.
       batch_size: examples per batch.
       seed: fixes shuffling, crops, flips and the `per_class` subset.
@@ -253,13 +275,13 @@ def make_input(
       per_class: a class-balanced random subset of exactly this many examples per class (Fig. 9).
       shuffle_buffer: examples held for shuffling (training).
       crop_area_min: training crops cover this fraction of the image or more (Inception: 0.08).
-      flip: training flips images at random; None = `default_flip(dataset)` (no flips for
-        datasets whose classes change under mirroring, such as digits).
+      flip: training flips images at random; None = `default_flip(dataset, records_dir)` (no
+        flips for datasets whose classes change under mirroring, such as digits).
 
     Labels are int32 [B], or float32 multi-hot [B, C] for multi-label datasets.
     """
     crop_area_min = check_crop_area_min(crop_area_min)
-    flip = default_flip(dataset) if flip is None else bool(flip)
+    flip = default_flip(dataset, records_dir) if flip is None else bool(flip)
     manifests = split_manifests(records_dir, dataset, split)
     multi_label = manifests[0]["multi_label"]
     num_classes = manifests[0]["num_classes"]

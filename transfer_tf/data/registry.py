@@ -9,9 +9,14 @@ selection, training uses "train+val" (= Table 1's training set) and is scored on
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping
+from pathlib import Path
 
 SPLITS = ("train", "val", "test")
+# A dataset declared on the command line keeps its `DatasetSpec` beside its records.
+USER_SPEC_FILE = "dataset_spec.json"
+USER_SPEC_VERSION = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +81,22 @@ class EmbeddedSource:
         return f"embedded in package {self.package!r}"
 
 
-Source = TfdsSource | ManualSource | EmbeddedSource
+@dataclasses.dataclass(frozen=True)
+class UserSource:
+    """A dataset declared on the command line (`transfer-make-tfrecords --image_folder` or
+    `--csv`), not in `_SPECS`: its spec is `<records_dir>/<name>/dataset_spec.json`."""
+
+    layout: str  # "class_folders", "split_folders" (an image folder) or "csv"
+    path: str
+    kind: str = "user"
+
+    def describe(self) -> str:
+        what = "CSV file" if self.layout == "csv" else f"image folder ({self.layout})"
+        return f"user {what} {self.path}"
+
+
+Source = TfdsSource | ManualSource | EmbeddedSource | UserSource
+_SOURCE_KINDS = {cls.kind: cls for cls in (TfdsSource, ManualSource, EmbeddedSource, UserSource)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -571,9 +591,59 @@ _SPECS: tuple[DatasetSpec, ...] = (
 DATASETS: Mapping[str, DatasetSpec] = {spec.name: spec for spec in _SPECS}
 
 
-def get_dataset(name: str) -> DatasetSpec:
-    """The registry entry for `name`; a clear error lists the known names."""
-    try:
+def spec_to_dict(spec: DatasetSpec) -> dict:
+    """A `DatasetSpec` as plain JSON data (holdout rules as {"holdout": {...}})."""
+    out = dataclasses.asdict(spec)
+    for split in ("val", "test"):
+        rule = getattr(spec, split)
+        if isinstance(rule, Holdout):
+            out[split] = {"holdout": dataclasses.asdict(rule)}
+    return out
+
+
+def spec_from_dict(data: Mapping) -> DatasetSpec:
+    """The inverse of `spec_to_dict`."""
+    fields = dict(data)
+    source = dict(fields["source"])
+    fields["source"] = _SOURCE_KINDS[source.pop("kind")](**source)
+    for split in ("val", "test"):
+        if isinstance(fields[split], Mapping):
+            fields[split] = Holdout(**fields[split]["holdout"])
+    return DatasetSpec(**fields)
+
+
+def user_spec_path(records_dir, name: str) -> Path:
+    return Path(records_dir) / name / USER_SPEC_FILE
+
+
+def read_user_spec(records_dir, name: str) -> dict:
+    """The whole `dataset_spec.json` of a dataset made with --image_folder / --csv."""
+    path = user_spec_path(records_dir, name)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if data.get("format_version") != USER_SPEC_VERSION:
+        raise ValueError(
+            f"{path}: format_version {data.get('format_version')!r}, this version reads "
+            f"{USER_SPEC_VERSION}; re-create it with transfer-make-tfrecords"
+        )
+    return data
+
+
+def get_dataset(name: str, records_dir=None) -> DatasetSpec:
+    """The registry entry for `name`, else (given `records_dir`) the spec a
+    `transfer-make-tfrecords --image_folder / --csv` run wrote beside the records.
+
+    A clear error lists the known names and where a user dataset was looked for.
+    """
+    if name in DATASETS:
         return DATASETS[name]
-    except KeyError:
-        raise KeyError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}") from None
+    if records_dir is not None and user_spec_path(records_dir, name).is_file():
+        return spec_from_dict(read_user_spec(records_dir, name)["spec"])
+    where = (
+        f"{user_spec_path(records_dir, name)} does not exist"
+        if records_dir is not None
+        else "pass the records_dir to find one"
+    )
+    raise KeyError(
+        f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}; a dataset made with "
+        f"transfer-make-tfrecords --image_folder / --csv is read from its records folder ({where})"
+    )

@@ -301,6 +301,12 @@ def _test_source(spec: DatasetSpec) -> str | None:
     return spec.test if isinstance(spec.test, str) else None
 
 
+def _check_splits(splits: Sequence[str]) -> None:
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown:
+        raise ValueError(f"unknown split(s) {unknown}; choose from {SPLITS}")
+
+
 def write_tfrecords(
     dataset: str,
     records_dir,
@@ -329,13 +335,10 @@ def write_tfrecords(
       allow_missing: manual sources: convert without image files that are missing (recorded).
       seed: shuffles the order of examples across shards (and draws `max_per_class` subsets).
     """
-    from transfer_tf import __version__
     from transfer_tf.data.sources import open_source
 
     spec = get_dataset(dataset)
-    unknown = [s for s in splits if s not in SPLITS]
-    if unknown:
-        raise ValueError(f"unknown split(s) {unknown}; choose from {SPLITS}")
+    _check_splits(splits)
     source = open_source(
         spec,
         data_dir=data_dir,
@@ -343,6 +346,34 @@ def write_tfrecords(
         download=download,
         allow_missing=allow_missing,
     )
+    return write_source(
+        spec,
+        source,
+        records_dir,
+        num_shards=num_shards,
+        max_per_class=max_per_class,
+        splits=splits,
+        seed=seed,
+    )
+
+
+def write_source(
+    spec: DatasetSpec,
+    source,
+    records_dir,
+    *,
+    num_shards: int | None = None,
+    max_per_class: int | None = None,
+    splits: Sequence[str] = SPLITS,
+    seed: int = 0,
+    extra: dict | None = None,
+) -> dict[str, dict]:
+    """Writes an opened source (`sources.SourceData`) into `<records_dir>/<spec.name>/` by the
+    split rules of `spec`; returns split -> manifest (see `write_tfrecords`). `extra` is added to
+    every manifest."""
+    from transfer_tf import __version__
+
+    _check_splits(splits)
     assignment = assign_splits(spec, source)
     out_dir = Path(records_dir) / spec.name
     manifests = {}
@@ -390,6 +421,7 @@ def write_tfrecords(
             "max_per_class": max_per_class,
             "seed": seed,
             "missing_files": source.missing.get(src_name, []) if split != "val" else [],
+            **(extra or {}),
             "shards": shard_records,
             "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "transfer_tf_version": __version__,

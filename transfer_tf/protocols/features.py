@@ -1,11 +1,16 @@
-"""Penultimate-layer features of a registry dataset from an exported SavedModel (Sec. 4.1).
+"""Penultimate-layer features of a dataset from a fixed network (Sec. 4.1).
 
-Only the SavedModel is used: its `features` signature by default, or any signature and output
-key, so a SavedModel exported elsewhere works as long as the signature takes a batch of uint8 RGB
-images of a fixed size. Images get the evaluation preprocessing of Supp. A.2 — the data layer's
-central crop keeping 87.5% of each side (`transfer_tf.data.pipeline.decode_crop`), then a
-bilinear resize to the signature's input size — and are rounded back to uint8; the model's own
-scaling is inside the SavedModel (docs/DESIGN.md, "training").
+The network is a `FeatureSource`: uint8 RGB images of one size -> features [N, D].
+- A SavedModel (`load_signature`): its `features` signature by default, or any signature and
+  output key. A transfer-export SavedModel takes uint8 images of a fixed size and scales them
+  inside. A SavedModel exported elsewhere (e.g. a TF Hub image feature-vector model) may take
+  float images of any size: `input_size` and `scaling` (`pipeline.scale_images`: "unit" for
+  TF Hub's [0, 1], "none" for [0, 255], or a model preprocessing such as "inception") say what
+  the SavedModel does not record.
+- A Keras model file (`keras_source.load_keras_features`): a named layer's output.
+Images get the evaluation preprocessing of Supp. A.2 — the data layer's central crop keeping
+87.5% of each side (`transfer_tf.data.pipeline.decode_crop`), then a bilinear resize to the
+source's input size — and are rounded back to uint8 before the source's own scaling.
 
 Records are read through the data layer's split manifests (`<split>.manifest.json`: shards,
 classes, multi-label, metric) in the same order as `make_input` reads an evaluation split, so
@@ -19,16 +24,19 @@ Output, per split: `<features_dir>/<split>.npz` with `features` float32 [N, D], 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
+from transfer_tf import files
 from transfer_tf.data import split_manifests
-from transfer_tf.data.pipeline import MAX_CYCLE, decode_crop
-from transfer_tf.protocols import sweep
+from transfer_tf.data.pipeline import MAX_CYCLE, decode_crop, scale_images
 
 SPLITS = ("train", "val", "test")
 
@@ -36,10 +44,77 @@ SPLITS = ("train", "val", "test")
 class SignatureError(ValueError):
     """The SavedModel lacks the requested signature or output, or takes other inputs."""
 
+
+@dataclasses.dataclass
+class FeatureSource:
+    """A fixed network: `features(uint8 images [B, H, W, 3]) -> float32 [B, D]` at `size`.
+
+    `description` goes into the features manifest (what the source is, how it scales);
+    `label` is the default model label (the SavedModel folder or Keras file name).
+    """
+
+    call: Callable[[tf.Tensor], tf.Tensor]
+    size: tuple[int, int]
+    label: str
+    description: dict
+    owner: Any = None  # keeps a loaded SavedModel alive while its functions are used
+
+    def features(self, images: tf.Tensor) -> np.ndarray:
+        out = np.asarray(self.call(images))
+        if out.ndim > 2:  # e.g. [B, 1, 1, D] from an un-squeezed pooling layer
+            if any(s != 1 for s in out.shape[1:-1]):
+                raise SignatureError(
+                    f"{self.label}: the features have shape {out.shape}; they must be "
+                    "[batch, dim] (or [batch, 1, 1, dim])"
+                )
+            out = out.reshape(len(out), -1)
+        return out.astype(np.float32)
+
+
+def input_scaler(dtype: tf.DType, scaling: str | None, what: str):
+    """uint8 images -> the input a source takes: as they are (uint8 inputs, which scale inside),
+    or float images scaled by `scaling` (required for float inputs)."""
+    if dtype == tf.uint8:
+        if scaling is not None:
+            raise SignatureError(
+                f"{what} takes uint8 images and scales them itself; drop --scaling={scaling}"
+            )
+        return lambda images: images
+    if not dtype.is_floating:
+        raise SignatureError(f"{what} takes {dtype.name} images; features need uint8 or float")
+    if scaling is None:
+        raise SignatureError(
+            f"{what} takes {dtype.name} images: say how it expects pixels scaled with "
+            "--scaling (unit: [0, 1] as TF Hub image models; none: [0, 255]; or a model "
+            "preprocessing such as inception: [-1, 1])"
+        )
+    scale_images(tf.zeros([1, 1, 1, 3]), scaling)  # an unknown name fails here, not mid-split
+    return lambda images: tf.cast(scale_images(images, scaling), dtype)
+
+
+def input_hw(shape, input_size: int | None, what: str) -> tuple[int, int]:
+    """(H, W) of a source: its own static size, else `input_size`; they must agree."""
+    height, width = shape[1], shape[2]
+    if height is None or width is None:
+        if not input_size:
+            raise SignatureError(f"{what} does not fix its input size ({shape}); pass --input_size")
+        return int(input_size), int(input_size)
+    if input_size and (int(height), int(width)) != (int(input_size), int(input_size)):
+        raise SignatureError(
+            f"{what} takes {height}x{width} images; --input_size={input_size} differs (drop it)"
+        )
+    return int(height), int(width)
+
+
 def load_signature(
-    saved_model_dir: str, signature: str = "features", output_key: str | None = None
-):
-    """(concrete function, input name, input [H, W], output key) of a SavedModel signature."""
+    saved_model_dir: str,
+    signature: str = "features",
+    output_key: str | None = None,
+    *,
+    input_size: int | None = None,
+    scaling: str | None = None,
+) -> FeatureSource:
+    """A SavedModel signature that takes one batch of images, as a `FeatureSource`."""
     if not tf.io.gfile.exists(saved_model_dir):
         raise FileNotFoundError(f"--saved_model {saved_model_dir} does not exist")
     loaded = tf.saved_model.load(saved_model_dir)
@@ -50,24 +125,20 @@ def load_signature(
         )
     fn = loaded.signatures[signature]
     _, inputs = fn.structured_input_signature
+    what = f"signature {signature!r} of {saved_model_dir}"
     if len(inputs) != 1:
         raise SignatureError(
-            f"signature {signature!r} of {saved_model_dir} takes inputs {sorted(inputs)}; "
-            "feature extraction needs exactly one input, a batch of images"
+            f"{what} takes inputs {sorted(inputs)}; feature extraction needs exactly one input, "
+            "a batch of images"
         )
     (input_name, spec), = inputs.items()  # fmt: skip
-    if spec.dtype != tf.uint8 or spec.shape.rank != 4 or spec.shape[-1] != 3:
+    if spec.shape.rank != 4 or spec.shape[-1] not in (3, None):
         raise SignatureError(
-            f"signature {signature!r} of {saved_model_dir} takes {input_name}: {spec}; feature "
-            "extraction feeds uint8 RGB images [batch, height, width, 3] (export with "
-            "transfer-export, whose signatures take uint8 images)"
+            f"{what} takes {input_name}: {spec}; feature extraction feeds RGB images "
+            "[batch, height, width, 3]"
         )
-    height, width = spec.shape[1], spec.shape[2]
-    if height is None or width is None:
-        raise SignatureError(
-            f"signature {signature!r} of {saved_model_dir} does not fix its input size "
-            f"({spec.shape}); export it with a static image size"
-        )
+    to_input = input_scaler(spec.dtype, scaling, what)
+    size = input_hw(spec.shape, input_size, what)
     outputs = fn.structured_outputs
     if output_key is None:
         output_key = (
@@ -75,12 +146,24 @@ def load_signature(
         )
     if output_key not in outputs:
         raise SignatureError(
-            f"signature {signature!r} of {saved_model_dir} has outputs {sorted(outputs)}, not "
-            f"{output_key!r}; pass one of them with --output_key"
+            f"{what} has outputs {sorted(outputs)}, not {output_key!r}; pass one of them with "
+            "--output_key"
         )
-    # Keep `loaded` alive with the function: the concrete function refers to its variables.
-    fn._transfer_tf_owner = loaded  # noqa: SLF001
-    return fn, input_name, (int(height), int(width)), output_key
+
+    def call(images):
+        return fn(**{input_name: to_input(images)})[output_key]
+
+    description = {
+        "kind": "saved_model",
+        "saved_model": str(saved_model_dir),
+        "signature": signature,
+        "input_key": input_name,
+        "input_dtype": spec.dtype.name,
+        "output_key": output_key,
+        "scaling": scaling or "inside the SavedModel",
+    }
+    label = os.path.basename(os.path.normpath(saved_model_dir))
+    return FeatureSource(call, size, label, description, owner=loaded)
 
 
 def eval_image(encoded: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
@@ -96,8 +179,8 @@ def read_split(
     """(batches of (uint8 images, labels, ids), the split's data manifest)."""
     (manifest,) = split_manifests(records_dir, dataset, split)
     multi_label, num_classes = manifest["multi_label"], manifest["num_classes"]
-    folder = sweep.join(str(records_dir), dataset)
-    paths = [sweep.join(folder, shard["file"]) for shard in manifest["shards"]]
+    folder = files.join(str(records_dir), dataset)
+    paths = [files.join(folder, shard["file"]) for shard in manifest["shards"]]
     for path in paths:
         if not tf.io.gfile.exists(path):
             raise FileNotFoundError(
@@ -136,27 +219,19 @@ def read_split(
 
 
 def extract_split(
-    fn, input_name: str, output_key: str, size, records_dir: str, dataset: str, split: str,
-    *, batch_size: int = 64,
-) -> tuple[dict[str, np.ndarray], dict]:  # fmt: skip
-    """(features, labels and ids of one split streamed through the signature, data manifest)."""
-    batches, manifest = read_split(records_dir, dataset, split, size, batch_size)
+    source: FeatureSource, records_dir: str, dataset: str, split: str, *, batch_size: int = 64
+) -> tuple[dict[str, np.ndarray], dict]:
+    """(features, labels and ids of one split streamed through `source`, data manifest)."""
+    batches, manifest = read_split(records_dir, dataset, split, source.size, batch_size)
     features, labels, ids = [], [], []
     for images, label, image_id in batches:
-        out = fn(**{input_name: images})[output_key].numpy()
-        if out.ndim > 2:  # e.g. [B, 1, 1, D] from an un-squeezed pooling layer
-            if any(s != 1 for s in out.shape[1:-1]):
-                raise SignatureError(
-                    f"output {output_key!r} has shape {out.shape}; features must be [batch, dim]"
-                )
-            out = out.reshape(len(out), -1)
-        features.append(out.astype(np.float32))
+        features.append(source.features(images))
         labels.append(label.numpy())
         ids.append(image_id.numpy())
     n = sum(len(f) for f in features)
     if n != manifest["num_examples"] or n == 0:
         raise ValueError(
-            f"{sweep.join(str(records_dir), dataset)} split {split}: read {n} records, the "
+            f"{files.join(str(records_dir), dataset)} split {split}: read {n} records, the "
             f"manifest lists {manifest['num_examples']}; re-create the records"
         )
     arrays = {
@@ -168,42 +243,52 @@ def extract_split(
 
 
 def extract_features(
-    saved_model_dir: str,
+    source: str | FeatureSource,
     records_dir: str,
     dataset: str,
     features_dir: str,
     *,
     signature: str = "features",
     output_key: str | None = None,
+    input_size: int | None = None,
+    scaling: str | None = None,
     splits=SPLITS,
     batch_size: int = 64,
     model: str | None = None,
     log=print,
 ) -> dict:
-    """Writes `<features_dir>/<split>.npz` per split and `manifest.json`; returns the manifest."""
+    """Writes `<features_dir>/<split>.npz` per split and `manifest.json`; returns the manifest.
+
+    `source`: a SavedModel directory (opened with `signature`, `output_key`, `input_size`,
+    `scaling`: `load_signature`) or an opened `FeatureSource` (e.g. a Keras model file).
+    """
     for split in splits:  # fail before loading the model if a split is missing
         split_manifests(records_dir, dataset, split)
-    fn, input_name, size, output_key = load_signature(saved_model_dir, signature, output_key)
-    sweep.makedirs(features_dir)
+    if not isinstance(source, FeatureSource):
+        source = load_signature(
+            source, signature, output_key, input_size=input_size, scaling=scaling
+        )
+    files.makedirs(features_dir)
     manifest = {
-        "model": model or os.path.basename(os.path.normpath(saved_model_dir)),
-        "saved_model": str(saved_model_dir),
+        "model": model or source.label,
+        **source.description,
         "dataset": dataset,
         "records_dir": str(records_dir),
-        "signature": signature,
-        "input_key": input_name,
-        "output_key": output_key,
-        "image_size": list(size),
+        "image_size": list(source.size),
         "preprocessing": "central crop 87.5% of each side, bilinear resize, rounded to uint8",
         "splits": {},
     }
+    via = "/".join(
+        str(source.description[k]) for k in ("signature", "output_key", "feature_layer")
+        if k in source.description
+    )  # fmt: skip
     for split in splits:
         arrays, data_manifest = extract_split(
-            fn, input_name, output_key, size, records_dir, dataset, split, batch_size=batch_size
+            source, records_dir, dataset, split, batch_size=batch_size
         )
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
-        sweep.atomic_write_bytes(sweep.join(features_dir, f"{split}.npz"), buffer.getvalue())
+        files.atomic_write_bytes(files.join(features_dir, f"{split}.npz"), buffer.getvalue())
         n, dim = arrays["features"].shape
         manifest["splits"][split] = n
         manifest.update(
@@ -212,7 +297,7 @@ def extract_features(
             num_classes=data_manifest["num_classes"],
             multi_label=data_manifest["multi_label"],
         )
-        log(f"{dataset} {split}: {n} examples, {dim}-d features via {signature}/{output_key}")
-    text = json.dumps(manifest, indent=1) + "\n"
-    sweep.atomic_write_bytes(sweep.join(features_dir, "manifest.json"), text.encode())
+        log(f"{dataset} {split}: {n} examples, {dim}-d features via {via}")
+    text = json.dumps(manifest, indent=1, ensure_ascii=False) + "\n"
+    files.atomic_write_bytes(files.join(features_dir, "manifest.json"), text.encode())
     return manifest

@@ -445,6 +445,18 @@ def test_cli_makes_checks_and_refuses_in_one_line(tmp_path):
     assert again.returncode == 0, again.stderr
     assert "holiday: made from" in again.stdout and "(train 12, val 2, test 2)" in again.stdout
 
+    listed = run("--list")
+    assert (
+        listed.returncode == 0
+        and "holiday                [user] classes=2 train=12 val=2 test=2 metric=mean_per_class"
+        in listed.stdout
+    )
+
+    (tmp_path / "records" / "holiday" / "val.manifest.json").unlink()
+    missing = run()
+    assert missing.returncode == 1 and "the val records are missing" in missing.stderr
+    assert "re-create them with: transfer-make-tfrecords --dataset=holiday" in missing.stderr
+
     (tmp_path / "photos" / "b" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
     bad = run(f"--image_folder={tmp_path / 'photos'}")
     assert bad.returncode == 1

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from pathlib import Path
 
 from absl import app, flags
 
@@ -44,7 +45,10 @@ flags.DEFINE_integer(
     "seed", 0, "Shard-order shuffle and max_per_class subset seed (own data: also the holdouts')."
 )
 flags.DEFINE_bool("verify", False, "After writing, decode every image of every split.")
-flags.DEFINE_bool("list", False, "Print the registry (sources, splits, sizes, layouts) and exit.")
+flags.DEFINE_bool(
+    "list", False,
+    "Print the registry (sources, splits, sizes, layouts), and your datasets in --records_dir.",
+)  # fmt: skip
 # Your own data.
 flags.DEFINE_string("image_folder", None, "ROOT/<class>/<image> or ROOT/{train,val,test}/<class>/.")
 flags.DEFINE_string("csv", None, "CSV with path,label (or labels: a|b) and optional split columns.")
@@ -133,17 +137,43 @@ def make_own(name: str) -> None:
 
 def check_own(name: str) -> None:
     """A name the registry does not know: a dataset made earlier from an image folder or CSV."""
-    from transfer_tf.data import get_dataset, read_manifest
+    from transfer_tf.data import RecordsNotFoundError, get_dataset, read_manifest
     from transfer_tf.data.registry import read_user_spec
 
     get_dataset(name, records_dir=FLAGS.records_dir)  # KeyError: unknown
     content = read_user_spec(FLAGS.records_dir, name)
+    remake = content.get("command") or "transfer-make-tfrecords --image_folder / --csv"
     for split in content["counts"]:
-        read_manifest(FLAGS.records_dir, name, split)
+        try:
+            read_manifest(FLAGS.records_dir, name, split)
+        except RecordsNotFoundError:
+            raise FileNotFoundError(
+                f"dataset {name!r}: the {split} records are missing from "
+                f"{Path(FLAGS.records_dir) / name}; re-create them with: {remake}"
+            ) from None
     counts = ", ".join(f"{s} {n}" for s, n in content["counts"].items())
     print(
         f"{name}: made from {content['source']['path']} on {content['created']} ({counts}); "
-        "to re-create it: " + (content.get("command") or "transfer-make-tfrecords --image_folder")
+        f"to re-create it: {remake}"
+    )
+
+
+def describe_own(records_dir) -> str:
+    """The datasets made from image folders / CSV files under `records_dir`."""
+    from transfer_tf.data.registry import USER_SPEC_FILE, read_user_spec
+
+    lines = []
+    for path in sorted(Path(records_dir).glob(f"*/{USER_SPEC_FILE}")):
+        c = read_user_spec(records_dir, path.parent.name)
+        counts = " ".join(f"{s}={n}" for s, n in c["counts"].items())
+        lines.append(
+            f"{c['name']:22s} [user] classes={len(c['class_names'])} {counts} "
+            f"metric={c['metric']}\n    source: {c['source']['layout']} {c['source']['path']}"
+        )
+    return (
+        "\n".join(lines)
+        if lines
+        else f"(no datasets made from image folders or CSVs in {records_dir})"
     )
 
 
@@ -151,6 +181,8 @@ def main(argv):
     del argv
     if FLAGS.list:
         print(describe_registry())
+        if FLAGS.records_dir:
+            print(describe_own(FLAGS.records_dir))
         return 0
     if not FLAGS.dataset or not FLAGS.records_dir:
         raise app.UsageError("--dataset and --records_dir are required (or --list)")

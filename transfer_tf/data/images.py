@@ -3,9 +3,9 @@
 `prepare_image(data, origin)` decodes with Pillow: JPEG (also CMYK, Adobe-inverted CMYK and
 progressive), PNG (also 16-bit, palette, grayscale, with alpha), GIF (the first frame), BMP,
 TIFF, WebP; EXIF orientation is applied (a phone's portrait photo stands upright). The result is
-the original bytes where TensorFlow decodes them to the same pixels (a baseline or progressive
-RGB / grayscale JPEG, an 8-bit RGB / grayscale PNG, neither rotated), else a lossless PNG of the
-RGB pixels. Conventions, the same as `tf.io.decode_image(channels=3)` on the registry's data:
+the original bytes where TensorFlow decodes them itself to these pixels (a baseline or progressive
+RGB / grayscale JPEG, up to its decoder's rounding; an 8-bit RGB / grayscale PNG; neither
+rotated), else a lossless PNG of the RGB pixels. Conventions, the same as `tf.io.decode_image(channels=3)` on the registry's data:
 alpha is dropped (not composited), 16-bit samples keep their high byte (v >> 8), grayscale is
 copied to the three channels; colour profiles are not applied.
 
@@ -68,6 +68,8 @@ def decode_rgb(data: bytes, origin: str) -> tuple[np.ndarray, bool]:
         raise UnreadableImageError(
             f"{origin}: not an image file (no known image format: JPEG, PNG, GIF, BMP, TIFF, WebP)"
         ) from None
+    except Image.DecompressionBombError as e:
+        raise UnreadableImageError(f"{origin}: {e}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise UnreadableImageError(f"{origin}: the image is truncated or corrupt ({e})") from None
     try:

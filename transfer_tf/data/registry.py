@@ -4,6 +4,10 @@ Adding a dataset is adding one `DatasetSpec` to `_SPECS`; no code branches on da
 Splits follow SPEC.md: the creators' validation split where one exists, otherwise a fixed-seed
 holdout of about 20% of the training split (class-stratified for single-label data); after model
 selection, training uses "train+val" (= Table 1's training set) and is scored on "test".
+
+Datasets declared on the command line (`transfer-make-tfrecords --image_folder / --csv`,
+`data/user_spec.py`) are not entries here: their `DatasetSpec` (with a `UserSource`) is written
+beside their records, and `get_dataset(name, records_dir)` reads it from there.
 """
 
 from __future__ import annotations
@@ -91,7 +95,7 @@ class UserSource:
     kind: str = "user"
 
     def describe(self) -> str:
-        what = "CSV file" if self.layout == "csv" else f"image folder ({self.layout})"
+        what = "CSV file" if self.layout.startswith("csv") else f"image folder ({self.layout})"
         return f"user {what} {self.path}"
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transfer_tf.data.registry import SPLITS, DatasetSpec, Holdout, get_dataset
+from transfer_tf.data.registry import DATASETS, SPLITS, DatasetSpec, Holdout, get_dataset
 
 MANIFEST_VERSION = 1
 EXAMPLES_PER_SHARD = 1024
@@ -452,10 +452,11 @@ def read_manifest(records_dir, dataset: str, split: str) -> dict:
     """The manifest of one split (`train`, `val` or `test`)."""
     path = manifest_path(records_dir, dataset, split)
     if not path.is_file():
+        own = "" if dataset in DATASETS else " --image_folder=ROOT (or --csv=FILE: your own data)"
         raise RecordsNotFoundError(
             f"no TFRecords for dataset {dataset!r} split {split!r}: {path} does not exist. "
             f"Create them with: transfer-make-tfrecords --dataset={dataset} "
-            f"--records_dir={records_dir}"
+            f"--records_dir={records_dir}{own}"
         )
     return json.loads(path.read_text())
 

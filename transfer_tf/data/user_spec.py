@@ -317,13 +317,14 @@ def make_user_dataset(
     train_split, val, test = _rules(
         {it.split for it in listing.items}, val_fraction, test_fraction, seed
     )
-    _class_names(listing, train_split)  # the label errors before any image is decoded
+    class_names = _class_names(listing, train_split)  # label errors before any decoding
     items, skipped = _read_images(listing, skip_unreadable, log)
-    kept = dataclasses.replace(listing, items=tuple(items))
-    class_names = _class_names(kept, train_split)
-    if len(class_names) != len(_class_names(listing, train_split)):
-        lost = sorted(set(_class_names(listing, train_split)) - set(class_names))
-        raise UserDataError(f"class(es) {lost} have no readable images")
+    kept = {c for it in items if it.split == train_split for c in it.labels}
+    lost = [c for c in class_names if c not in kept]
+    if lost:
+        raise UserDataError(
+            f"class(es) {', '.join(lost)} have no readable training images (see the skipped files)"
+        )
     source = _source_data(listing, items, class_names, train_split)
     spec = DatasetSpec(
         name=name,

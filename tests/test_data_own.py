@@ -24,6 +24,7 @@ from transfer_tf.data import (
 from transfer_tf.data.images import prepare_image
 from transfer_tf.data.pipeline import default_flip
 from transfer_tf.data.registry import Holdout, UserSource
+from transfer_tf.data.user_spec import own_dataset_flags
 
 QUIET = lambda _: None  # noqa: E731
 
@@ -433,12 +434,21 @@ def test_cli_makes_checks_and_refuses_in_one_line(tmp_path):
     def run(*flags):
         return subprocess.run(base + list(flags), capture_output=True, text=True)
 
-    made = run(f"--image_folder={tmp_path / 'photos'}", "--metric=mean_per_class", "--seed=1")
+    # The flags a study's --own_datasets entry gives the records step.
+    name, own_flags = own_dataset_flags(
+        f"holiday={tmp_path / 'photos'},metric=mean_per_class,seed=1,mirror_invariant=false"
+    )
+    assert name == "holiday" and own_flags == [
+        f"--image_folder={tmp_path / 'photos'}", "--metric=mean_per_class", "--seed=1",
+        "--nomirror_invariant",
+    ]  # fmt: skip
+    made = run(*own_flags)
     assert made.returncode == 0, made.stderr
     assert "holiday/test: 2 examples in 1 shard(s); count check: passed" in made.stdout
     assert "holiday: 2 classes, metric mean_per_class" in made.stdout
     spec = json.loads((tmp_path / "records" / "holiday" / "dataset_spec.json").read_text())
     assert spec["metric"] == "mean_per_class" and spec["options"]["seed"] == 1
+    assert spec["spec"]["mirror_invariant"] is False
     assert spec["command"].startswith("transfer-make-tfrecords --dataset=holiday")
 
     again = run()  # transfer-study's records step: the name is found beside the records
@@ -465,3 +475,19 @@ def test_cli_makes_checks_and_refuses_in_one_line(tmp_path):
     assert (
         errors[0].startswith("transfer-make-tfrecords: error: ") and "Traceback" not in bad.stderr
     )
+
+
+def test_own_dataset_entries_of_a_study(tmp_path):
+    (tmp_path / "tags.csv").write_text("path,labels\n")
+    name, flags = own_dataset_flags(f"tags={tmp_path / 'tags.csv'},val_fraction=0.1")
+    assert name == "tags" and flags == [f"--csv={tmp_path / 'tags.csv'}", "--val_fraction=0.1"]
+    for entry, message in [
+        ("dtd=" + str(tmp_path), "--dataset=dtd is a registry dataset"),
+        ("mine", "expected NAME=PATH"),
+        (f"mine={tmp_path / 'nope'}", "nope does not exist"),
+        (f"mine={tmp_path},seed=x", "seed='x' is not a int"),
+        (f"mine={tmp_path},flip=true", "'flip=true' is not option=value with option one of"),
+        (f"mine={tmp_path},skip_unreadable=yes", "skip_unreadable is true or false"),
+    ]:
+        with pytest.raises(UserDataError, match=message):
+            own_dataset_flags(entry)

@@ -18,6 +18,7 @@ from transfer_tf import results
 from transfer_tf.data import get_dataset, make_user_dataset, read_csv, scan_image_folder
 from transfer_tf.metrics import METRICS
 from transfer_tf.protocols import features, keras_source, logreg
+from transfer_tf.protocols.external import parse_external_source
 from transfer_tf.study import model_table
 
 SIZE = 32  # the toy sources' input size
@@ -227,6 +228,33 @@ def test_model_table_takes_a_given_source_accuracy(tmp_path):
         model_table.write_model_table(str(tmp_path), [("x", "", "external")])
 
 
+def test_external_source_entries_of_a_study(toys):
+    hub = parse_external_source(
+        f"hub_net={toys['hub']},signature=image_feature_vector,output_key=feature_vector,"
+        "input_size=224,scaling=unit,top1=0.803,top1_source=its model card"
+    )
+    assert hub.extract_flags() == [
+        f"--saved_model={toys['hub']}", "--model=hub_net", "--signature=image_feature_vector",
+        "--output_key=feature_vector", "--input_size=224", "--scaling=unit",
+    ]  # fmt: skip
+    assert hub.model_table_entry() == "hub_net::external:0.803"
+    assert hub.given() == {"top1": "0.803", "top1_source": "its model card"}
+    net = parse_external_source(f"my_net={toys['keras']},feature_layer=pool,scaling=none")
+    assert net.extract_flags() == [f"--keras_model={toys['keras']}", "--model=my_net",
+                                   "--feature_layer=pool", "--scaling=none"]  # fmt: skip
+    assert net.model_table_entry() == "my_net::external" and net.given() is None
+    for entry, message in [
+        ("no_path", "expected LABEL=PATH"),
+        ("x=/no/such/model", "/no/such/model does not exist"),
+        (f"x={toys['keras']}", "a .keras file needs feature_layer=NAME"),
+        (f"x={toys['hub']},feature_layer=pool", "feature_layer is for .keras files"),
+        (f"x={toys['hub']},size=3", "'size=3' is not option=value"),
+        (f"x={toys['hub']},top1=80.3", r"must be a fraction in \[0, 1\]"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            parse_external_source(entry)
+
+
 # ---- end to end, as a user ----------------------------------------------------------------------
 
 
@@ -243,15 +271,19 @@ def test_own_photos_to_a_report_with_no_code_edits(own, toys, tmp_path):
 
     records, study = own / "records", tmp_path
     lite0 = export_registry_model("efficientnet_lite0", str(study / "saved_models" / "lite0"))
-    # transfer-extract-features finds the user's dataset by name in --records_dir.
-    _run("transfer_tf.bin.extract_features", f"--saved_model={lite0}", f"--records_dir={records}",
-         "--dataset=my_photos", f"--features_dir={study / 'features' / 'lite0' / 'my_photos'}",
-         "--model=efficientnet_lite0")  # fmt: skip
-    source = features.load_signature(lite0)  # the same extraction, in this process
-    for name in ("my_split_photos", "my_panels"):
+    source = features.load_signature(lite0)
+    for name in DATASETS:
         features.extract_features(source, str(records), name,
                                   str(study / "features" / "lite0" / name), log=QUIET,
                                   model="efficientnet_lite0")  # fmt: skip
+    # transfer-extract-features finds the user's dataset by name in --records_dir and reads a TF
+    # Hub-style SavedModel with the flags of a study's --external_models entry.
+    hub = parse_external_source(
+        f"hub_toy={toys['hub']},signature=image_feature_vector,output_key=feature_vector,"
+        f"input_size={SIZE},scaling=unit,top1=0.5,top1_source=a TF Hub model card"
+    )
+    _run("transfer_tf.bin.extract_features", *hub.extract_flags(), f"--records_dir={records}",
+         "--dataset=my_photos", f"--features_dir={study / 'features' / 'hub_toy' / 'my_photos'}")  # fmt: skip
     externals = {
         "hub_toy": features.load_signature(toys["hub"], "image_feature_vector", "feature_vector",
                                            input_size=SIZE, scaling="unit"),
@@ -260,9 +292,15 @@ def test_own_photos_to_a_report_with_no_code_edits(own, toys, tmp_path):
     }  # fmt: skip
     for label, external in externals.items():
         for name in DATASETS:
-            features.extract_features(external, str(records), name,
-                                      str(study / "features" / label / name), log=QUIET,
-                                      model=label)  # fmt: skip
+            if (label, name) != ("hub_toy", "my_photos"):
+                features.extract_features(external, str(records), name,
+                                          str(study / "features" / label / name), log=QUIET,
+                                          model=label)  # fmt: skip
+    # The CLI's features are the in-process ones.
+    with np.load(study / "features" / "hub_toy" / "my_photos" / "test.npz") as data:
+        cli_features = data["features"]
+    again = features.extract_split(externals["hub_toy"], str(records), "my_photos", "test")[0]
+    np.testing.assert_allclose(cli_features, again["features"], rtol=1e-6)
 
     out = _run("transfer_tf.bin.logreg", f"--features_dir={study / 'features/lite0/my_photos'}",
                f"--results_dir={study / 'results'}", "--architecture=efficientnet_lite0",
@@ -283,8 +321,8 @@ def test_own_photos_to_a_report_with_no_code_edits(own, toys, tmp_path):
         )  # fmt: skip
     _run("transfer_tf.study.model_table", f"--study_dir={study}",
          "--model=efficientnet_lite0:efficientnet_lite0:public",
-         "--model=hub_toy::external:0.5", "--model=keras_toy::external:0.3",
-         "--top1_source=hub_toy=a TF Hub model card")  # fmt: skip
+         f"--model={hub.model_table_entry()}", "--model=keras_toy::external:0.3",
+         f"--top1_source=hub_toy={hub.option('top1_source')}")  # fmt: skip
     _run("transfer_tf.bin.analyze", f"--results_dir={study / 'results'}",
          f"--model_table={study / 'model_table.csv'}", f"--output_dir={study / 'report'}",
          "--num_bootstrap=50", "--permutation_samples=100")  # fmt: skip
@@ -310,6 +348,8 @@ def test_own_photos_to_a_report_with_no_code_edits(own, toys, tmp_path):
     assert set(best.index) == set(final.index)
     assert best.loc[("hub_toy", "my_photos"), "source_top1"] == 0.5
     assert best.loc[("keras_toy", "my_panels"), "source_top1"] == 0.3
+    table = pd.read_csv(study / "model_table.csv").set_index("model")
+    assert table.loc["hub_toy", "top1_source"] == "a TF Hub model card"
     headline = json.loads((study / "report" / "headline.json").read_text())
     fits = [fit for key, fit in headline["correlations"].items() if key.startswith("logreg")]
     assert fits and fits[0]["n_models"] == 3 and -1.0 <= fits[0]["r"] <= 1.0

@@ -396,3 +396,47 @@ def make_user_dataset(
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
     return content
+
+
+_OWN_OPTIONS = {"metric": str, "val_fraction": float, "test_fraction": float, "seed": int,
+                "mirror_invariant": bool, "skip_unreadable": bool, "title": str}  # fmt: skip
+
+
+def own_dataset_flags(entry: str) -> tuple[str, list[str]]:
+    """A study's `--own_datasets` entry, NAME=PATH[,option=value...] -> (NAME, the flags of
+    transfer-make-tfrecords besides --dataset and --records_dir).
+
+    PATH is an image folder (--image_folder) or a .csv file (--csv); options are the flags of
+    `make_user_dataset`: metric, val_fraction, test_fraction, seed, mirror_invariant and
+    skip_unreadable (true / false), title.
+    """
+    head, *rest = entry.split(",")
+    name, sep, path = head.partition("=")
+    if not sep or not path:
+        raise UserDataError(f"--own_datasets={entry!r}: expected NAME=PATH[,option=value...]")
+    check_name(name)
+    path = os.path.abspath(os.path.expanduser(path))
+    if not os.path.exists(path):
+        raise UserDataError(f"--own_datasets={entry!r}: {path} does not exist")
+    flags = [f"--csv={path}" if path.endswith(".csv") else f"--image_folder={path}"]
+    for part in rest:
+        option, sep, value = part.partition("=")
+        kind = _OWN_OPTIONS.get(option)
+        if not sep or kind is None:
+            raise UserDataError(
+                f"--own_datasets={entry!r}: {part!r} is not option=value with option one of "
+                f"{', '.join(_OWN_OPTIONS)}"
+            )
+        if kind is bool:
+            if value.lower() not in ("true", "false"):
+                raise UserDataError(f"--own_datasets={entry!r}: {option} is true or false")
+            flags.append(f"--{option}" if value.lower() == "true" else f"--no{option}")
+            continue
+        try:
+            kind(value)
+        except ValueError:
+            raise UserDataError(
+                f"--own_datasets={entry!r}: {option}={value!r} is not a {kind.__name__}"
+            ) from None
+        flags.append(f"--{option}={value}")
+    return name, flags

@@ -137,14 +137,17 @@ def parse_models(entries, top1_sources=(), source_datasets=()):
     return models, given
 
 
-flags.DEFINE_string("study_dir", None, "The study directory (holds models/<label>/).")
-flags.DEFINE_multi_string(
-    "model", [], "label:architecture:settings[:top1], once per source model (top1: a fraction)."
-)
-flags.DEFINE_multi_string("top1_source", [], "LABEL=TEXT: where a given top-1 comes from.")
-flags.DEFINE_multi_string(
-    "source_dataset", [], "LABEL=NAME: the dataset of a given top-1 (default imagenet2012)."
-)
+def define_flags() -> None:
+    """The flags of `python -m transfer_tf.study.model_table` (defined only when run, so that
+    importing this module, as the planner does, defines none)."""
+    flags.DEFINE_string("study_dir", None, "The study directory (holds models/<label>/).")
+    flags.DEFINE_multi_string(
+        "model", [], "label:architecture:settings[:top1], once per source model (top1: a fraction)."
+    )
+    flags.DEFINE_multi_string("top1_source", [], "LABEL=TEXT: where a given top-1 comes from.")
+    flags.DEFINE_multi_string(
+        "source_dataset", [], "LABEL=NAME: the dataset of a given top-1 (default imagenet2012)."
+    )
 
 
 def main(argv):
@@ -163,4 +166,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -1,12 +1,18 @@
 """Inception v4 (Szegedy et al. 2017), layer for layer as TF-slim's `nets/inception_v4.py`, with
-the auxiliary head at slim's position (after `Mixed_6h`, the last 17x17 Inception-B block)."""
+the auxiliary head at slim's position (after `Mixed_6h`, the last 17x17 Inception-B block).
+
+Published checkpoint: TF-slim's `inception_v4.ckpt` (`SLIM_CHECKPOINT`, with the AuxLogits head);
+`slim_scope` names the slim scope of each of our layers."""
 
 from __future__ import annotations
+
+import re
 
 import keras
 from keras import layers
 
 from transfer_tf.models import sources
+from transfer_tf.models.checkpoints import CheckpointLayout, slim_names
 from transfer_tf.models.layers import conv_bn
 from transfer_tf.models.registry import ModelSpec, Trunk, register
 
@@ -131,6 +137,103 @@ def build_trunk(input_size, settings):
     return Trunk(inputs, features, aux_source)
 
 
+# Our branch layer -> slim's scope, per kind of block (slim's letters: 0a, 0b, ... in data-flow
+# order; 1a for the stride-2 / VALID convolution that changes the grid).
+_STEM_BRANCHES = {
+    "Mixed_3a": {"b1_3x3": "Branch_1/Conv2d_0a_3x3"},
+    "Mixed_4a": {
+        "b0_1x1": "Branch_0/Conv2d_0a_1x1",
+        "b0_3x3": "Branch_0/Conv2d_1a_3x3",
+        "b1_1x1": "Branch_1/Conv2d_0a_1x1",
+        "b1_1x7": "Branch_1/Conv2d_0b_1x7",
+        "b1_7x1": "Branch_1/Conv2d_0c_7x1",
+        "b1_3x3": "Branch_1/Conv2d_1a_3x3",
+    },
+    "Mixed_5a": {"b0_3x3": "Branch_0/Conv2d_1a_3x3"},
+    "Mixed_6a": {  # Reduction-A
+        "b0_3x3": "Branch_0/Conv2d_1a_3x3",
+        "b1_1x1": "Branch_1/Conv2d_0a_1x1",
+        "b1_3x3a": "Branch_1/Conv2d_0b_3x3",
+        "b1_3x3b": "Branch_1/Conv2d_1a_3x3",
+    },
+    "Mixed_7a": {  # Reduction-B
+        "b0_1x1": "Branch_0/Conv2d_0a_1x1",
+        "b0_3x3": "Branch_0/Conv2d_1a_3x3",
+        "b1_1x1": "Branch_1/Conv2d_0a_1x1",
+        "b1_1x7": "Branch_1/Conv2d_0b_1x7",
+        "b1_7x1": "Branch_1/Conv2d_0c_7x1",
+        "b1_3x3": "Branch_1/Conv2d_1a_3x3",
+    },
+}
+_INCEPTION_A = {
+    "b0_1x1": "Branch_0/Conv2d_0a_1x1",
+    "b1_1x1": "Branch_1/Conv2d_0a_1x1",
+    "b1_3x3": "Branch_1/Conv2d_0b_3x3",
+    "b2_1x1": "Branch_2/Conv2d_0a_1x1",
+    "b2_3x3a": "Branch_2/Conv2d_0b_3x3",
+    "b2_3x3b": "Branch_2/Conv2d_0c_3x3",
+    "b3_1x1": "Branch_3/Conv2d_0b_1x1",
+}
+_INCEPTION_B = {
+    "b0_1x1": "Branch_0/Conv2d_0a_1x1",
+    "b1_1x1": "Branch_1/Conv2d_0a_1x1",
+    "b1_1x7": "Branch_1/Conv2d_0b_1x7",
+    "b1_7x1": "Branch_1/Conv2d_0c_7x1",
+    "b2_1x1": "Branch_2/Conv2d_0a_1x1",
+    "b2_7x1a": "Branch_2/Conv2d_0b_7x1",
+    "b2_1x7a": "Branch_2/Conv2d_0c_1x7",
+    "b2_7x1b": "Branch_2/Conv2d_0d_7x1",
+    "b2_1x7b": "Branch_2/Conv2d_0e_1x7",
+    "b3_1x1": "Branch_3/Conv2d_0b_1x1",
+}
+_INCEPTION_C = {
+    "b0_1x1": "Branch_0/Conv2d_0a_1x1",
+    "b1_1x1": "Branch_1/Conv2d_0a_1x1",
+    "b1_1x3": "Branch_1/Conv2d_0b_1x3",
+    "b1_3x1": "Branch_1/Conv2d_0c_3x1",
+    "b2_1x1": "Branch_2/Conv2d_0a_1x1",
+    "b2_3x1a": "Branch_2/Conv2d_0b_3x1",
+    "b2_1x3a": "Branch_2/Conv2d_0c_1x3",
+    "b2_1x3b": "Branch_2/Conv2d_0d_1x3",
+    "b2_3x1b": "Branch_2/Conv2d_0e_3x1",
+    "b3_1x1": "Branch_3/Conv2d_0b_1x1",
+}
+_BRANCHES = {
+    **_STEM_BRANCHES,
+    **{f"Mixed_5{b}": _INCEPTION_A for b in "bcde"},
+    **{f"Mixed_6{b}": _INCEPTION_B for b in "bcdefgh"},
+    **{f"Mixed_7{b}": _INCEPTION_C for b in "bcd"},
+}
+_SLIM_NAMED = {
+    "logits": "Logits/Logits",
+    "aux_1x1": "AuxLogits/Conv2d_1b_1x1",
+    "aux_768": "AuxLogits/Conv2d_2a",
+    "aux_logits": "AuxLogits/Aux_logits",
+}
+
+
+def slim_scope(layer: str) -> str:
+    """TF-slim `nets/inception_v4.py` scope of one of our layers (`Mixed_6b_b2_7x1a_conv` ->
+    `InceptionV4/Mixed_6b/Branch_2/Conv2d_0b_7x1`)."""
+    base = re.sub(r"_(conv|bn)$", "", layer)
+    if base in _SLIM_NAMED:
+        return f"InceptionV4/{_SLIM_NAMED[base]}"
+    if base.startswith("Mixed_"):
+        block, branch = base[:8], base[9:]
+        return f"InceptionV4/{block}/{_BRANCHES[block][branch]}"
+    return f"InceptionV4/{base}"  # the stem's Conv2d_1a_3x3, Conv2d_2a_3x3, Conv2d_2b_3x3
+
+
+SLIM_CHECKPOINT = CheckpointLayout(
+    format="tf_checkpoint",
+    names=lambda model, checkpoint: slim_names(model, slim_scope),
+    preprocessing="inception",
+    head_bias="InceptionV4/Logits/Logits/biases",
+    aux_scope=r"^InceptionV4/AuxLogits/",
+    published="tensorflow/models research/slim/nets/inception_v4.py",
+)
+
+
 register(
     ModelSpec(
         name="inception_v4",
@@ -147,4 +250,5 @@ register(
         min_input_size=75,
     ),
     build_trunk,
+    checkpoints=(SLIM_CHECKPOINT,),
 )

@@ -1,4 +1,4 @@
-"""The paper's figures (matplotlib, Agg), drawn from tables that `report.py` computes.
+"""The paper's figures (matplotlib, Agg), drawn from the tables of the analysis modules.
 
 Accuracies are drawn on logit axes (Sec. 3): values are plotted as log odds and the ticks are
 labelled in percent. Each function writes one PNG and returns its path, or raises
@@ -104,17 +104,17 @@ def _draw_correlation_panel(ax, summary: pd.DataFrame, fit: dict, title: str) ->
     colors = _settings_colors(summary["settings"])
     for settings, rows in summary.groupby(summary["settings"].astype(str)):
         ax.errorbar(
-            rows["imagenet_logit"], rows["mean_logit"], yerr=rows["morey_se"], fmt="o",
+            rows["source_logit"], rows["mean_logit"], yerr=rows["morey_se"], fmt="o",
             color=colors[settings], ecolor="0.6", capsize=2, label=f"settings: {settings}",
         )  # fmt: skip
     for row in summary.itertuples():
-        ax.annotate(row.model, (row.imagenet_logit, row.mean_logit), fontsize=6,
+        ax.annotate(row.model, (row.source_logit, row.mean_logit), fontsize=6,
                     xytext=(3, 3), textcoords="offset points")  # fmt: skip
     grid = fit["grid"]
     ax.fill_between(grid, fit["band_low"], fit["band_high"], color="tab:blue", alpha=0.2,
                     label="95% bootstrap CI")  # fmt: skip
     ax.plot(grid, fit["intercept"] + fit["slope"] * grid, color="tab:blue", label="regression line")
-    _pad_limits(ax, np.r_[summary["imagenet_logit"], grid], "x")
+    _pad_limits(ax, np.r_[summary["source_logit"], grid], "x")
     _pad_limits(ax, np.r_[summary["mean_logit"] + summary["morey_se"],
                           summary["mean_logit"] - summary["morey_se"],
                           fit["band_low"], fit["band_high"]], "y")  # fmt: skip
@@ -130,16 +130,16 @@ def _draw_correlation_panel(ax, summary: pd.DataFrame, fit: dict, title: str) ->
     ax.legend(fontsize=7, loc="lower right")
 
 
-def transfer_vs_imagenet(summary: pd.DataFrame, fit: dict, protocol: str, path: str) -> str:
-    """Fig. 2 (one protocol): mean logit transfer accuracy vs ImageNet top-1, regression line with
+def transfer_vs_source(summary: pd.DataFrame, fit: dict, protocol: str, path: str) -> str:
+    """Fig. 2 (one protocol): mean logit transfer accuracy vs source top-1, regression line with
     its bootstrap band; right, each model's mean log odds with Morey SE, green where a paired
     t-test across datasets does not separate it from the best model (p > 0.05).
 
-    summary: one row per model with model, settings, imagenet_logit, mean_logit, morey_se,
+    summary: one row per model with model, settings, source_logit, mean_logit, morey_se,
     p_vs_best. fit: r, r_ci, p, slope, intercept, grid, band_low, band_high.
     """
     if len(summary) < 3:
-        raise FigureSkipped(f"{protocol}: fewer than 3 models with ImageNet accuracy and results")
+        raise FigureSkipped(f"{protocol}: fewer than 3 models with a source accuracy and results")
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5), width_ratios=(1.3, 1))
     _draw_correlation_panel(left, summary, fit, PROTOCOL_NAMES[protocol].capitalize())
     ordered = summary.sort_values("mean_logit")
@@ -176,28 +176,26 @@ def correlation_overview(summaries: dict, fits: dict, path: str) -> str:
     return _save(fig, path)
 
 
-def transfer_vs_imagenet_per_dataset(best: pd.DataFrame, protocol: str, path: str) -> str:
-    """Fig. 2 per-dataset panels: logit accuracy vs logit ImageNet top-1 for each dataset."""
-    rows = best[(best["protocol"] == protocol) & best["imagenet_logit"].notna()]
+def transfer_vs_source_per_dataset(best: pd.DataFrame, protocol: str, path: str) -> str:
+    """Fig. 2 per-dataset panels: logit accuracy vs logit source top-1 for each dataset."""
+    rows = best[(best["protocol"] == protocol) & best["source_logit"].notna()]
     datasets = [d for d, g in rows.groupby("dataset") if len(g) >= 2]
     if not datasets:
-        raise FigureSkipped(f"{protocol}: no dataset has 2 models with ImageNet accuracy")
+        raise FigureSkipped(f"{protocol}: no dataset has 2 models with a source accuracy")
     fig, axes = _grid(len(datasets))
     colors = _settings_colors(rows["settings"])
     for ax, dataset in zip(axes, datasets, strict=True):
         group = rows[rows["dataset"] == dataset]
         for settings, g in group.groupby(group["settings"].astype(str)):
-            ax.scatter(
-                g["imagenet_logit"], g["logit"], color=colors[settings], s=18, label=settings
-            )
+            ax.scatter(g["source_logit"], g["logit"], color=colors[settings], s=18, label=settings)
         title = dataset
-        if len(group) >= 3 and np.ptp(group["imagenet_logit"]) > 0 and np.ptp(group["logit"]) > 0:
-            corr = stats.correlate(group["imagenet_logit"], group["logit"])
-            x = np.linspace(group["imagenet_logit"].min(), group["imagenet_logit"].max(), 20)
+        if len(group) >= 3 and np.ptp(group["source_logit"]) > 0 and np.ptp(group["logit"]) > 0:
+            corr = stats.correlate(group["source_logit"], group["logit"])
+            x = np.linspace(group["source_logit"].min(), group["source_logit"].max(), 20)
             ax.plot(x, corr.intercept + corr.slope * x, color="tab:blue", lw=1)
             title += f"\nr = {corr.pearson_r:.2f}, p = {corr.pearson_p:.2g}"
         ax.set_title(title, fontsize=8)
-        _pad_limits(ax, group["imagenet_logit"], "x")
+        _pad_limits(ax, group["source_logit"], "x")
         _pad_limits(ax, group["logit"], "y")
         set_logit_ticks(ax, "x", max_ticks=4)
         set_logit_ticks(ax, "y", max_ticks=5)
@@ -205,17 +203,18 @@ def transfer_vs_imagenet_per_dataset(best: pd.DataFrame, protocol: str, path: st
         ax.set_xlabel(f"{source_name(group)} top-1", fontsize=7)
         ax.set_ylabel(f"{group['metric'].iloc[0]} (test)", fontsize=7)
     axes[0].legend(fontsize=6, title="settings", title_fontsize=6)
-    fig.suptitle(f"Per-dataset transfer vs {source_name(rows)} accuracy: "
-                 f"{PROTOCOL_NAMES[protocol]}")
+    fig.suptitle(
+        f"Per-dataset transfer vs {source_name(rows)} accuracy: {PROTOCOL_NAMES[protocol]}"
+    )
     fig.tight_layout()
     return _save(fig, path)
 
 
 def settings_variants(variants: pd.DataFrame, protocol: str, figure_number: int, path: str) -> str:
     """Fig. 3 (logistic regression) / Fig. 5 (fine-tuning): mean transfer log odds of one
-    architecture pretrained with different training settings, and their ImageNet top-1.
+    architecture pretrained with different training settings, and their source top-1.
 
-    variants: architecture, settings, model, mean_logit, morey_se, imagenet_logit (NaN allowed).
+    variants: architecture, settings, model, mean_logit, morey_se, source_logit (NaN allowed).
     """
     if variants.empty:
         raise FigureSkipped(
@@ -229,13 +228,13 @@ def settings_variants(variants: pd.DataFrame, protocol: str, figure_number: int,
         x = rows["settings"].astype(str).map(x_of)
         left.errorbar(x, rows["mean_logit"], yerr=rows["morey_se"], fmt="o-", capsize=3,
                       label=str(architecture))  # fmt: skip
-        if rows["imagenet_logit"].notna().any():
-            right.plot(x, rows["imagenet_logit"], "s--", label=str(architecture))
+        if rows["source_logit"].notna().any():
+            right.plot(x, rows["source_logit"], "s--", label=str(architecture))
     for ax, values, ylabel in (
         (left, np.r_[variants["mean_logit"] + variants["morey_se"],
                      variants["mean_logit"] - variants["morey_se"]],
          "transfer accuracy, mean log odds (± Morey SE)"),
-        (right, variants["imagenet_logit"], f"{source_name(variants)} top-1 accuracy"),
+        (right, variants["source_logit"], f"{source_name(variants)} top-1 accuracy"),
     ):  # fmt: skip
         ax.set_xticks(range(len(labels)), labels, rotation=20, fontsize=8)
         ax.set_xlabel("pretraining settings")
@@ -314,11 +313,11 @@ def scratch_vs_finetune(pairs: pd.DataFrame, path: str) -> str:
 
 
 def convergence(histories: pd.DataFrame, steps_to_90: pd.DataFrame, path: str) -> str:
-    """Fig. 8: validation metric vs training steps, fine-tuning vs scratch, with the step at which
-    each run reaches 90% of its maximum odds marked.
+    """Fig. 8: metric vs training steps, fine-tuning vs scratch, with the step at which each run
+    reaches 90% of its maximum odds marked.
 
-    histories: protocol, model, dataset, step, val_metric. steps_to_90: protocol, model, dataset,
-    steps_to_90.
+    histories: protocol, model, dataset, eval_split, step, eval_metric. steps_to_90: protocol,
+    model, dataset, steps_to_90.
     """
     if histories.empty or histories["protocol"].nunique() < 2:
         raise FigureSkipped("no training histories for both fine-tuning and scratch")
@@ -327,6 +326,10 @@ def convergence(histories: pd.DataFrame, steps_to_90: pd.DataFrame, path: str) -
     if paired.empty:
         raise FigureSkipped("no model x dataset has histories for both fine-tuning and scratch")
     datasets = sorted(paired["dataset"].unique())
+    splits = sorted(set(histories["eval_split"].dropna()))
+    ylabel = {("val",): "validation metric", ("test",): "test metric"}.get(
+        tuple(splits), "metric (" + " or ".join(splits) + " split)"
+    )
     fig, axes = _grid(len(datasets), ncols=3, size=3.8)
     styles = ("-", "--", ":", "-.")
     for ax, dataset in zip(axes, datasets, strict=True):
@@ -336,7 +339,7 @@ def convergence(histories: pd.DataFrame, steps_to_90: pd.DataFrame, path: str) -
             for protocol in ("finetune", "scratch"):
                 run = histories[(histories["protocol"] == protocol) & (histories["model"] == model)
                                 & (histories["dataset"] == dataset)].sort_values("step")  # fmt: skip
-                y = stats.logit(run["val_metric"].to_numpy())
+                y = stats.logit(run["eval_metric"].to_numpy())
                 values.extend(y)
                 ax.plot(run["step"], y, styles[k % len(styles)], marker=".",
                         color=PROTOCOL_COLORS[protocol],
@@ -353,7 +356,7 @@ def convergence(histories: pd.DataFrame, steps_to_90: pd.DataFrame, path: str) -
         set_logit_ticks(ax, "y", max_ticks=5)
         ax.set_title(f"{dataset}\n(vertical lines: 90% of max odds)", fontsize=8)
         ax.set_xlabel("training steps", fontsize=8)
-        ax.set_ylabel("validation metric", fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=8)
         ax.legend(fontsize=5)
     fig.suptitle("Pretraining speeds up convergence (Fig. 8)")
     fig.tight_layout()

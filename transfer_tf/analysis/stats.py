@@ -219,11 +219,9 @@ def mcnemar_test(correct_a, correct_b) -> PairedTest:
     a, b = _correct_vectors(correct_a, correct_b)
     a_only = int(np.sum(a & ~b))
     b_only = int(np.sum(b & ~a))
-    discordant = a_only + b_only
-    if discordant == 0:
+    if a_only + b_only == 0:
         return PairedTest(1.0, 0, 0, int(a.size))
-    # Symmetric null: P(K <= min) + P(K >= max) = 2 P(K <= min), capped at 1 when the two are equal.
-    p = min(1.0, 2.0 * float(scipy_stats.binom.cdf(min(a_only, b_only), discordant, 0.5)))
+    p = float(scipy_stats.binomtest(a_only, a_only + b_only, 0.5).pvalue)
     return PairedTest(p, a_only, b_only, int(a.size))
 
 
@@ -277,6 +275,13 @@ def paired_t_test(a, b) -> AcrossModelsTest:
         return AcrossModelsTest(float("nan"), 1.0 if d[0] == 0 else 0.0, float(d.mean()), a.size)
     result = scipy_stats.ttest_rel(a, b)
     return AcrossModelsTest(float(result.statistic), float(result.pvalue), float(d.mean()), a.size)
+
+
+def wilcoxon_min_attainable_p(n: int) -> float:
+    """Smallest two-sided p an exact signed-rank test can give with n pairs: 2 / 2^n."""
+    if n < 1:
+        raise ValueError(f"wilcoxon_min_attainable_p needs at least 1 pair, got {n}.")
+    return min(1.0, 2.0 / 2**n)
 
 
 def wilcoxon_signed_rank(a, b) -> AcrossModelsTest:

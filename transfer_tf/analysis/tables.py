@@ -19,6 +19,15 @@ PROTOCOL_NAMES = {
 }
 REQUIRED_RESULT_COLUMNS = ("protocol", "model", "dataset", "stage", "test_metric")
 REQUIRED_MODEL_TABLE_COLUMNS = ("model", "imagenet_top1")
+# What the final-metrics table takes from the validated model table.
+MODEL_COLUMNS = (
+    "model",
+    "source_top1",
+    "source_logit",
+    "architecture",
+    "settings",
+    "source_dataset",
+)
 
 
 def validate_results(results: pd.DataFrame) -> pd.DataFrame:
@@ -71,8 +80,10 @@ def validate_model_table(model_table: pd.DataFrame) -> pd.DataFrame:
             "model table column imagenet_top1 must be a fraction in (0, 1) for every model "
             f"(got {table['imagenet_top1'].tolist()}); divide percentages by 100."
         )
-    table["imagenet_top1"] = top1
-    table["imagenet_logit"] = stats.logit(top1.to_numpy())
+    # The model table's `imagenet_top1` is the source model's top-1 on the data it was
+    # pretrained on: ImageNet, or what its optional `source_dataset` column names.
+    table["source_top1"] = top1
+    table["source_logit"] = stats.logit(top1.to_numpy())
     for column in ("architecture", "settings", "top1_source", "source_dataset"):
         if column not in table.columns:
             table[column] = None
@@ -96,7 +107,7 @@ def best_test_metrics(
     Seeds of the same final cell are averaged (in accuracy); if a sweep left several final cells
     with different hyperparameters the best is kept (`n_final_configs` says how many there were).
     Columns: protocol, model, architecture, settings, dataset, metric, test_metric, logit, n_seeds,
-    n_final_configs, predictions_path, imagenet_top1, imagenet_logit.
+    n_final_configs, predictions_path, source_top1, source_logit, source_dataset.
     """
     results = validate_results(results)
     final = results[(results["stage"] == "final") & results["per_class"].isna()]
@@ -131,8 +142,7 @@ def best_test_metrics(
     if model_table is not None:
         table = validate_model_table(model_table)
         best = best.merge(
-            table[["model", "imagenet_top1", "imagenet_logit", "architecture", "settings",
-                   "source_dataset"]],
+            table[list(MODEL_COLUMNS)],
             on="model",
             how="left",
             suffixes=("", "_table"),
@@ -145,8 +155,8 @@ def best_test_metrics(
     best["settings"] = settings_labels(best["settings"])
     columns = [
         "protocol", "model", "architecture", "settings", "dataset", "metric", "test_metric",
-        "logit", "n_seeds", "n_final_configs", "predictions_path", "imagenet_top1",
-        "imagenet_logit", "source_dataset",
+        "logit", "n_seeds", "n_final_configs", "predictions_path", "source_top1",
+        "source_logit", "source_dataset",
     ]  # fmt: skip
     for column in columns:
         if column not in best.columns:
@@ -230,15 +240,21 @@ def _history_points(history) -> list[tuple[float, float]]:
     return points
 
 
+HISTORY_COLUMNS = ["protocol", "model", "dataset", "stage", "eval_split", "step", "eval_metric"]
+# A cell's history is scored on the split its run evaluated on: a grid cell trains on train and
+# evaluates on val; a final cell trains on train+val, so anything it evaluates is the test split.
+EVAL_SPLIT = {"grid": "val", "final": "test"}
+
+
 def training_histories(results: pd.DataFrame) -> pd.DataFrame:
-    """Validation metric against step for fine-tune and scratch runs (Fig. 8), long format.
+    """Metric against step for fine-tune and scratch runs (Fig. 8), long format.
 
     One run per model x dataset x protocol on the full data: the final cell's history when it has
     one, else the history of the grid cell with the best validation metric (the chosen
-    hyperparameters).
+    hyperparameters). `eval_split` says which split `eval_metric` was measured on.
     """
     results = validate_results(results)
-    columns = ["protocol", "model", "dataset", "stage", "step", "val_metric"]
+    columns = HISTORY_COLUMNS
     if "history" not in results.columns:
         return pd.DataFrame(columns=columns)
     rows = results[results["protocol"].isin(["finetune", "scratch"]) & results["per_class"].isna()]
@@ -254,7 +270,7 @@ def training_histories(results: pd.DataFrame) -> pd.DataFrame:
         ["protocol", "model", "dataset"]
     )
     long = [
-        (r.protocol, r.model, r.dataset, r.stage, step, value)
+        (r.protocol, r.model, r.dataset, r.stage, EVAL_SPLIT.get(r.stage), step, value)
         for r in chosen.itertuples()
         for step, value in r.history_points
     ]

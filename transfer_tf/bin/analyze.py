@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import os
 
+import pandas as pd
 from absl import app, flags
+
+from transfer_tf import results
+from transfer_tf.analysis import report
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("results_dir", None, "Folder of sweep cell JSONs (<protocol>/<cell_id>.json).")
@@ -32,11 +36,6 @@ flags.mark_flags_as_required(["results_dir", "model_table", "output_dir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    import pandas as pd
-
-    from transfer_tf import results
-    from transfer_tf.analysis import report
-
     if not os.path.isfile(FLAGS.model_table):
         raise app.UsageError(
             f"--model_table {FLAGS.model_table!r} is not a file; pass the model CSV."
@@ -52,6 +51,7 @@ def main(argv):
     )
     for line in report.headline_lines(headline):
         print(line)
+
 
 def run():
     app.run(main)

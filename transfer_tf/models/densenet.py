@@ -1,10 +1,16 @@
-"""DenseNet-121 / 169 / 201 (Huang et al. 2017) from `keras.applications.DenseNet*`."""
+"""DenseNet-121 / 169 / 201 (Huang et al. 2017) from `keras.applications.DenseNet*`.
+
+Published checkpoints (`build_model("densenet_121", 1000, weights=PATH)`): Keras Applications'
+`densenet121_weights_tf_dim_ordering_tf_kernels.h5` (and `_notop`), which were trained with
+torchvision's scaling (ImageNet mean / std), not the [-1, 1] the zoo retrains with.
+"""
 
 from __future__ import annotations
 
 import keras
 
 from transfer_tf.models import sources
+from transfer_tf.models.checkpoints import CheckpointLayout, h5_same_names
 from transfer_tf.models.layers import keras_application
 from transfer_tf.models.registry import ModelSpec, Trunk, register
 
@@ -15,6 +21,15 @@ def _trunk_builder(factory):
         return Trunk(base.input, base.output)
 
     return build
+
+
+KERAS_H5 = CheckpointLayout(
+    format="keras_h5",
+    names=lambda model, checkpoint: h5_same_names(model, checkpoint, {"logits": "predictions"}),
+    preprocessing="torch",
+    head_bias="predictions/bias",
+    published="keras/src/applications/densenet.py (keras.applications.DenseNet121/169/201)",
+)
 
 
 for _name, _factory, _dim, _top1, _params in (
@@ -38,4 +53,5 @@ for _name, _factory, _dim, _top1, _params in (
             min_input_size=32,
         ),
         _trunk_builder(_factory),
+        checkpoints=(KERAS_H5,),
     )

@@ -39,7 +39,7 @@ def main(argv):
 
     from transfer_tf.data import split_size, write_tfrecords
     from transfer_tf.training import TrainConfig, Trainer
-    from transfer_tf.training.flags import dataset_fields
+    from transfer_tf.training.config import dataset_fields
 
     scratch = tempfile.mkdtemp(prefix="bench_train_input_")
     records_dir = FLAGS.records_dir

@@ -61,7 +61,7 @@ def trained_run(tmp_path_factory):
     0.5 moves the moving statistics off their initial values so the features are O(1)."""
     from transfer_tf.data import write_tfrecords
     from transfer_tf.training import TrainConfig, train
-    from transfer_tf.training.flags import dataset_fields
+    from transfer_tf.training.config import dataset_fields
 
     root = tmp_path_factory.mktemp("export")
     write_tfrecords("sklearn_digits", root / "records", splits=("train",))

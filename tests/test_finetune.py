@@ -36,7 +36,7 @@ def _env():
 def setup(tmp_path_factory):
     from transfer_tf.data import write_tfrecords
     from transfer_tf.training import TrainConfig, train
-    from transfer_tf.training.flags import dataset_fields
+    from transfer_tf.training.config import dataset_fields
 
     root = tmp_path_factory.mktemp("finetune")
     records = root / "records"
@@ -135,17 +135,21 @@ def test_finetune_sweep_killed_and_rerun_runs_every_cell_once(setup):
 def test_scratch_sweep_with_per_class_subset(setup):
     from transfer_tf.protocols import finetune
     from transfer_tf.protocols.finetune_grid import scratch_grid
+    from transfer_tf.protocols.sources import source_from_registry
 
     root, records, _ = setup
-    source = finetune.source_from_registry(
+    source = source_from_registry(
         "mobilenet_v1", weights=None, input_size=32,
         settings={"bn_scale": True, "dropout_rate": 0.2, "aux_head": False, "label_smoothing": 0.1},
     )  # fmt: skip
     assert source.settings_label == "custom" and source.init == "random"
+    recipe = finetune.make_recipe(
+        "scratch", source, dataset="sklearn_digits", grid=scratch_grid(1, 1), train_steps=6,
+        batch_size=16, per_class=5,
+    )  # fmt: skip
     result = finetune.run_sweep(
-        "scratch", source, dataset="sklearn_digits", records_dir=str(records),
-        results_dir=str(root / "results"), grid=scratch_grid(1, 1), train_steps=6, batch_size=16,
-        per_class=5, eval_every=3, keep_runs=True, progress=False,
+        recipe, records_dir=str(records), results_dir=str(root / "results"),
+        options=finetune.RunOptions(eval_every=3, keep_runs=True), progress=False,
     )  # fmt: skip
     assert result.best_hparams["learning_rate"] == pytest.approx(10**-1.5)
     assert result.best_hparams["weight_decay"] == pytest.approx(10**-3.25)
@@ -164,7 +168,7 @@ def test_scratch_sweep_with_per_class_subset(setup):
 
 
 def test_sweep_flags_reject_bad_input(setup):
-    from transfer_tf.protocols import finetune
+    from transfer_tf.bin import sweep
 
     root, records, pretrain_dir = setup
     flags = types.SimpleNamespace(
@@ -177,18 +181,18 @@ def test_sweep_flags_reject_bad_input(setup):
         eval_every=None, checkpoint_every=None, log_every=None, keep_runs=False,
     )  # fmt: skip
     with pytest.raises(ValueError, match="fine-tuning needs pretrained weights"):
-        finetune.sweep_from_flags("finetune", flags)
+        sweep.sweep_from_flags("finetune", flags)
     flags.init_model_dir, flags.model = str(pretrain_dir), None
     flags.input_size = 64
     with pytest.raises(ValueError, match="--input_size=64 differs from the pretraining run's 32"):
-        finetune.sweep_from_flags("finetune", flags)
+        sweep.sweep_from_flags("finetune", flags)
     flags.input_size, flags.learning_rates = None, ["0.1"]
     with pytest.raises(ValueError, match="both --learning_rates and --weight_decays"):
-        finetune.sweep_from_flags("finetune", flags)
+        sweep.sweep_from_flags("finetune", flags)
     flags.model, flags.init_model_dir, flags.learning_rates = "mobilenet_v1", None, None
     flags.dataset = "no_such_dataset"
     with pytest.raises(ValueError, match="no_such_dataset"):
-        finetune.sweep_from_flags("scratch", flags)
+        sweep.sweep_from_flags("scratch", flags)
     assert not (root / "bad").exists()
 
 

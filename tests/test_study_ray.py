@@ -25,7 +25,9 @@ import pandas as pd
 import pytest
 
 from transfer_tf import results
+from transfer_tf.bin import sweep
 from transfer_tf.protocols import finetune
+from transfer_tf.protocols.sources import source_from_registry
 from transfer_tf.protocols.finetune_grid import finetune_grid, scratch_grid
 from transfer_tf.study import plan
 from transfer_tf.study.executors import LocalExecutor, RayExecutor
@@ -149,14 +151,15 @@ def test_stage_grid_summary_and_bad_stage():
         best_val_metric=0.5, final=None,
     )  # fmt: skip
     assert result.test_metric is None
-    assert finetune.summary_line("scratch", result) == (
+    assert sweep.summary_line("scratch", result) == (
         "scratch: best learning_rate=0.1 weight_decay=0.0001 (val 0.5000); 2 grid cell(s) done; "
         "no final cell (--stage=grid)"
     )
-    source = finetune.source_from_registry("mobilenet_v1", weights=None, settings={})
+    source = source_from_registry("mobilenet_v1", weights=None, settings={})
+    recipe = finetune.make_recipe("scratch", source, dataset="sklearn_digits",
+                                  grid=scratch_grid(1, 1))  # fmt: skip
     with pytest.raises(ValueError, match=r"--stage='final': use one of \['all', 'grid'\]"):
-        finetune.run_sweep("scratch", source, dataset="sklearn_digits", records_dir="/r",
-                           results_dir="/r", grid=scratch_grid(1, 1), stage="final")  # fmt: skip
+        finetune.run_sweep(recipe, records_dir="/r", results_dir="/r", scope="final")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,7 +207,8 @@ import json
 from absl import flags
 from transfer_tf.bin import pretrain  # noqa: F401 (defines the flags)
 from transfer_tf.training import TrainConfig
-from transfer_tf.training import flags as training_flags
+from transfer_tf.bin import training_flags
+from transfer_tf.training.config import dataset_fields
 out = {}
 for path in ["flags/pretrain/inception_v3_fair.cfg", "flags/scale/pretrain_multiworker.cfg",
              "flags/scale/pretrain_tpu.cfg"]:
@@ -214,7 +218,7 @@ for path in ["flags/pretrain/inception_v3_fair.cfg", "flags/scale/pretrain_multi
     f = flags.FLAGS
     config = TrainConfig(model=f.model, dataset=f.dataset, records_dir="/r",
                          train_split=f.train_split, eval_split=f.eval_split,
-                         **training_flags.dataset_fields(f.dataset),
+                         **dataset_fields(f.dataset),
                          **training_flags.config_kwargs_from_flags(f))
     out[path] = dict(config.to_dict(), peak=config.peak_learning_rate)
 print("RESULT " + json.dumps(out))
@@ -482,7 +486,7 @@ def test_adopt_marks_finished_outside_work_done_and_refuses_unfinished_work(setu
     # study's own flags), and the study then skips both steps without running them.
     save_config(config, str(model_dir))
     out = subprocess.run(
-        [sys.executable, "-m", "transfer_tf.study.adopt", f"--study_dir={study_dir}",
+        [sys.executable, "-m", "transfer_tf.bin.adopt", f"--study_dir={study_dir}",
          "--source_dataset=sklearn_digits", "--pretrain_models=mobilenet_v1",
          "--pretrain_settings=fair", "--pretrain_steps=2", "--target_datasets=sklearn_digits",
          "--adopt=records,pretrain"],

@@ -289,7 +289,8 @@ kind = sys.argv[1]
 if kind == "pretrain":
     from transfer_tf.bin import pretrain  # noqa: F401  (defines the flags)
     from transfer_tf.training import TrainConfig
-    from transfer_tf.training import flags as training_flags
+    from transfer_tf.bin import training_flags
+    from transfer_tf.training.config import dataset_fields
 else:
     from transfer_tf.bin import finetune  # noqa: F401
     from transfer_tf.protocols.finetune_grid import explicit_grid, finetune_grid
@@ -301,7 +302,7 @@ for path in sorted(glob.glob(f"flags/{kind}/*.cfg")):
     f = flags.FLAGS
     if kind == "pretrain":
         config = TrainConfig(model=f.model, dataset=f.dataset, records_dir="/r",
-                             **training_flags.dataset_fields(f.dataset),
+                             **dataset_fields(f.dataset),
                              **training_flags.config_kwargs_from_flags(f))
         out[path] = [config.settings, config.peak_learning_rate, config.ema_decay]
     elif f.learning_rates:

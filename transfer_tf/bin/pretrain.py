@@ -13,7 +13,8 @@ import os
 
 from absl import app, flags, logging
 
-from transfer_tf.training import flags as training_flags
+from transfer_tf.bin import training_flags
+from transfer_tf.training.config import dataset_fields
 
 training_flags.define_training_flags()
 flags.DEFINE_string("model_dir", None, "Where the run lives (config.json, ckpt/, tb/).")
@@ -43,7 +44,7 @@ def main(argv):
             records_dir=FLAGS.records_dir,
             train_split=FLAGS.train_split,
             eval_split=FLAGS.eval_split or None,
-            **training_flags.dataset_fields(FLAGS.dataset),
+            **dataset_fields(FLAGS.dataset),
             **training_flags.config_kwargs_from_flags(FLAGS),
         )
     except ValueError as e:

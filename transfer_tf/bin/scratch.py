@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from absl import app
 
-from transfer_tf.protocols import finetune
+from transfer_tf.bin import sweep
 
-finetune.define_sweep_flags("scratch")
-main = finetune.sweep_main("scratch")
+sweep.define_sweep_flags("scratch")
+main = sweep.sweep_main("scratch")
 
 
 def run():

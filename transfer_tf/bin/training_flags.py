@@ -1,4 +1,5 @@
-"""absl flags shared by transfer-pretrain, transfer-finetune and transfer-scratch.
+"""absl flags shared by transfer-pretrain, transfer-finetune and transfer-scratch (flag
+definitions live in `transfer_tf/bin/`; the library takes explicit arguments).
 
 Each binary calls `define_training_flags(**recipe_defaults)` once at import; flagfiles in
 `flags/pretrain/` and `flags/finetune/` set the recipes of the paper.
@@ -95,7 +96,7 @@ def define_training_flags(**defaults) -> None:
     )
 
 
-def define_augmentation_flags(flag_values=flags.FLAGS) -> None:
+def define_augmentation_flags(flag_values=flags.FLAGS) -> None:  # bin/: FLAGS is the binary's
     """--crop_area_min and --flip: the training augmentation (SPEC: every part a flag)."""
     flags.DEFINE_float(
         "crop_area_min", 0.08,
@@ -166,14 +167,3 @@ def config_kwargs_from_flags(flag_values) -> dict:
         autoshard=flag_values.autoshard,
         tpu=flag_values.tpu,
     )
-
-
-def dataset_fields(dataset: str) -> dict:
-    """num_classes, multi_label and metric of a registry dataset."""
-    from transfer_tf.data import get_dataset
-
-    try:
-        spec = get_dataset(dataset)
-    except KeyError as e:
-        raise ValueError(f"--dataset={dataset!r}: {e.args[0]}") from None
-    return dict(num_classes=spec.num_classes, multi_label=spec.multi_label, metric=spec.metric)

@@ -19,6 +19,7 @@ same range (one value: the geometric middle of the range), for quick runs and te
 from __future__ import annotations
 
 import numpy as np
+from absl import flags
 
 FINETUNE_LR_RANGE = (-4.0, -1.0)  # log10
 FINETUNE_WD_RANGE = (-6.0, -3.0)
@@ -82,3 +83,48 @@ def explicit_grid(learning_rates, weight_decays) -> list[dict]:
 def l2_coefficient(learning_rate: float, weight_decay: float) -> float:
     """The L2 coefficient the training loss uses for a grid cell: weight_decay / learning_rate."""
     return float(weight_decay) / float(learning_rate) if weight_decay else 0.0
+
+
+# Flags that choose a grid (shared by transfer-finetune / -scratch and transfer-study).
+
+GRID_FLAGS = (
+    "learning_rates", "weight_decays", "num_learning_rates", "num_weight_decays", "no_decay_cell",
+)  # fmt: skip
+
+
+def define_grid_flags(protocol: str, flag_values: flags.FlagValues) -> None:
+    """The flags that choose a sweep's grid (GRID_FLAGS; no_decay_cell for fine-tuning only).
+
+    Defined here, not in bin/: the study planner reads a flagfile's grid exactly as the binary
+    will, into a private FlagValues, and the library never imports a binary.
+    """
+    fv = flag_values
+    finetune = protocol == "finetune"
+    flags.DEFINE_list(
+        "learning_rates", None, "Explicit learning rates (per 256 images).", flag_values=fv
+    )
+    flags.DEFINE_list("weight_decays", None, "Explicit weight decays (0 = none).", flag_values=fv)
+    flags.DEFINE_integer(
+        "num_learning_rates", 7, "Shrink the grid: this many learning rates.", flag_values=fv
+    )
+    flags.DEFINE_integer(
+        "num_weight_decays", 7 if finetune else 8, "Shrink the grid: this many weight decays.",
+        flag_values=fv,
+    )  # fmt: skip
+    if finetune:
+        flags.DEFINE_boolean(
+            "no_decay_cell", True, "Include weight decay 'none' in the grid.", flag_values=fv
+        )
+
+
+def grid_from_flags(protocol: str, fv) -> list[dict]:
+    """The grid that --learning_rates / --weight_decays or the --num_* flags describe."""
+    if fv.learning_rates or fv.weight_decays:
+        if not (fv.learning_rates and fv.weight_decays):
+            raise ValueError("pass both --learning_rates and --weight_decays, or neither")
+        return explicit_grid(fv.learning_rates, fv.weight_decays)
+    if protocol == "finetune":
+        return finetune_grid(
+            fv.num_learning_rates, fv.num_weight_decays, include_no_decay=fv.no_decay_cell
+        )
+    return scratch_grid(fv.num_learning_rates, fv.num_weight_decays)

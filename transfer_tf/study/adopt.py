@@ -6,7 +6,7 @@ not pass) and the ImageNet pretraining (many GPUs with MultiWorkerMirroredStrate
 flags/scale/). Run this with the study's own flags; every planned step of the adopted kinds whose
 outputs are complete gets its done-marker, so the study skips it:
 
-    python -m transfer_tf.study.adopt --flagfile=flags/scale/paper_grid.cfg \\
+    python -m transfer_tf.bin.adopt --flagfile=flags/scale/paper_grid.cfg \\
         --study_dir=/shared/study --adopt=records,pretrain
 
 A records step is complete when `<records_dir>/<dataset>/` holds the train, val and test
@@ -20,15 +20,12 @@ from __future__ import annotations
 import os
 import re
 
-from absl import app, flags
-
-from transfer_tf.bin import study  # noqa: F401 - defines the study's flags, which we read
-from transfer_tf.study import plan
+from transfer_tf.data.tfrecords import RecordsNotFoundError, read_manifest
 from transfer_tf.study.steps import Step, is_done, write_marker
+from transfer_tf.training.config import load_config
+from transfer_tf.training.run_dir import RunDir
 
 KINDS = ("records", "pretrain")
-flags.DEFINE_list("adopt", list(KINDS), f"Step kinds to adopt, of {list(KINDS)}.")
-FLAGS = flags.FLAGS
 
 
 def _flag(step: Step, name: str) -> str | None:
@@ -39,8 +36,6 @@ def _flag(step: Step, name: str) -> str | None:
 
 def records_missing(step: Step) -> str | None:
     """Why the records of a records step are not complete, or None."""
-    from transfer_tf.data.tfrecords import RecordsNotFoundError, read_manifest
-
     for split in ("train", "val", "test"):
         try:
             read_manifest(_flag(step, "records_dir"), _flag(step, "dataset"), split)
@@ -51,8 +46,6 @@ def records_missing(step: Step) -> str | None:
 
 def pretraining_missing(step: Step) -> str | None:
     """Why the model_dir of a pretrain step does not hold its finished run, or None."""
-    from transfer_tf.training.config import load_config
-
     model_dir = _flag(step, "model_dir")
     try:
         config = load_config(model_dir)
@@ -72,7 +65,7 @@ def pretraining_missing(step: Step) -> str | None:
     if got != want:
         return f"{model_dir} holds {got}, the study plans {want}"
     try:
-        with open(os.path.join(model_dir, "ckpt", "checkpoint")) as f:
+        with open(os.path.join(RunDir(model_dir).ckpt, "checkpoint")) as f:
             match = re.search(r'model_checkpoint_path: "ckpt-(\d+)"', f.read())
     except OSError:
         match = None
@@ -101,24 +94,3 @@ def adopt(steps: list[Step], state_dir: str, kinds) -> tuple[list[str], dict[str
         write_marker(state_dir, step, wall_time_s=0.0, log=None, adopted=True)
         adopted.append(step.name)
     return adopted, missing
-
-
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not FLAGS.study_dir:
-        raise app.UsageError("--study_dir is required: the study whose steps to adopt")
-    try:
-        cfg = study.config_from_flags()
-        adopted, missing = adopt(plan.plan_study(cfg), cfg.study_dir, FLAGS.adopt)
-    except ValueError as e:
-        raise app.UsageError(str(e)) from e
-    for name in adopted:
-        print(f"adopted {name}")
-    for name, why in missing.items():
-        print(f"not adopted {name}: {why}")
-    print(f"{len(adopted)} step(s) adopted, {len(missing)} left to the study", flush=True)
-
-
-if __name__ == "__main__":
-    app.run(main)

@@ -18,6 +18,9 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from absl import flags
+
+from transfer_tf.protocols import finetune_grid
 from transfer_tf.study.steps import Step
 
 # The paper's two ends of Fig. 3: "fair" retraining vs the Inception defaults (Sec. 4.1).
@@ -154,15 +157,11 @@ def _flagfile(path: str | None) -> list[str]:
 def sweep_grid(protocol: str, flagfile: str | None) -> list[dict]:
     """The grid transfer-<protocol> runs with `flagfile`: only its grid flags, read by absl as the
     binary reads them (nested --flagfile, last value wins), then the binary's grid function."""
-    from absl import flags
-
-    from transfer_tf.protocols import finetune
-
     grid_flags = flags.FlagValues()
-    finetune.define_grid_flags(protocol, grid_flags)
+    finetune_grid.define_grid_flags(protocol, grid_flags)
     try:
         grid_flags(["transfer-study", *_flagfile(flagfile)], known_only=True)
-        return finetune.grid_from_flags(protocol, grid_flags)
+        return finetune_grid.grid_from_flags(protocol, grid_flags)
     except (flags.Error, ValueError) as e:
         raise ValueError(f"--{protocol}_flagfile={flagfile}: bad grid flags: {e}") from e
 

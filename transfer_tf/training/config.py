@@ -13,6 +13,7 @@ import json
 import os
 from typing import Any
 
+from transfer_tf.data import get_dataset
 from transfer_tf.files import atomic_write_json
 from transfer_tf.training.run_dir import CONFIG_NAME
 
@@ -222,3 +223,12 @@ def check_resumable(config: TrainConfig, model_dir: str) -> None:
             f"{config_path(model_dir)} holds a different run ({details}); rerun with the same "
             "flags to resume it, or pass a new --model_dir"
         )
+
+
+def dataset_fields(dataset: str) -> dict:
+    """num_classes, multi_label and metric of a registry dataset."""
+    try:
+        spec = get_dataset(dataset)
+    except KeyError as e:
+        raise ValueError(f"--dataset={dataset!r}: {e.args[0]}") from None
+    return dict(num_classes=spec.num_classes, multi_label=spec.multi_label, metric=spec.metric)

@@ -282,8 +282,12 @@ def test_own_photos_to_a_report_with_no_code_edits(own, toys, tmp_path):
         f"hub_toy={toys['hub']},signature=image_feature_vector,output_key=feature_vector,"
         f"input_size={SIZE},scaling=unit,top1=0.5,top1_source=a TF Hub model card"
     )
-    _run("transfer_tf.bin.extract_features", *hub.extract_flags(), f"--records_dir={records}",
-         "--dataset=my_photos", f"--features_dir={study / 'features' / 'hub_toy' / 'my_photos'}")  # fmt: skip
+    net = parse_external_source(
+        f"keras_toy={toys['keras']},feature_layer=pool,scaling=inception,input_size={SIZE},top1=0.3"
+    )
+    for entry in (hub, net):
+        _run("transfer_tf.bin.extract_features", *entry.extract_flags(), f"--records_dir={records}",
+             "--dataset=my_photos", f"--features_dir={study / 'features' / entry.label / 'my_photos'}")  # fmt: skip
     externals = {
         "hub_toy": features.load_signature(toys["hub"], "image_feature_vector", "feature_vector",
                                            input_size=SIZE, scaling="unit"),
@@ -292,15 +296,17 @@ def test_own_photos_to_a_report_with_no_code_edits(own, toys, tmp_path):
     }  # fmt: skip
     for label, external in externals.items():
         for name in DATASETS:
-            if (label, name) != ("hub_toy", "my_photos"):
+            if name != "my_photos":  # made by the CLI above
                 features.extract_features(external, str(records), name,
                                           str(study / "features" / label / name), log=QUIET,
                                           model=label)  # fmt: skip
-    # The CLI's features are the in-process ones.
-    with np.load(study / "features" / "hub_toy" / "my_photos" / "test.npz") as data:
-        cli_features = data["features"]
-    again = features.extract_split(externals["hub_toy"], str(records), "my_photos", "test")[0]
-    np.testing.assert_allclose(cli_features, again["features"], rtol=1e-6)
+    for label, external in externals.items():  # the CLI's features are the in-process ones
+        with np.load(study / "features" / label / "my_photos" / "test.npz") as data:
+            cli_features = data["features"]
+        again = features.extract_split(external, str(records), "my_photos", "test")[0]
+        np.testing.assert_allclose(cli_features, again["features"], rtol=1e-5, atol=1e-6)
+    keras_manifest = json.loads((study / "features/keras_toy/my_photos/manifest.json").read_text())
+    assert keras_manifest["kind"] == "keras" and keras_manifest["feature_layer"] == "pool"
 
     out = _run("transfer_tf.bin.logreg", f"--features_dir={study / 'features/lite0/my_photos'}",
                f"--results_dir={study / 'results'}", "--architecture=efficientnet_lite0",
@@ -321,7 +327,7 @@ def test_own_photos_to_a_report_with_no_code_edits(own, toys, tmp_path):
         )  # fmt: skip
     _run("transfer_tf.study.model_table", f"--study_dir={study}",
          "--model=efficientnet_lite0:efficientnet_lite0:public",
-         f"--model={hub.model_table_entry()}", "--model=keras_toy::external:0.3",
+         f"--model={hub.model_table_entry()}", f"--model={net.model_table_entry()}",
          f"--top1_source=hub_toy={hub.option('top1_source')}")  # fmt: skip
     _run("transfer_tf.bin.analyze", f"--results_dir={study / 'results'}",
          f"--model_table={study / 'model_table.csv'}", f"--output_dir={study / 'report'}",

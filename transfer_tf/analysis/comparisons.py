@@ -90,8 +90,9 @@ CONVERGENCE_COLUMNS = [
 ]
 
 
-def convergence_tables(histories: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    """Steps to 90% of the maximum odds per run, and the geometric-mean speedup (Sec. 4.6)."""
+def convergence_tables(histories: pd.DataFrame, fraction: float = 0.9) -> tuple[pd.DataFrame, dict]:
+    """Steps to `fraction` (Sec. 4.6: 90%) of the maximum odds per run, and the geometric-mean
+    speedup of fine-tuning over scratch with its CI over model x dataset pairs."""
     rows = []
     for (protocol, model, dataset), run in histories.groupby(["protocol", "model", "dataset"]):
         rows.append(
@@ -99,7 +100,9 @@ def convergence_tables(histories: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
                 "protocol": protocol,
                 "model": model,
                 "dataset": dataset,
-                "steps_to_90": stats.steps_to_fraction_of_max_odds(run["step"], run["eval_metric"]),
+                "steps_to_90": stats.steps_to_fraction_of_max_odds(
+                    run["step"], run["eval_metric"], fraction
+                ),
                 "max_eval_metric": run["eval_metric"].max(),
                 "last_step": run["step"].max(),
             }
@@ -120,6 +123,9 @@ def convergence_tables(histories: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
                 "scratch_steps_geomean": gm_sc,
                 "speedup": gm_sc / gm_ft,
             }
+            if len(wide) >= 2:
+                ratio = stats.geometric_mean_ratio(wide["scratch"], wide["finetune"])
+                summary["speedup_ci"] = (ratio.low, ratio.high)
     return steps, summary
 
 
@@ -160,3 +166,28 @@ def settings_variant_table(best: pd.DataFrame, protocol: str) -> pd.DataFrame:
                  "source_dataset": info.loc[model, "source_dataset"]}
             )  # fmt: skip
     return pd.DataFrame(rows, columns=VARIANT_COLUMNS)
+
+
+EFFECT_COLUMNS = ["architecture", "protocol", "n_datasets", "fair_minus_default", "t_p"]
+
+
+def settings_effect_tests(best: pd.DataFrame, protocol: str) -> pd.DataFrame:
+    """Figs. 3 / 5 as a test: per architecture with both 'fair' and 'inception_default' models,
+    the mean over datasets of fair minus Inception-default logit accuracy and the paired t-test
+    across datasets (p is NaN with one dataset)."""
+    rows = []
+    group = best[(best["protocol"] == protocol) & best["architecture"].notna()]
+    for architecture, arch_rows in group.groupby("architecture"):
+        wide = arch_rows.pivot_table(index="dataset", columns="settings", values="logit")
+        if not {"fair", "inception_default"} <= set(wide.columns):
+            continue
+        both = wide[["fair", "inception_default"]].dropna()
+        if both.empty:
+            continue
+        p = np.nan
+        if len(both) >= 2:
+            p = stats.paired_t_test(both["fair"], both["inception_default"]).p_value
+        rows.append({"architecture": architecture, "protocol": protocol, "n_datasets": len(both),
+                     "fair_minus_default": float((both["fair"] - both["inception_default"]).mean()),
+                     "t_p": p})  # fmt: skip
+    return pd.DataFrame(rows, columns=EFFECT_COLUMNS)

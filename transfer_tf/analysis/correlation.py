@@ -128,12 +128,42 @@ def correlate_or_reason(
     return fit_correlation(summary, num_bootstrap, seed), None
 
 
+def size_split(datasets, train_sizes: dict, threshold: int) -> dict[str, list[str]]:
+    """Datasets by training-set size: "small" (< threshold), "large", "unknown" (no size)."""
+    split = {"small": [], "large": [], "unknown": []}
+    for dataset in datasets:
+        size = train_sizes.get(dataset)
+        part = "unknown" if size is None else ("small" if size < threshold else "large")
+        split[part].append(dataset)
+    return split
+
+
+def correlate_by_size(best: pd.DataFrame, protocol: str, settings: str | None, train_sizes: dict,
+                      threshold: int, num_bootstrap: int, seed: int) -> dict:  # fmt: skip
+    """r over the small and over the large datasets separately (Sec. 4.3 does this for scratch).
+
+    Returns {"small": {"fit", "reason", "datasets"}, "large": {...}, "unknown": [datasets]}.
+    """
+    datasets = sorted(best.loc[best["protocol"] == protocol, "dataset"].unique())
+    split = size_split(datasets, train_sizes, threshold)
+    out = {"unknown": split["unknown"]}
+    for part in ("small", "large"):
+        summary, matrix = correlation_summary(best, protocol, settings, datasets=split[part])
+        fit, reason = correlate_or_reason(summary, num_bootstrap, seed)
+        if not split[part]:
+            reason = f"no {part} dataset"
+        out[part] = {"fit": fit, "reason": reason, "datasets": list(matrix.columns)}
+    return out
+
+
 @dataclasses.dataclass
 class Correlations:
     """Every correlation of one study.
 
     `fits` / `summaries` / `reasons` are per protocol for the headline group (`primary`);
-    `by_group` holds every group's fit under "<protocol>/<group or 'all'>".
+    `by_group` holds every group's fit under "<protocol>/<group or 'all'>" (and
+    "<protocol>/<group>/<small or large>" for the split by training-set size); `by_size` is
+    `correlate_by_size` of scratch in the headline group.
     """
 
     primary: str | None
@@ -141,10 +171,29 @@ class Correlations:
     summaries: dict = dataclasses.field(default_factory=dict)
     reasons: dict = dataclasses.field(default_factory=dict)
     by_group: dict = dataclasses.field(default_factory=dict)
+    by_size: dict = dataclasses.field(default_factory=dict)
 
 
-def correlate_protocols(best: pd.DataFrame, num_bootstrap: int, seed: int) -> Correlations:
-    """r per protocol and settings group (the headline group first)."""
+def _add_size_split(out: Correlations, best, train_sizes, threshold, num_bootstrap, seed):
+    """The scratch correlation on small and on large datasets (Sec. 4.3), headline group."""
+    if "scratch" not in out.fits:
+        return
+    out.by_size = correlate_by_size(best, "scratch", out.primary, train_sizes, threshold,
+                                    num_bootstrap, seed)  # fmt: skip
+    for part in ("small", "large"):
+        fit = out.by_size[part]["fit"]
+        if fit is not None:
+            out.by_group[f"scratch/{out.primary or 'all'}/{part}"] = {
+                **fit, "protocol": "scratch", "group": out.primary or "all",
+                "datasets": part, "n_datasets": len(out.by_size[part]["datasets"]),
+            }  # fmt: skip
+
+
+def correlate_protocols(
+    best: pd.DataFrame, num_bootstrap: int, seed: int, train_sizes=None, size_threshold=None
+) -> Correlations:
+    """r per protocol and settings group (the headline group first); with `train_sizes`
+    (dataset → training-set size) also scratch's r split at `size_threshold`."""
     out = Correlations(primary=primary_settings(best))
     for protocol in PROTOCOL_NAMES:
         if not (best["protocol"] == protocol).any():
@@ -164,9 +213,11 @@ def correlate_protocols(best: pd.DataFrame, num_bootstrap: int, seed: int) -> Co
                 out.reasons[protocol] = reason
             if fit is not None:
                 out.by_group[f"{protocol}/{group or 'all'}"] = {
-                    **fit, "protocol": protocol, "group": group or "all",
+                    **fit, "protocol": protocol, "group": group or "all", "datasets": "all",
                     "n_datasets": matrix.shape[1],
                 }  # fmt: skip
+    if train_sizes is not None:
+        _add_size_split(out, best, train_sizes, size_threshold, num_bootstrap, seed)
     return out
 
 
@@ -175,7 +226,8 @@ def correlation_rows(by_group: dict) -> pd.DataFrame:
     rows = []
     for key, fit in by_group.items():
         rows.append(
-            {"protocol": fit["protocol"], "models": fit["group"], "n_models": fit["n_models"],
+            {"protocol": fit["protocol"], "models": fit["group"], "datasets": fit["datasets"],
+             "n_models": fit["n_models"], "n_datasets": fit["n_datasets"],
              "r": fit["r"], "r_ci_low": fit["r_ci"][0], "r_ci_high": fit["r_ci"][1],
              "p": fit["p"], "spearman_rho": fit["spearman_rho"], "spearman_p": fit["spearman_p"],
              "slope": fit["slope"], "slope_ci_low": fit["slope_ci"][0],

@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from transfer_tf.analysis import stats  # noqa: E402
+from transfer_tf.analysis.paper import PAPER  # noqa: E402
 from transfer_tf.analysis.tables import PROTOCOL_NAMES  # noqa: E402
 
 DPI = 100
@@ -143,10 +144,11 @@ def transfer_vs_source(summary: pd.DataFrame, fit: dict, protocol: str, path: st
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5), width_ratios=(1.3, 1))
     _draw_correlation_panel(left, summary, fit, PROTOCOL_NAMES[protocol].capitalize())
     ordered = summary.sort_values("mean_logit")
-    not_worse = ordered["p_vs_best"].fillna(1.0) > 0.05
+    level = PAPER["not_worse_than_best_level"].value
+    not_worse = ordered["p_vs_best"].fillna(1.0) > level
     y = np.arange(len(ordered))
-    for mask, color, label in ((not_worse, "tab:green", "not different from best (p > 0.05)"),
-                               (~not_worse, "0.4", "worse than best (p <= 0.05)")):  # fmt: skip
+    for mask, color, label in ((not_worse, "tab:green", f"not different from best (p > {level})"),
+                               (~not_worse, "0.4", f"worse than best (p <= {level})")):  # fmt: skip
         if mask.any():
             right.errorbar(ordered["mean_logit"][mask], y[mask.to_numpy()],
                            xerr=ordered["morey_se"][mask], fmt="o", color=color, capsize=3,
@@ -354,7 +356,8 @@ def convergence(histories: pd.DataFrame, steps_to_90: pd.DataFrame, path: str) -
             ax.set_xscale("log")
         _pad_limits(ax, values, "y")
         set_logit_ticks(ax, "y", max_ticks=5)
-        ax.set_title(f"{dataset}\n(vertical lines: 90% of max odds)", fontsize=8)
+        ax.set_title(f"{dataset}\n(vertical lines: {PAPER['convergence_fraction'].quote})",
+                     fontsize=8)  # fmt: skip
         ax.set_xlabel("training steps", fontsize=8)
         ax.set_ylabel(ylabel, fontsize=8)
         ax.legend(fontsize=5)
@@ -406,20 +409,21 @@ def tsne_embeddings(embeddings: list[dict], path: str) -> str:
             mask = emb["labels"] == label
             ax.scatter(emb["points"][mask, 0], emb["points"][mask, 1], s=8, color=cmap(i % 10),
                        label=f"class {label}")  # fmt: skip
-        ax.set_title(f"{emb['name']}\nsilhouette = {emb['silhouette']:.3f}", fontsize=8)
+        ax.set_title(f"{emb['name']}\nour silhouette = {emb['silhouette']:.3f}", fontsize=8)
         ax.set_xlabel("t-SNE 1")
         ax.set_ylabel("t-SNE 2")
         ax.set_xticks([])
         ax.set_yticks([])
     axes[0].legend(fontsize=6, markerscale=1.5)
-    fig.suptitle("t-SNE of penultimate-layer features, 10 test classes (Fig. 4)")
+    classes = PAPER["tsne_classes"].value
+    fig.suptitle(f"t-SNE of penultimate-layer features, up to {classes} test classes (as Fig. 4)")
     fig.tight_layout()
     return _save(fig, path)
 
 
 def class_separation(samples: list[dict], path: str) -> str:
-    """Class separation of each feature set: silhouette score in feature space (higher = better
-    separated classes), the number behind Fig. 4's visual comparison."""
+    """Class separation of each feature set: our silhouette score in feature space (higher =
+    better separated classes), a number beside Fig. 4's picture (the paper gives none)."""
     if not samples:
         raise FigureSkipped("no features for the class-separation figure")
     fig, ax = plt.subplots(figsize=(7, 1.2 + 0.28 * len(samples)))
@@ -430,7 +434,7 @@ def class_separation(samples: list[dict], path: str) -> str:
     ax.set_yticks(range(len(names)), names, fontsize=7)
     ax.invert_yaxis()
     ax.set_ylabel("feature set (model / dataset)")
-    ax.set_xlabel("silhouette score (cosine, up to 10 classes)")
-    ax.set_title("Class separation of penultimate features")
+    ax.set_xlabel(f"silhouette score (cosine, up to {PAPER['tsne_classes'].value} classes)")
+    ax.set_title("Class separation of penultimate features (ours; Fig. 4 is a picture)")
     fig.tight_layout()
     return _save(fig, path)

@@ -28,12 +28,16 @@ from transfer_tf.analysis import (
     separation,
     tables,
 )
+from transfer_tf.analysis.paper import PAPER
 from transfer_tf.analysis.render import Bullet, Section
 from transfer_tf.analysis.tables import PROTOCOL_NAMES
+from transfer_tf.data import registry
 
 TITLE = "Do better ImageNet models transfer better? — study report"
 WIN_COMPARISONS = (("finetune", "logreg"), ("finetune", "scratch"), ("logreg", "scratch"))
-_VERDICT_CLASS = {True: "holds", False: "fails", None: "unknown"}
+_VERDICT_CLASS = {findings.HOLDS: "holds", findings.FAILS: "fails"}
+# Table 1's training-set sizes (train + val) from the registry, for the split of Sec. 4.3.
+TRAIN_SIZES = {name: spec.train_size for name, spec in registry.DATASETS.items()}
 
 
 @dataclasses.dataclass
@@ -61,7 +65,7 @@ class _Output:
 
 
 def _final_tables(out: _Output, results_df: pd.DataFrame, model_table: pd.DataFrame):
-    best = tables.best_test_metrics(results_df, model_table)
+    best = tables.final_metrics(results_df, model_table)
     if best.empty:
         raise ValueError(
             "no final cells with a test_metric in the results: run the sweeps' final stage "
@@ -75,15 +79,20 @@ def _final_tables(out: _Output, results_df: pd.DataFrame, model_table: pd.DataFr
     if unknown:
         out.notes.append(f"models without a source accuracy in the model table (left out of "
                          f"correlations): {', '.join(unknown)}")  # fmt: skip
-    if (best["n_final_configs"] > 1).any():
-        out.notes.append("some model x dataset x protocol have several final cells with "
-                         "different hyperparameters; the best test metric was kept")  # fmt: skip
+    several = best[best["n_final_configs"] > 1]
+    if len(several):
+        out.notes.append(
+            f"{len(several)} model x dataset x protocol have several final cells; the one whose "
+            "grid cells reached the best validation metric was kept (selected_by, "
+            "selection_val_metric in best_test_metric.csv), never the best test metric"
+        )
     return best
 
 
 def _correlation_part(out: _Output, best: pd.DataFrame, num_bootstrap: int, seed: int):
     """Figs. 1 and 2 and the correlations table."""
-    corr = correlation.correlate_protocols(best, num_bootstrap, seed)
+    threshold = PAPER["small_dataset_size"].value
+    corr = correlation.correlate_protocols(best, num_bootstrap, seed, TRAIN_SIZES, threshold)
     for protocol in PROTOCOL_NAMES:
         fit = corr.fits.get(protocol)
         if fit is None:
@@ -113,29 +122,34 @@ def _comparison_part(out: _Output, best, results_df, permutation_samples: int, s
         ignore_index=True,
     ))  # fmt: skip
     pair_tests = out.table(
-        "mcnemar_top_models", pairwise.top_model_tests(best, permutation_samples, seed)
+        "top_model_tests", pairwise.top_model_tests(best, permutation_samples, seed)
     )
     bars, points = comparisons.protocol_comparison_tables(best)
     out.table("protocol_comparison", bars)
     out.figure("fig6_protocols", figures.protocol_comparison, bars, points)
     pairs = out.table("scratch_vs_finetune", comparisons.scratch_finetune_pairs(best))
     out.figure("fig7_scratch_vs_finetune", figures.scratch_vs_finetune, pairs)
-    histories = tables.training_histories(results_df)
-    steps, convergence = comparisons.convergence_tables(histories)
+    histories = tables.training_histories(results_df, best["cell_id"])
+    steps, convergence = comparisons.convergence_tables(
+        histories, PAPER["convergence_fraction"].value
+    )
     out.table("convergence", steps)
     out.figure("fig8_convergence", figures.convergence, histories, steps)
     subsets = tables.subset_results(results_df)
     gaps = out.table("subset_size", comparisons.subset_gap_table(subsets))
     out.figure("fig9_subset_size", figures.subset_size, subsets)
-    variants = {}
     for protocol, number in (("logreg", 3), ("finetune", 5)):
-        variants[protocol] = out.table(f"settings_variants_{protocol}",
-                                       comparisons.settings_variant_table(best, protocol))  # fmt: skip
-        out.figure(f"fig{number}_settings_{protocol}", figures.settings_variants,
-                   variants[protocol], protocol, number)  # fmt: skip
+        variants = out.table(f"settings_variants_{protocol}",
+                             comparisons.settings_variant_table(best, protocol))  # fmt: skip
+        out.figure(f"fig{number}_settings_{protocol}", figures.settings_variants, variants,
+                   protocol, number)  # fmt: skip
+    effects = out.table("settings_effects", pd.concat(
+        [comparisons.settings_effect_tests(best, p) for p in ("logreg", "finetune")],
+        ignore_index=True,
+    ))  # fmt: skip
     return {"win_counts": win, "across_models": across, "pair_tests": pair_tests,
             "protocol_bars": bars, "convergence_steps": steps, "convergence": convergence,
-            "subset_gaps": gaps, "variants": variants}  # fmt: skip
+            "subset_gaps": gaps, "settings_effects": effects}  # fmt: skip
 
 
 def _win_row(counts: dict) -> dict:
@@ -164,40 +178,66 @@ def _source(best: pd.DataFrame, primary: str | None) -> str:
     return figures.source_name(rows)
 
 
+VERDICT_RULE = (
+    "Each verdict is earned: a finding with an interval (r, a win rate, a speedup) holds when "
+    "the interval lies on the claimed side of 'no effect' (r = 0, win rate 1/2, speedup 1) and "
+    "reaches the paper's value, does not hold when it lies on the other side or wholly below "
+    "the paper's value, and is inconclusive when it includes 'no effect'. Counts (Wilcoxon "
+    "datasets, Fig. 9 datasets, Fig. 4 pairs) are compared with the paper's share. 'Cannot be "
+    "checked': the results lack what the finding needs."
+)
+
+
+def _correlation_text(source: str, corr, num_bootstrap: int) -> str:
+    size = PAPER["small_dataset_size"]
+    return (
+        f"Pearson r of logit {source} top-1 against the mean logit transfer accuracy over a "
+        f"complete set of datasets; {PAPER['ci_level'].value:.0%} CI and regression-line band "
+        f"from {num_bootstrap} bootstrap resamples of models. Headline group: "
+        f"{corr.primary or 'all models'}. Scratch is also split by training-set size: 'small' "
+        f"datasets have fewer than {size.quote} (the registry's Table 1 sizes, train + val), "
+        f"as in {size.where}."
+    )
+
+
+def _pairwise_text(permutation_samples: int) -> str:
+    return (
+        "The two models with the highest test metric per dataset x protocol, tested on the "
+        "dataset's metric from the per-example predictions files: top-1 by the exact McNemar "
+        "test (p_value; permutation_p beside it), mean per-class accuracy by a paired "
+        "permutation test of its difference (mcnemar_p on top-1 correctness only for "
+        "comparison), 11-point mAP by a paired permutation test of its difference; "
+        f"{permutation_samples} random swaps. difference = metric of a minus metric of b."
+    )
+
+
 def _sections(out: _Output, parts: dict, found: list, corr, source: str, settings: dict):
     """The report's sections, shared by report.md and report.html."""
     rows = correlation.correlation_rows(corr.by_group)
+    fraction = PAPER["convergence_fraction"]
     sections = [
-        Section("Which of the paper's findings hold", bullets=tuple(
-            Bullet(f.ours, f.finding, findings.verdict(f.holds), _VERDICT_CLASS[f.holds])
+        Section("Which of the paper's findings hold", VERDICT_RULE, bullets=tuple(
+            Bullet(f.ours, f.finding, f.verdict, _VERDICT_CLASS.get(f.verdict, "unknown"))
             for f in found
-        )),  # fmt: skip
+        )),
         Section("The paper's numbers compared against", table=paper.paper_table()),
-        Section(
-            f"Correlation with {source} accuracy (Figs. 1, 2)",
-            f"Pearson r of logit {source} top-1 against the mean logit transfer accuracy over a "
-            f"complete set of datasets; 95% CI and regression-line band from "
-            f"{settings['num_bootstrap']} bootstrap resamples of models. Headline group: "
-            f"{corr.primary or 'all models'}.",
-            table=rows.drop(columns="key") if len(rows) else rows,
-        ),
+        Section(f"Correlation with {source} accuracy (Figs. 1, 2)",
+                _correlation_text(source, corr, settings["num_bootstrap"]),
+                table=rows.drop(columns="key") if len(rows) else rows),
         Section("Win counts", "Model x dataset pairs where one protocol's test metric is higher.",
                 table=pd.DataFrame([_win_row(w) for w in parts["win_counts"].values()])),
         Section("Across models, per dataset (Wilcoxon signed-rank, paired t-test)",
                 "Paired by model on logit test accuracy; two-sided.", table=parts["across_models"]),
-        Section(
-            "Between the two best models per dataset (McNemar exact test, permutation test)",
-            f"Per-example correctness from the predictions files; permutation test with "
-            f"{settings['permutation_samples']} random swaps.",
-            table=parts["pair_tests"],
-        ),
+        Section("Between the two best models per dataset, on the dataset's metric",
+                _pairwise_text(settings["permutation_samples"]), table=parts["pair_tests"]),
         Section("Protocol comparison (Fig. 6)", "Mean log odds over models, Morey SE.",
                 table=parts["protocol_bars"]),
-        Section("Convergence (Fig. 8)", "Steps to reach 90% of each run's maximum odds.",
+        Section("Convergence (Fig. 8)", f"Steps to reach {fraction.quote} of each run.",
                 table=parts["convergence_steps"]),
         Section("Training-subset size (Fig. 9)", "Mean log odds over models per protocol.",
                 table=parts["subset_gaps"]),
-        Section("Class separation of features (Fig. 4)", "; ".join(parts["feature_problems"]),
+        Section("Class separation of features (our silhouette score; Fig. 4 is a picture)",
+                "; ".join(parts["feature_problems"]),
                 table=separation.separation_table(parts["feature_samples"])),
         Section("Figures", figures=tuple(out.figures.items())),
     ]  # fmt: skip
@@ -234,7 +274,7 @@ def _headline(out: _Output, corr, win: dict, convergence: dict, found: list) -> 
         },
         "win_counts": {k: {"wins": w["wins"], "total": w["total"]} for k, w in win.items()},
         "convergence": convergence,
-        "findings": [{"key": f.key, "finding": f.finding, "holds": f.holds, "ours": f.ours}
+        "findings": [{"key": f.key, "finding": f.finding, "verdict": f.verdict, "ours": f.ours}
                      for f in found],
         "figures": out.figures,
         "skipped": out.skipped,
@@ -273,7 +313,7 @@ def write_report(
     found = findings.findings(findings.Evidence(
         correlations=corr, win_counts=parts["win_counts"], across_models=parts["across_models"],
         convergence=parts["convergence"], subset_gaps=parts["subset_gaps"],
-        variants=parts["variants"], feature_samples=samples, model_info=model_info,
+        settings_effects=parts["settings_effects"], feature_samples=samples, model_info=model_info,
         source=source,
     ))  # fmt: skip
     out.table("findings", pd.DataFrame([f.as_dict() for f in found]))
@@ -297,7 +337,7 @@ def headline_lines(headline: dict) -> list[str]:
     for key, counts in headline["win_counts"].items():
         lines.append(f"{key}: {counts['wins']} of {counts['total']}")
     for finding in headline["findings"]:
-        lines.append(f"[{findings.verdict(finding['holds'])}] {finding['finding']}")
+        lines.append(f"[{finding['verdict']}] {finding['finding']}")
     for name, why in headline["skipped"].items():
         lines.append(f"skipped {name}: {why}")
     return lines

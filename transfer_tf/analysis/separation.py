@@ -12,11 +12,15 @@ import os
 
 import numpy as np
 import pandas as pd
+from scipy import stats as scipy_stats
 from sklearn.manifold import TSNE
-from sklearn.metrics import silhouette_score
+from sklearn.metrics import silhouette_samples
 
-# Fig. 4 uses 10 classes; a few dozen examples each keep t-SNE to seconds on a CPU.
-TSNE_CLASSES = 10
+from transfer_tf.analysis import stats
+from transfer_tf.analysis.paper import PAPER
+
+TSNE_CLASSES = PAPER["tsne_classes"].value
+# A few dozen examples per class keep t-SNE to seconds on a CPU.
 TSNE_MAX_PER_CLASS = 30
 FEATURE_SPLIT_PREFERENCE = ("test", "val", "train")
 SEPARATION_COLUMNS = ["name", "silhouette", "n_examples", "n_classes"]
@@ -49,7 +53,8 @@ def find_feature_sets(features_dir: str) -> list[tuple[str, str]]:
 def class_sample(features, labels, *, name: str, seed: int = 0, num_classes: int = TSNE_CLASSES,
                  max_per_class: int = TSNE_MAX_PER_CLASS) -> dict:  # fmt: skip
     """Up to `max_per_class` examples of the `num_classes` most frequent classes, and their
-    silhouette score (cosine) in the feature space: our number beside Fig. 4's picture."""
+    silhouette (cosine) in the feature space, per example and its mean: our number beside
+    Fig. 4's picture (the mean is sklearn's `silhouette_score`)."""
     features = np.asarray(features, dtype=np.float32)
     labels = np.asarray(labels)
     if features.ndim != 2 or labels.ndim != 1 or len(labels) != len(features):
@@ -66,11 +71,13 @@ def class_sample(features, labels, *, name: str, seed: int = 0, num_classes: int
     x, y = features[index], labels[index]
     if len(keep_classes) < 2 or len(x) < 10:
         raise ValueError(f"features set {name!r}: need 2 classes and 10 examples for t-SNE")
+    values = silhouette_samples(x, y, metric="cosine")
     return {
         "name": name,
         "x": x,
         "labels": y,
-        "silhouette": float(silhouette_score(x, y, metric="cosine")),
+        "silhouette_values": values,
+        "silhouette": float(np.mean(values)),
         "n_examples": len(x),
         "n_classes": len(keep_classes),
     }
@@ -154,3 +161,13 @@ def feature_embeddings(features_dir: str, seed: int, model_info: pd.DataFrame,
     samples, problems = feature_samples(features_dir, seed)
     chosen = tsne_selection(samples, settings_pairs(samples, model_info))
     return samples, [tsne_embedding(s, seed=seed, max_iter=tsne_max_iter) for s in chosen], problems
+
+
+def separation_test(fair: dict, default: dict) -> float:
+    """p of fair vs Inception-default per-example silhouettes (two-sided): the Wilcoxon
+    signed-rank test when both samples hold the same examples (same seed, same labels), else
+    the Mann-Whitney U test."""
+    a, b = fair["silhouette_values"], default["silhouette_values"]
+    if np.array_equal(fair["labels"], default["labels"]):
+        return stats.wilcoxon_signed_rank(a, b).p_value
+    return float(scipy_stats.mannwhitneyu(a, b).pvalue)

@@ -50,6 +50,12 @@ def validate_results(results: pd.DataFrame) -> pd.DataFrame:
             f"results have unknown protocols {list(bad)}; expected {list(PROTOCOL_NAMES)}."
         )
     results["per_class"] = pd.to_numeric(results["per_class"], errors="coerce")
+    # A grouping key for per_class (-1: the whole training set), since NaN keys do not group.
+    results["_per_class"] = results["per_class"].fillna(-1.0)
+    if "cell_id" not in results.columns:
+        results["cell_id"] = [f"row {i}" for i in range(len(results))]
+    if "predictions_path" not in results.columns:
+        results["predictions_path"] = None
     return results
 
 
@@ -91,61 +97,143 @@ def validate_model_table(model_table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def _hparams_key(frame: pd.DataFrame) -> pd.Series:
+# Hyperparameters a final cell does not share with the grid cell that chose it: scikit-learn's C
+# is 1 / (λ n), and the refit on train+val keeps λ (`hp.l2`) at a larger n.
+DERIVED_HPARAMS = {"logreg": ("C",)}
+_KEYS = ["protocol", "model", "dataset", "_per_class"]
+
+
+def _hparams_key(frame: pd.DataFrame, *, shared_with_grid: bool = False) -> pd.Series:
+    """One string per row naming its hyperparameters (all of them, or those a final cell shares
+    with the grid cell that chose it)."""
     hp_columns = sorted(c for c in frame.columns if c.startswith("hp."))
-    if not hp_columns:
-        return pd.Series([""] * len(frame), index=frame.index)
-    values = frame[hp_columns].itertuples(index=False, name=None)
-    return pd.Series([repr(v) for v in values], index=frame.index)
+    keys = []
+    for protocol, values in zip(
+        frame["protocol"], frame[hp_columns].itertuples(index=False, name=None), strict=True
+    ):
+        drop = DERIVED_HPARAMS.get(protocol, ()) if shared_with_grid else ()
+        keys.append(repr(tuple(v for c, v in zip(hp_columns, values, strict=True)
+                               if c[len("hp."):] not in drop)))  # fmt: skip
+    return pd.Series(keys, index=frame.index, dtype=object)
 
 
-def best_test_metrics(
-    results: pd.DataFrame, model_table: pd.DataFrame | None = None
-) -> pd.DataFrame:
-    """One row per model x dataset x protocol: the test metric of its full-data final cell.
-
-    Seeds of the same final cell are averaged (in accuracy); if a sweep left several final cells
-    with different hyperparameters the best is kept (`n_final_configs` says how many there were).
-    Columns: protocol, model, architecture, settings, dataset, metric, test_metric, logit, n_seeds,
-    n_final_configs, predictions_path, source_top1, source_logit, source_dataset.
-    """
-    results = validate_results(results)
-    final = results[(results["stage"] == "final") & results["per_class"].isna()]
-    final = final[final["test_metric"].notna()].copy()
-    final["test_metric"] = final["test_metric"].astype(float)
-    final["_hp"] = _hparams_key(final)
-    if "predictions_path" not in final.columns:
-        final["predictions_path"] = None
-    keys = ["protocol", "model", "dataset"]
-    per_config = (
+def _final_configs(final: pd.DataFrame) -> pd.DataFrame:
+    """One row per final cell configuration (seeds averaged in accuracy)."""
+    return (
         final.sort_values("seed", kind="stable")
-        .groupby(keys + ["_hp"], sort=True, dropna=False)
+        .groupby(_KEYS + ["_hp", "_shared"], sort=True, dropna=False)
         .agg(
             architecture=("architecture", "first"),
             settings=("settings", "first"),
             metric=("metric", "first"),
             test_metric=("test_metric", "mean"),
             n_seeds=("test_metric", "size"),
+            cell_id=("cell_id", "first"),
+            cell_ids=("cell_id", lambda ids: ", ".join(map(str, ids))),
+            hparams=("_hp_text", "first"),
             predictions_path=("predictions_path", "first"),
         )
         .reset_index()
     )
-    per_config["n_final_configs"] = per_config.groupby(keys)["test_metric"].transform("size")
-    best = (
-        per_config.sort_values("test_metric", ascending=False, kind="stable")
-        .drop_duplicates(keys)
-        .drop(columns="_hp")
-        .sort_values(keys)
-        .reset_index(drop=True)
+
+
+def _grid_validation(results: pd.DataFrame) -> pd.Series:
+    """The best val_metric of the grid cells behind each final configuration (by shared hparams)."""
+    grid = results[results["stage"] == "grid"]
+    if "val_metric" not in grid.columns:
+        return pd.Series(dtype=float)
+    grid = grid.assign(val_metric=pd.to_numeric(grid["val_metric"], errors="coerce"))
+    grid = grid[grid["val_metric"].notna()]
+    if grid.empty:
+        return pd.Series(dtype=float)
+    grid = grid.assign(_shared=_hparams_key(grid, shared_with_grid=True))
+    return grid.groupby(_KEYS + ["_shared"], dropna=False)["val_metric"].max()
+
+
+def _hparams_text(frame: pd.DataFrame) -> pd.Series:
+    """ "name=value, ..." of each row's hyperparameters, for messages."""
+    hp_columns = sorted(c for c in frame.columns if c.startswith("hp."))
+    return pd.Series(
+        [", ".join(f"{c[len('hp.'):]}={v}" for c, v in zip(hp_columns, values, strict=True)
+                   if not (isinstance(v, float) and np.isnan(v)))
+         for values in frame[hp_columns].itertuples(index=False, name=None)],
+        index=frame.index, dtype=object,
+    )  # fmt: skip
+
+
+def _ambiguity(group: pd.DataFrame) -> str:
+    cells = "; ".join(
+        f"cells {r['cell_ids']} ({r['hparams'] or 'no hparams'}, grid val_metric "
+        f"{'none' if np.isnan(r['selection_val_metric']) else f'{r.selection_val_metric:.6g}'})"
+        for _, r in group.iterrows()
     )
-    best["logit"] = stats.logit(best["test_metric"].to_numpy())
+    protocol, model, dataset, per_class = group.iloc[0][_KEYS]
+    subset = "" if per_class < 0 else f", {per_class:g} per class"
+    return f"{protocol} / {model} / {dataset}{subset}: {cells}"
+
+
+def select_finals(results: pd.DataFrame) -> pd.DataFrame:
+    """One final configuration per protocol x model x dataset x per_class, never chosen by its
+    test score.
+
+    Where a results folder holds several final configurations of one model and dataset (reruns
+    with other grids), the one whose grid cells reached the best validation metric is kept
+    (`selected_by` = "validation"; `selection_val_metric` = that metric). When a configuration
+    has no grid cell behind it, or two tie, this raises and names the cells.
+    """
+    results = validate_results(results)
+    final = results[(results["stage"] == "final") & results["test_metric"].notna()].copy()
+    final["test_metric"] = final["test_metric"].astype(float)
+    final = final.assign(_hp=_hparams_key(final), _shared=_hparams_key(final, shared_with_grid=True),
+                         _hp_text=_hparams_text(final))  # fmt: skip
+    if final.empty:
+        return pd.DataFrame(columns=list(dict.fromkeys(_KEYS + FINAL_COLUMNS)))
+    configs = _final_configs(final)
+    configs["n_final_configs"] = configs.groupby(_KEYS, dropna=False)["_hp"].transform("size")
+    validation = _grid_validation(results)
+    configs["selection_val_metric"] = np.nan
+    if len(validation):
+        index = pd.MultiIndex.from_frame(configs[_KEYS + ["_shared"]])
+        configs["selection_val_metric"] = validation.reindex(index).to_numpy(dtype=float)
+    configs["selected_by"] = np.where(configs["n_final_configs"] > 1, "validation", "only final")
+    chosen, problems = [], []
+    for _, group in configs.groupby(_KEYS, sort=True, dropna=False):
+        val = group["selection_val_metric"]
+        if len(group) > 1 and (val.isna().any() or (val == val.max()).sum() > 1):
+            problems.append(_ambiguity(group))
+        else:
+            chosen.append(group.loc[val.idxmax()] if len(group) > 1 else group.iloc[0])
+    if problems:
+        raise ValueError(
+            "several final cells for one model and dataset, and their validation metrics do not "
+            "choose one (the report never chooses by test score): " + " | ".join(problems)
+            + ". Keep the final cells of one sweep in --results_dir (move the others out) or "
+            "keep the grid cells that chose them."
+        )  # fmt: skip
+    return pd.DataFrame(chosen).drop(columns=["_hp", "_shared", "cell_ids"]).reset_index(drop=True)
+
+
+FINAL_COLUMNS = [
+    "protocol", "model", "architecture", "settings", "dataset", "metric", "test_metric", "logit",
+    "n_seeds", "n_final_configs", "selected_by", "selection_val_metric", "cell_id", "hparams",
+    "predictions_path", "source_top1", "source_logit", "source_dataset",
+]  # fmt: skip
+
+
+def final_metrics(results: pd.DataFrame, model_table: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per model x dataset x protocol on the full training set: the test metric of its
+    final cell (`select_finals`), with the model table's source accuracy.
+
+    Columns: `FINAL_COLUMNS` (`source_top1`: the model table's `imagenet_top1`, the source model's
+    top-1 on its pretraining data, which `source_dataset` names when it is not ImageNet).
+    """
+    chosen = select_finals(results)
+    best = chosen[chosen["_per_class"] < 0].drop(columns="_per_class").reset_index(drop=True)
+    best["logit"] = stats.logit(best["test_metric"].to_numpy(dtype=float))
     if model_table is not None:
         table = validate_model_table(model_table)
         best = best.merge(
-            table[list(MODEL_COLUMNS)],
-            on="model",
-            how="left",
-            suffixes=("", "_table"),
+            table[list(MODEL_COLUMNS)], on="model", how="left", suffixes=("", "_table")
         )
         # The model table describes the source models: its architecture / settings win over
         # the labels a sweep derived (e.g. fine-tuning calls a settings mix it does not
@@ -153,15 +241,10 @@ def best_test_metrics(
         for column in ("architecture", "settings"):
             best[column] = best.pop(column + "_table").fillna(best[column])
     best["settings"] = settings_labels(best["settings"])
-    columns = [
-        "protocol", "model", "architecture", "settings", "dataset", "metric", "test_metric",
-        "logit", "n_seeds", "n_final_configs", "predictions_path", "source_top1",
-        "source_logit", "source_dataset",
-    ]  # fmt: skip
-    for column in columns:
+    for column in FINAL_COLUMNS:
         if column not in best.columns:
             best[column] = np.nan
-    return best[columns]
+    return best[FINAL_COLUMNS]
 
 
 def logit_matrix(best: pd.DataFrame, protocol: str, models=None) -> pd.DataFrame:
@@ -209,21 +292,18 @@ def win_counts(best: pd.DataFrame, winner: str, loser: str) -> dict:
     }
 
 
+SUBSET_COLUMNS = ["protocol", "model", "dataset", "per_class", "test_metric", "logit"]
+
+
 def subset_results(results: pd.DataFrame) -> pd.DataFrame:
-    """Final cells trained on `per_class` examples per class (Fig. 9), seeds averaged."""
-    results = validate_results(results)
-    rows = results[(results["stage"] == "final") & results["per_class"].notna()]
-    rows = rows[rows["test_metric"].notna()]
+    """Final cells trained on `per_class` examples per class (Fig. 9), one configuration each
+    (`select_finals`), seeds averaged."""
+    chosen = select_finals(results)
+    rows = chosen[chosen["_per_class"] >= 0]
     if rows.empty:
-        return pd.DataFrame(
-            columns=["protocol", "model", "dataset", "per_class", "test_metric", "logit"]
-        )
-    out = (
-        rows.astype({"test_metric": float})
-        .groupby(["protocol", "model", "dataset", "per_class"])["test_metric"]
-        .mean()
-        .reset_index()
-    )
+        return pd.DataFrame(columns=SUBSET_COLUMNS)
+    out = rows.rename(columns={"_per_class": "per_class"})[SUBSET_COLUMNS[:-1]]
+    out = out.astype({"test_metric": float}).reset_index(drop=True)
     out["logit"] = stats.logit(out["test_metric"].to_numpy())
     return out
 
@@ -246,18 +326,22 @@ HISTORY_COLUMNS = ["protocol", "model", "dataset", "stage", "eval_split", "step"
 EVAL_SPLIT = {"grid": "val", "final": "test"}
 
 
-def training_histories(results: pd.DataFrame) -> pd.DataFrame:
+def training_histories(results: pd.DataFrame, final_cells=None) -> pd.DataFrame:
     """Metric against step for fine-tune and scratch runs (Fig. 8), long format.
 
     One run per model x dataset x protocol on the full data: the final cell's history when it has
     one, else the history of the grid cell with the best validation metric (the chosen
-    hyperparameters). `eval_split` says which split `eval_metric` was measured on.
+    hyperparameters). `final_cells`: the cell ids of the chosen final cells (`final_metrics`'s
+    `cell_id`); other final cells are not used. `eval_split` says which split `eval_metric` was
+    measured on.
     """
     results = validate_results(results)
     columns = HISTORY_COLUMNS
     if "history" not in results.columns:
         return pd.DataFrame(columns=columns)
     rows = results[results["protocol"].isin(["finetune", "scratch"]) & results["per_class"].isna()]
+    if final_cells is not None:
+        rows = rows[(rows["stage"] != "final") | rows["cell_id"].isin(list(final_cells))]
     rows = rows.assign(history_points=rows["history"].map(_history_points))
     rows = rows[rows["history_points"].map(len) > 0]
     if "val_metric" not in rows.columns:

@@ -24,6 +24,7 @@ import tensorflow as tf  # noqa: E402
 import tf_slim  # noqa: E402
 from tf_slim.layers import layers as slim_layers  # noqa: E402
 from tf_slim.nets import inception_v1, inception_v2, inception_v3, resnet_v1, vgg  # noqa: E402
+from tf_slim.ops.arg_scope import add_arg_scope  # noqa: E402
 
 v1 = tf.compat.v1
 
@@ -52,6 +53,12 @@ def inference_batch_norm(
         return tf.nn.batch_normalization(inputs, mean, variance, beta, gamma, epsilon)
 
 
+# Stands in for slim's batch_norm wherever a net's own arg scope names it, and only there: VGG has
+# no normaliser and Inception v2's separable stem has biases instead (as in the published
+# checkpoint), which an arg scope forcing a normaliser onto every conv2d would change.
+inference_batch_norm = add_arg_scope(inference_batch_norm)
+slim_layers.batch_norm = tf_slim.layers.batch_norm = inference_batch_norm
+
 # net name -> (arg scope, network function, extra kwargs)
 NETS = {
     "inception_v1": (inception_v1.inception_v1_arg_scope, inception_v1.inception_v1, {}),
@@ -68,6 +75,7 @@ def randomise(session, seed: int) -> None:
     """BN statistics and offsets away from their identity initial values, so a wrong mapping of
     any of them changes the logits."""
     rng = np.random.default_rng(seed)
+    assigns, feeds = [], {}
     for variable in v1.global_variables():
         name, shape = variable.op.name, variable.shape.as_list()
         if name.endswith(("beta", "moving_mean")):
@@ -78,7 +86,11 @@ def randomise(session, seed: int) -> None:
             value = rng.uniform(-0.1, 0.1, shape)
         else:
             continue
-        variable.load(value.astype(np.float32), session)
+        placeholder = v1.placeholder(tf.float32, shape)
+        assigns.append(v1.assign(variable, placeholder))
+        feeds[placeholder] = value.astype(np.float32)
+    # One run: a run per variable (Variable.load) grows the graph each time and costs O(graph).
+    session.run(assigns, feeds)
 
 
 def main():
@@ -96,13 +108,9 @@ def main():
         v1.set_random_seed(args.seed)
         inputs = v1.placeholder(tf.float32, [None, *images.shape[1:]])
         with tf_slim.arg_scope(arg_scope()):
-            with tf_slim.arg_scope(
-                [slim_layers.conv2d, slim_layers.separable_conv2d, slim_layers.fully_connected],
-                normalizer_fn=inference_batch_norm,
-            ):
-                logits, end_points = network(
-                    inputs, num_classes=args.num_classes, is_training=False, **kwargs
-                )
+            logits, end_points = network(
+                inputs, num_classes=args.num_classes, is_training=False, **kwargs
+            )
         logits = tf.reshape(logits, [-1, args.num_classes])
         fetch = {"logits": logits}
         if "AuxLogits" in end_points:
@@ -116,7 +124,8 @@ def main():
             )
             out = session.run(fetch, {inputs: images})
     np.savez(os.path.join(args.out_dir, "reference.npz"), **out)
-    print(f"{args.net}: saved {len(v1.global_variables())} variables, logits {out['logits'].shape}")
+    saved = len(graph.get_collection(v1.GraphKeys.GLOBAL_VARIABLES))
+    print(f"{args.net}: saved {saved} variables, logits {out['logits'].shape}")
 
 
 if __name__ == "__main__":

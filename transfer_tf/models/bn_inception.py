@@ -1,6 +1,10 @@
 """BN-Inception (Ioffe & Szegedy 2015), layer for layer as TF-slim's `nets/inception_v2.py`
 (slim calls it Inception v2): GoogLeNet with BN, its 5x5 convolutions replaced by two 3x3, and a
-depthwise-separable 7x7 stem (depth multiplier 8) as in the slim definition."""
+depthwise-separable 7x7 stem (depth multiplier 8) as in the slim definition.
+
+The stem has a bias and no BN: slim's `inception_v2_arg_scope` gives its normaliser to `conv2d`
+only, so the `separable_conv2d` stem is built with biases, and the published checkpoint holds
+`Conv2d_1a_7x7/biases` and no `Conv2d_1a_7x7/BatchNorm` (tensorflow/models issue 4843)."""
 
 from __future__ import annotations
 
@@ -8,7 +12,8 @@ import keras
 from keras import layers
 
 from transfer_tf.models import sources
-from transfer_tf.models.layers import batch_norm, conv_bn
+from transfer_tf.models.checkpoints import CheckpointLayout, slim_names
+from transfer_tf.models.layers import conv_bn
 from transfer_tf.models.registry import ModelSpec, Trunk, register
 
 # name: (1x1, 3x3 reduce, 3x3, double-3x3 reduce, double-3x3, pool kind, pool projection)
@@ -63,10 +68,8 @@ def build_trunk(input_size, settings):
         strides=2,
         padding="same",
         depth_multiplier=8,
-        use_bias=False,
         name="Conv2d_1a_7x7_conv",
     )(inputs)
-    x = batch_norm(x, s, name="Conv2d_1a_7x7_bn")
     x = layers.ReLU(name="Conv2d_1a_7x7_relu")(x)
     x = layers.MaxPooling2D(3, strides=2, padding="same", name="MaxPool_2a_3x3")(x)
     x = conv_bn(x, 64, 1, s, name="Conv2d_2b_1x1")
@@ -84,6 +87,48 @@ def build_trunk(input_size, settings):
     return Trunk(inputs, features)
 
 
+# Our branch layer -> slim's scope inside a Mixed block, for the Inception modules and for the
+# grid reductions (Mixed_4a, Mixed_5a).
+_SLIM_BRANCHES = {
+    "b0_1x1": "Branch_0/Conv2d_0a_1x1",
+    "b1_1x1": "Branch_1/Conv2d_0a_1x1",
+    "b1_3x3": "Branch_1/Conv2d_0b_3x3",
+    "b2_1x1": "Branch_2/Conv2d_0a_1x1",
+    "b2_3x3a": "Branch_2/Conv2d_0b_3x3",
+    "b2_3x3b": "Branch_2/Conv2d_0c_3x3",
+    "b3_1x1": "Branch_3/Conv2d_0b_1x1",
+}
+_SLIM_REDUCTION_BRANCHES = {
+    "b0_1x1": "Branch_0/Conv2d_0a_1x1",
+    "b0_3x3": "Branch_0/Conv2d_1a_3x3",
+    "b1_1x1": "Branch_1/Conv2d_0a_1x1",
+    "b1_3x3a": "Branch_1/Conv2d_0b_3x3",
+    "b1_3x3b": "Branch_1/Conv2d_1a_3x3",
+}
+
+
+def slim_scope(layer: str) -> str | None:
+    """TF-slim `nets/inception_v2.py` scope of one of our layers (`Mixed_4a_b1_3x3b_conv` ->
+    `InceptionV2/Mixed_4a/Branch_1/Conv2d_1a_3x3`)."""
+    if layer == "logits":
+        return "InceptionV2/Logits/Conv2d_1c_1x1"
+    base = layer.rsplit("_", 1)[0]  # drop _conv / _bn
+    if base.startswith("Mixed_"):
+        block, branch = base[:8], base[9:]
+        branches = _SLIM_REDUCTION_BRANCHES if block in _REDUCTIONS else _SLIM_BRANCHES
+        return f"InceptionV2/{block}/{branches[branch]}"
+    return f"InceptionV2/{base}"
+
+
+SLIM_CHECKPOINT = CheckpointLayout(
+    format="tf_checkpoint",
+    names=lambda model, checkpoint: slim_names(model, slim_scope),
+    preprocessing="inception",
+    head_bias="InceptionV2/Logits/Conv2d_1c_1x1/biases",
+    published="tensorflow/models research/slim/nets/inception_v2.py",
+)
+
+
 register(
     ModelSpec(
         name="bn_inception",
@@ -98,4 +143,5 @@ register(
         min_input_size=32,
     ),
     build_trunk,
+    checkpoints=(SLIM_CHECKPOINT,),
 )

@@ -174,7 +174,7 @@ def test_sweep_flags_reject_bad_input(setup):
     flags = types.SimpleNamespace(
         dataset="sklearn_digits", records_dir=str(records), results_dir=str(root / "bad"),
         cpu_devices=1, dropout_rate=None, aux_head=None, label_smoothing=None, init_model_dir=None,
-        init_saved_model=None,
+        init_saved_model=None, init_keras_model=None, feature_layer=None, scaling=None,
         model="mobilenet_v1", weights=None, checkpoint=None, model_label=None, input_size=None, bn_scale=True,
         learning_rates=None, weight_decays=None, num_learning_rates=1, num_weight_decays=1,
         no_decay_cell=True, train_steps=2, batch_size=8, per_class=None, seed=0, work_dir=None,

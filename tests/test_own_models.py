@@ -18,8 +18,8 @@ from transfer_tf import results
 from transfer_tf.data import get_dataset, make_user_dataset, read_csv, scan_image_folder
 from transfer_tf.metrics import METRICS
 from transfer_tf.protocols import features, keras_source, logreg
-from transfer_tf.protocols.external import parse_external_source
 from transfer_tf.study import model_table
+from transfer_tf.study.external import parse_external_source
 
 SIZE = 32  # the toy sources' input size
 QUIET = lambda _: None  # noqa: E731
@@ -325,6 +325,14 @@ def test_own_photos_to_a_report_with_no_code_edits(own, toys, tmp_path):
             architecture="efficientnet_lite0" if label == "lite0" else None,
             progress=False, test_ids=logreg.load_ids(folder, "test"),
         )  # fmt: skip
+    # A short fine-tune on the user's photos, from the .keras file, through the binary.
+    out = _run("transfer_tf.bin.finetune", f"--init_keras_model={toys['keras']}",
+               "--feature_layer=pool", "--scaling=inception", f"--input_size={SIZE}",
+               "--dataset=my_photos", f"--records_dir={records}",
+               f"--results_dir={study / 'results'}", "--model_label=keras_toy",
+               "--learning_rates=0.05", "--weight_decays=0", "--train_steps=4", "--batch_size=8",
+               "--eval_every=2", "--checkpoint_every=4")  # fmt: skip
+    assert "finetune: best learning_rate=0.05" in out
     _run("transfer_tf.study.model_table", f"--study_dir={study}",
          "--model=efficientnet_lite0:efficientnet_lite0:public",
          f"--model={hub.model_table_entry()}", f"--model={net.model_table_entry()}",
@@ -334,6 +342,10 @@ def test_own_photos_to_a_report_with_no_code_edits(own, toys, tmp_path):
          "--num_bootstrap=50", "--permutation_samples=100")  # fmt: skip
 
     frame = results.load(str(study / "results"))
+    tuned = frame[(frame.protocol == "finetune") & (frame.stage == "final")]
+    assert list(tuned["model"]) == ["keras_toy"] and list(tuned["settings"]) == ["external"]
+    assert 0.0 <= tuned["test_metric"].iloc[0] <= 1.0 and tuned["metric"].iloc[0] == "top1"
+    frame = frame[frame.protocol == "logreg"]
     final = frame[frame.stage == "final"].set_index(["model", "dataset"])
     models = ("efficientnet_lite0", "hub_toy", "keras_toy")
     assert set(final.index) == {(m, d) for m in models for d in DATASETS}
@@ -363,3 +375,35 @@ def test_own_photos_to_a_report_with_no_code_edits(own, toys, tmp_path):
     assert "my_photos" in report and "hub_toy" in report
     spec = json.loads((records / "my_panels" / "dataset_spec.json").read_text())
     assert spec["class_names"] == ["chelsea", "coffee", "rocket"] and spec["metric"] == "map11"
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_a_study_of_own_photos_with_external_sources(own, toys, tmp_path):
+    """transfer-study with the user's photo folder as the target, the TF-Hub-style SavedModel
+    (another signature name and output key) and the .keras file as sources: features, logistic
+    regression, a short fine-tune of the .keras file, the model table and the report."""
+    grid = tmp_path / "tiny_grid.cfg"
+    grid.write_text("--learning_rates=0.05\n--weight_decays=0\n--train_steps=4\n--batch_size=8\n"
+                    "--eval_every=2\n--checkpoint_every=4\n")  # fmt: skip
+    study = tmp_path / "study"
+    out = _run(
+        "transfer_tf.bin.study", f"--study_dir={study}", "--target_datasets=",
+        f"--own_datasets=my_photos={own / 'photos'}",
+        f"--external_models=hub_toy={toys['hub']},signature=image_feature_vector,"
+        f"output_key=feature_vector,input_size={SIZE},scaling=unit,top1=0.5,top1_source=a card",
+        f"--external_models=keras_toy={toys['keras']},feature_layer=pool,input_size={SIZE},"
+        "scaling=inception,top1=0.3",
+        "--finetune_models=keras_toy", f"--finetune_flagfile={grid}", "--logreg_num_l2=5",
+        "--analyze_flags=--num_bootstrap=50,--permutation_samples=100",
+    )  # fmt: skip
+    assert "report" in out
+    frame = results.load(str(study / "results"))
+    final = frame[frame.stage == "final"]
+    assert sorted(zip(final.protocol, final.model, strict=True)) == [
+        ("finetune", "keras_toy"), ("logreg", "hub_toy"), ("logreg", "keras_toy")]
+    assert set(final.dataset) == {"my_photos"} and set(final.settings) == {"external"}
+    table = pd.read_csv(study / "model_table.csv").set_index("model")
+    assert table.loc["hub_toy", "imagenet_top1"] == 0.5
+    assert table.loc["hub_toy", "top1_source"] == "a card"
+    assert (study / "report" / "report.html").exists()

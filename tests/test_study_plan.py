@@ -75,3 +75,45 @@ def test_a_public_model_from_a_published_checkpoint(tmp_path):
                                          r"/nowhere.ckpt does not exist"):  # fmt: skip
         plan.plan_study(plan.StudyConfig(study_dir=str(tmp_path),
                                          public_models=("inception_v1=/nowhere.ckpt",)))
+
+
+def test_external_sources_and_own_datasets_plan_without_export(tmp_path):
+    """An external SavedModel and a .keras file: features read straight from them (no export),
+    logistic regression with settings "external", the .keras one fine-tuned; the user's image
+    folder is a target whose records step passes --image_folder."""
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    (tmp_path / "net.keras").write_bytes(b"")
+    photos = tmp_path / "photos"
+    (photos / "cat").mkdir(parents=True)
+    cfg = plan.StudyConfig(
+        study_dir=str(tmp_path / "study"), target_datasets=(),
+        external_models=(f"hub_net={hub},signature=serving_default,output_key=feature_vector,"
+                         "input_size=32,scaling=unit,top1=0.5,top1_source=card",
+                         f"keras_net={tmp_path / 'net.keras'},feature_layer=pool,input_size=32,"
+                         "scaling=inception"),
+        own_datasets=(f"my_photos={photos},metric=mean_per_class",),
+        finetune_models=("keras_net",),
+    )  # fmt: skip
+    steps = {s.name: s for s in plan.plan_study(cfg)}
+    assert not [n for n in steps if n.startswith("export-")]
+    records = _flags(steps["records-my_photos"])
+    assert records["image_folder"] == str(photos) and records["metric"] == "mean_per_class"
+    hub_features = _flags(steps["features-hub_net-my_photos"])
+    assert hub_features["saved_model"] == str(hub) and hub_features["output_key"] == "feature_vector"
+    assert hub_features["signature"] == "serving_default" and hub_features["scaling"] == "unit"
+    keras_features = _flags(steps["features-keras_net-my_photos"])
+    assert keras_features["keras_model"] == str(tmp_path / "net.keras")
+    assert keras_features["feature_layer"] == "pool"
+    assert _flags(steps["logreg-hub_net-my_photos"])["settings"] == "external"
+    tune = _flags(steps["finetune-keras_net-my_photos"])
+    assert tune["init_keras_model"] == str(tmp_path / "net.keras") and tune["input_size"] == "32"
+    assert tune["scaling"] == "inception" and tune["model_label"] == "keras_net"
+    table = steps["model-table"].argv
+    assert "--model=hub_net::external:0.5" in table and "--top1_source=hub_net=card" in table
+    assert "--model=keras_net::external" in table
+    assert {"logreg-hub_net-my_photos", "finetune-keras_net-my_photos"} <= set(steps["analyze"].deps)
+    with pytest.raises(ValueError, match="hub_net is an external SavedModel, whose network"):
+        plan.plan_study(plan.StudyConfig(study_dir=str(tmp_path), target_datasets=(),
+                                         external_models=cfg.external_models,
+                                         finetune_models=("hub_net",)))  # fmt: skip

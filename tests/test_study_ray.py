@@ -27,8 +27,8 @@ import pytest
 from transfer_tf import results
 from transfer_tf.bin import sweep
 from transfer_tf.protocols import finetune
-from transfer_tf.protocols.sources import source_from_registry
 from transfer_tf.protocols.finetune_grid import finetune_grid, scratch_grid
+from transfer_tf.protocols.sources import source_from_registry
 from transfer_tf.study import plan
 from transfer_tf.study.executors import LocalExecutor, RayExecutor
 from transfer_tf.study.steps import topological_order

@@ -232,6 +232,22 @@ def test_one_sgd_step_is_the_gradient_of_the_global_batch_objective(tmp_path):
 # Config, resume.
 
 
+def test_evaluation_steps_add_doubling_points_for_fig8():
+    """A 20,000-step grid cell (eval_every 2,000) also evaluates at 50, 100, 200, ...: every gap
+    up to the first regular evaluation is a factor of 2, down to 0.25% of the run."""
+    cfg = TrainConfig(model="m", dataset="d", records_dir="/r", num_classes=2, train_steps=20_000,
+                      eval_split="val", eval_every=2000, eval_log_spaced=True)  # fmt: skip
+    assert loop.evaluation_steps(cfg, 20_000) == [
+        50, 100, 200, 400, 800, 1600, 2000, 3200, 4000, 6000, 6400, 8000, 10000, 12000, 12800,
+        14000, 16000, 18000, 20000,
+    ]  # fmt: skip
+    plain = cfg.replace(eval_log_spaced=False)
+    assert loop.evaluation_steps(plain, 20_000) == list(range(2000, 20_001, 2000))
+    assert loop.evaluation_steps(cfg.replace(train_steps=100, eval_every=0), 100) == [
+        1, 2, 4, 8, 16, 32, 64, 100]
+    assert loop.evaluation_steps(cfg.replace(eval_split=None), 20_000) == []
+
+
 def test_config_validation_and_resume_guard(tmp_path):
     with pytest.raises(ValueError, match="optimizer='adam'"):
         tiny_config(optimizer="adam")

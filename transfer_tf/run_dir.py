@@ -3,7 +3,7 @@
     config.json   everything needed to rebuild the network and rerun the run (TrainConfig)
     ckpt/         tf.train.CheckpointManager checkpoints
     tb/           TensorBoard event files
-    history.csv   evaluation metric against step
+    history.csv   the evaluation metric against step: step, epoch, eval_split, eval_metric
 
 Every reader and writer of a run (the loop, export, fine-tuning's initialisation, the study's
 model table) names these files through `RunDir`, so the layout has one home.
@@ -47,8 +47,9 @@ class RunDir:
         return tf.train.latest_checkpoint(self.ckpt)
 
     def read_history(self, up_to_step: int | None = None) -> list[dict]:
-        """[{"step", "val_metric"}] from history.csv ([] without one); a line cut by a kill and
-        rows after `up_to_step` are left out."""
+        """[{"step", "epoch", "eval_metric"}] from history.csv ([] without one); a line cut by a kill and
+        rows after `up_to_step` are left out. (Runs before 2026-12 named the column val_metric
+        whatever split it held.)"""
         if not os.path.exists(self.history):
             return []
         with open(self.history) as f:
@@ -56,7 +57,9 @@ class RunDir:
         out = []
         for row in rows:
             try:
-                entry = {"step": int(row["step"]), "val_metric": float(row["val_metric"])}
+                metric = row.get("eval_metric", row.get("val_metric"))
+                epoch = float(row["epoch"]) if row.get("epoch") else None
+                entry = {"step": int(row["step"]), "epoch": epoch, "eval_metric": float(metric)}
             except (KeyError, TypeError, ValueError):
                 continue
             if up_to_step is None or entry["step"] <= up_to_step:

@@ -85,9 +85,19 @@ CONVERGENCE_COLUMNS = [
     "model",
     "dataset",
     "steps_to_90",
+    "epochs_to_90",
     "max_eval_metric",
     "last_step",
 ]
+
+
+def _epochs_per_step(run: pd.DataFrame) -> float:
+    """Epochs per step of one run (its history's epoch / step; NaN where it has no epochs)."""
+    if "epoch" not in run.columns:
+        return np.nan
+    ratio = pd.to_numeric(run["epoch"], errors="coerce") / run["step"].where(run["step"] > 0)
+    ratio = ratio.dropna()
+    return float(ratio.iloc[-1]) if len(ratio) else np.nan
 
 
 def convergence_tables(histories: pd.DataFrame, fraction: float = 0.9) -> tuple[pd.DataFrame, dict]:
@@ -95,14 +105,14 @@ def convergence_tables(histories: pd.DataFrame, fraction: float = 0.9) -> tuple[
     speedup of fine-tuning over scratch with its CI over model x dataset pairs."""
     rows = []
     for (protocol, model, dataset), run in histories.groupby(["protocol", "model", "dataset"]):
+        steps_to = stats.steps_to_fraction_of_max_odds(run["step"], run["eval_metric"], fraction)
         rows.append(
             {
                 "protocol": protocol,
                 "model": model,
                 "dataset": dataset,
-                "steps_to_90": stats.steps_to_fraction_of_max_odds(
-                    run["step"], run["eval_metric"], fraction
-                ),
+                "steps_to_90": steps_to,
+                "epochs_to_90": steps_to * _epochs_per_step(run),
                 "max_eval_metric": run["eval_metric"].max(),
                 "last_step": run["step"].max(),
             }

@@ -360,10 +360,24 @@ def convergence(histories: pd.DataFrame, steps_to_90: pd.DataFrame, path: str) -
                      fontsize=8)  # fmt: skip
         ax.set_xlabel("training steps", fontsize=8)
         ax.set_ylabel(ylabel, fontsize=8)
+        _epoch_axis(ax, histories[histories["dataset"] == dataset])
         ax.legend(fontsize=5)
     fig.suptitle("Pretraining speeds up convergence (Fig. 8)")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def _epoch_axis(ax, histories: pd.DataFrame) -> None:
+    """A secondary x-axis in epochs, where the runs of this panel share one epochs-per-step."""
+    if "epoch" not in histories.columns:
+        return
+    ratio = (histories["epoch"] / histories["step"].where(histories["step"] > 0)).dropna()
+    if ratio.empty or not np.allclose(ratio, ratio.iloc[0], rtol=1e-6):
+        return
+    per_step = float(ratio.iloc[0])
+    top = ax.secondary_xaxis("top", functions=(lambda s: s * per_step, lambda e: e / per_step))
+    top.set_xlabel("epochs", fontsize=7)
+    top.tick_params(labelsize=6)
 
 
 def subset_size(subsets: pd.DataFrame, path: str) -> str:

@@ -308,7 +308,8 @@ def subset_results(results: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _history_points(history) -> list[tuple[float, float]]:
+def _history_points(history) -> list[tuple[float, float, float]]:
+    """(step, metric, epoch) per evaluation; epoch NaN in results written before it was kept."""
     if not isinstance(history, list | tuple):
         return []
     points = []
@@ -316,11 +317,15 @@ def _history_points(history) -> list[tuple[float, float]]:
         if isinstance(point, dict) and point.get("step") is not None:
             value = point.get("val_metric")
             if value is not None and np.isfinite(float(value)):
-                points.append((float(point["step"]), float(value)))
+                epoch = point.get("epoch")
+                epoch = float(epoch) if epoch is not None else np.nan
+                points.append((float(point["step"]), float(value), epoch))
     return points
 
 
-HISTORY_COLUMNS = ["protocol", "model", "dataset", "stage", "eval_split", "step", "eval_metric"]
+HISTORY_COLUMNS = [
+    "protocol", "model", "dataset", "stage", "eval_split", "step", "eval_metric", "epoch",
+]  # fmt: skip
 # A cell's history is scored on the split its run evaluated on: a grid cell trains on train and
 # evaluates on val; a final cell trains on train+val, so anything it evaluates is the test split.
 EVAL_SPLIT = {"grid": "val", "final": "test"}
@@ -354,8 +359,8 @@ def training_histories(results: pd.DataFrame, final_cells=None) -> pd.DataFrame:
         ["protocol", "model", "dataset"]
     )
     long = [
-        (r.protocol, r.model, r.dataset, r.stage, EVAL_SPLIT.get(r.stage), step, value)
+        (r.protocol, r.model, r.dataset, r.stage, EVAL_SPLIT.get(r.stage), step, value, epoch)
         for r in chosen.itertuples()
-        for step, value in r.history_points
+        for step, value, epoch in r.history_points
     ]
     return pd.DataFrame(long, columns=columns)

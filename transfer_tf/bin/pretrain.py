@@ -44,7 +44,7 @@ def main(argv):
             records_dir=FLAGS.records_dir,
             train_split=FLAGS.train_split,
             eval_split=FLAGS.eval_split or None,
-            **dataset_fields(FLAGS.dataset),
+            **dataset_fields(FLAGS.dataset, FLAGS.records_dir),
             **training_flags.config_kwargs_from_flags(FLAGS),
         )
     except ValueError as e:

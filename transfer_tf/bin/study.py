@@ -32,6 +32,16 @@ flags.DEFINE_list("public_models", [],
                   "Public ImageNet sources: NAME (a registry model with offline weights, e.g. "
                   "efficientnet_lite0) or NAME=PATH (a published TF-slim checkpoint prefix or "
                   "Keras Applications .h5 for registry model NAME; docs/CHECKPOINTS.md).")
+flags.DEFINE_multi_string(
+    "external_models", [],
+    "A source from outside the registry: LABEL=PATH[,option=value...], PATH a SavedModel or a "
+    ".keras file; options signature, output_key, feature_layer (.keras), input_size, scaling, "
+    "top1 (its source accuracy), top1_source (transfer_tf/study/external.py). Repeat the flag.")
+flags.DEFINE_multi_string(
+    "own_datasets", [],
+    "Your own dataset: NAME=PATH[,option=value...], PATH an image folder (ROOT/<class>/... or "
+    "ROOT/{train,val,test}/<class>/...) or a CSV; options metric, val_fraction, test_fraction, "
+    "seed, mirror_invariant, skip_unreadable, title. A transfer target. Repeat the flag.")
 flags.DEFINE_list("pretrain_models", [], "Registry architectures to pretrain on the source.")
 flags.DEFINE_list("pretrain_settings", list(plan.SETTINGS_LABELS),
                   "Training-settings labels to pretrain each architecture with.")
@@ -77,6 +87,8 @@ def config_from_flags() -> plan.StudyConfig:
         target_datasets=tuple(FLAGS.target_datasets),
         target_max_per_class=FLAGS.target_max_per_class,
         public_models=tuple(FLAGS.public_models),
+        external_models=tuple(FLAGS.external_models),
+        own_datasets=tuple(FLAGS.own_datasets),
         pretrain_models=tuple(FLAGS.pretrain_models),
         pretrain_settings=tuple(FLAGS.pretrain_settings),
         pretrain_flagfile=_abspath(FLAGS.pretrain_flagfile),

@@ -20,6 +20,7 @@ from transfer_tf.protocols.finetune import (
 from transfer_tf.protocols.recipe import DEFAULT_STEPS, SweepRecipe
 from transfer_tf.protocols.sources import (
     Source,
+    source_from_keras_model,
     source_from_model_dir,
     source_from_registry,
     source_from_saved_model,
@@ -44,6 +45,19 @@ def define_sweep_flags(protocol: str) -> None:
             "checkpoint", None,
             "Or: fine-tune --model from a published checkpoint (TF-slim prefix or Keras "
             "Applications .h5; docs/CHECKPOINTS.md); its input scaling and size are used.",
+        )  # fmt: skip
+        flags.DEFINE_string(
+            "init_keras_model", None,
+            "Or: fine-tune a Keras model file (.keras) up to --feature_layer, with a new "
+            "classifier; needs --feature_layer, --scaling and --input_size.",
+        )  # fmt: skip
+        flags.DEFINE_string(
+            "feature_layer", None, "With --init_keras_model: the layer whose output is the features."
+        )
+        flags.DEFINE_string(
+            "scaling", None,
+            "With --init_keras_model: the input scaling it expects (none = [0, 255], unit = "
+            "[0, 1], or a preprocessing such as inception = [-1, 1]).",
         )  # fmt: skip
     flags.DEFINE_string("model", None, "Registry model (not needed with --init_model_dir).")
     flags.DEFINE_string("dataset", None, "Registry dataset with train / val / test TFRecords.")
@@ -85,6 +99,16 @@ def source_from_flags(protocol: str, fv) -> Source:
         "label_smoothing": fv.label_smoothing,
     }
     finetune = protocol == "finetune"
+    if finetune and fv.init_keras_model:
+        others = [f"--{n}" for n in ("init_model_dir", "init_saved_model", "model", "weights",
+                                     "checkpoint") if getattr(fv, n)]  # fmt: skip
+        if others:
+            raise ValueError(f"pass --init_keras_model or {', '.join(others)}, not both")
+        settings = {k: v for k, v in toggles.items() if v is not None}
+        return source_from_keras_model(
+            fv.init_keras_model, fv.feature_layer, scaling=fv.scaling,
+            input_size=fv.input_size, settings=settings, label=fv.model_label,
+        )  # fmt: skip
     weights, bn_scale = None, bool(fv.bn_scale)
     if finetune:
         if fv.weights and fv.checkpoint:
@@ -141,13 +165,15 @@ def sweep_from_flags(protocol: str, flag_values) -> SweepResult:
     for name in ("dataset", "records_dir", "results_dir"):
         if not getattr(fv, name):
             raise ValueError(f"--{name} is required")
-    dataset_fields(fv.dataset)  # an unknown --dataset fails here, before anything is written
+    # An unknown --dataset fails here, before anything is written.
+    dataset_fields(fv.dataset, fv.records_dir)
     distribute.configure_cpu_devices(fv.cpu_devices)
     source = source_from_flags(protocol, fv)
     recipe = make_recipe(
         protocol,
         source,
         dataset=fv.dataset,
+        records_dir=fv.records_dir,
         grid=finetune_grid.grid_from_flags(protocol, fv),
         train_steps=fv.train_steps,
         batch_size=fv.batch_size,

@@ -32,6 +32,7 @@ from transfer_tf.data import get_dataset, split_manifests
 from transfer_tf.data.pipeline import MAX_CYCLE, default_flip
 from transfer_tf.metrics import METRICS
 from transfer_tf.protocols import sweep
+from transfer_tf.protocols.keras_source import keras_model_builder
 from transfer_tf.protocols.recipe import DEFAULT_STEPS, Cell, GridPoint, SweepRecipe
 from transfer_tf.protocols.sources import Source
 from transfer_tf.training import TrainConfig, Trainer, distribute
@@ -46,6 +47,7 @@ def make_recipe(
     *,
     dataset: str,
     grid,
+    records_dir: str | None = None,
     train_steps: int | None = None,
     batch_size: int = SweepRecipe.batch_size,
     per_class: int | None = None,
@@ -54,19 +56,20 @@ def make_recipe(
     flip: bool | None = None,
 ) -> SweepRecipe:
     """A `SweepRecipe` with the dataset's metric and defaults filled in: train_steps None = the
-    protocol's (20,000 / 40,000), flip None = the dataset's (`mirror_invariant`)."""
+    protocol's (20,000 / 40,000), flip None = the dataset's (`mirror_invariant`). `records_dir`
+    finds a dataset made with --image_folder / --csv (its spec lies beside the records)."""
     return SweepRecipe(
         protocol=protocol,
         source=source,
         dataset=dataset,
-        metric=get_dataset(dataset).metric,
+        metric=get_dataset(dataset, records_dir=records_dir).metric,
         grid=tuple(grid),
         train_steps=DEFAULT_STEPS.get(protocol, 1) if train_steps is None else int(train_steps),
         batch_size=int(batch_size),
         per_class=per_class,
         seed=int(seed),
         crop_area_min=crop_area_min,
-        flip=default_flip(dataset) if flip is None else bool(flip),
+        flip=default_flip(dataset, records_dir) if flip is None else bool(flip),
     )
 
 
@@ -123,7 +126,7 @@ class RunOptions:
 def train_config(cell: Cell, records_dir: str, options: RunOptions) -> TrainConfig:
     """The training run of one cell."""
     recipe, source = cell.recipe, cell.recipe.source
-    spec = get_dataset(recipe.dataset)
+    spec = get_dataset(recipe.dataset, records_dir=records_dir)
     steps = recipe.train_steps
     final = cell.stage == "final"
     # Defaults: about 10 checkpoints per cell (at least 100 steps apart; the end is always saved)
@@ -137,11 +140,14 @@ def train_config(cell: Cell, records_dir: str, options: RunOptions) -> TrainConf
         multi_label=spec.multi_label,
         metric=spec.metric,
         input_size=source.input_size,
+        preprocessing=source.preprocessing,
         settings=dict(source.settings),
         init=source.init,
         weights=source.weights,
         init_model_dir=source.init_model_dir,
         init_saved_model=source.init_saved_model,
+        init_keras_model=source.init_keras_model,
+        feature_layer=source.feature_layer,
         train_split="train+val" if final else "train",
         eval_split=None if final else "val",
         per_class=recipe.per_class,
@@ -160,6 +166,7 @@ def train_config(cell: Cell, records_dir: str, options: RunOptions) -> TrainConf
         checkpoint_every=int(checkpoint_every),
         keep_checkpoints=1,
         eval_every=0 if final else int(options.eval_every or max(steps // 10, 1)),
+        eval_log_spaced=not final,  # Fig. 8 needs early, log-spaced points (Sec. 4.6)
         log_every=int(options.log_every or min(500, max(10, steps // 20))),
         seed=recipe.seed,
     )
@@ -167,7 +174,7 @@ def train_config(cell: Cell, records_dir: str, options: RunOptions) -> TrainConf
 
 def score_on_test(trainer: Trainer, recipe: SweepRecipe, records_dir: str) -> tuple[float, dict]:
     """(test metric, per-example predictions with ids) of a final cell's trained network."""
-    spec = get_dataset(recipe.dataset)
+    spec = get_dataset(recipe.dataset, records_dir=records_dir)
     y_true, scores = trainer.predict("test")
     test_metric = float(METRICS[spec.metric](y_true, scores))
     y_pred = scores.astype(np.float32) if spec.multi_label else scores.argmax(axis=1)
@@ -182,10 +189,18 @@ def score_on_test(trainer: Trainer, recipe: SweepRecipe, records_dir: str) -> tu
 
 def run_cell(cell: Cell, records_dir: str, options: RunOptions, model_dir: str, strategy) -> dict:
     """Trains one cell in `model_dir`; returns the measured keys of its result record."""
-    trainer = Trainer(train_config(cell, records_dir, options), model_dir, strategy=strategy)
+    source = cell.recipe.source
+    builder = None
+    if source.init == "keras_model":
+        builder = keras_model_builder(source.init_keras_model, source.feature_layer)
+    trainer = Trainer(train_config(cell, records_dir, options), model_dir, strategy=strategy,
+                      model_builder=builder)  # fmt: skip
     result = trainer.train()
     if cell.stage == "grid":
-        out = {"val_metric": result.final_metric, "steps": result.step, "history": result.history}
+        # Grid cells evaluate the validation split: the result schema's history is val_metric.
+        history = [{"step": h["step"], "epoch": h.get("epoch"), "val_metric": h["eval_metric"]}
+                   for h in result.history]  # fmt: skip
+        out = {"val_metric": result.final_metric, "steps": result.step, "history": history}
     else:
         test_metric, predictions = score_on_test(trainer, cell.recipe, records_dir)
         out = {"test_metric": test_metric, "steps": result.step, "history": [],

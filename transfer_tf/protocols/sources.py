@@ -31,6 +31,11 @@ class Source:
     init_model_dir: str | None = None
     init_saved_model: str | None = None
     weights: str | None = None
+    # A .keras file (init "keras_model"): the layer whose output is the features, and the scaling
+    # its input expects ("none", "unit" or a PREPROCESSING key), which the file does not record.
+    init_keras_model: str | None = None
+    feature_layer: str | None = None
+    preprocessing: str | None = None
 
 
 def settings_label(settings: dict) -> str:
@@ -119,4 +124,31 @@ def source_from_registry(
         label=label or architecture,
         settings_label=settings_label(settings),
         input_size=input_size,
+    )
+
+
+def source_from_keras_model(
+    path: str, feature_layer: str, *, scaling: str, input_size: int, settings: dict | None = None,
+    label: str | None = None,
+) -> Source:
+    """Fine-tune a Keras model file from the input to `feature_layer`, with a new classifier;
+    its settings label is "external" (not a registry network)."""
+    if not (feature_layer and scaling and input_size):
+        raise ValueError(
+            f"--init_keras_model={path}: pass --feature_layer, --scaling and --input_size (a "
+            ".keras file records neither which layer is the representation nor its scaling)"
+        )
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--init_keras_model={path} does not exist")
+    name = os.path.splitext(os.path.basename(path))[0]
+    return Source(
+        architecture=f"keras:{name}",
+        init="keras_model",
+        settings=dict(settings or {}),
+        label=label or name,
+        settings_label="external",
+        input_size=int(input_size),
+        init_keras_model=os.path.abspath(path),
+        feature_layer=feature_layer,
+        preprocessing=scaling,
     )

@@ -21,9 +21,9 @@ import os
 import re
 
 from transfer_tf.data.tfrecords import RecordsNotFoundError, read_manifest
+from transfer_tf.run_dir import RunDir
 from transfer_tf.study.steps import Step, is_done, write_marker
 from transfer_tf.training.config import load_config
-from transfer_tf.training.run_dir import RunDir
 
 KINDS = ("records", "pretrain")
 

@@ -22,24 +22,23 @@ import os
 
 from absl import app, flags
 
-HISTORY_NAME = "history.csv"
+from transfer_tf.run_dir import RunDir
+
 COLUMNS = ("model", "architecture", "settings", "imagenet_top1", "top1_source", "source_dataset")
 
 
 def measured_top1(model_dir: str) -> tuple[float, int]:
     """(last evaluation metric, its step) from a training run's history.csv."""
-    path = os.path.join(model_dir, HISTORY_NAME)
-    try:
-        with open(path) as f:
-            rows = list(csv.DictReader(f))
-    except FileNotFoundError:
+    run = RunDir(model_dir)
+    if not os.path.exists(run.history):
         raise FileNotFoundError(
-            f"{path} is missing: the pretraining run in {model_dir} did not finish; rerun the "
-            "study to resume it"
-        ) from None
+            f"{run.history} is missing: the pretraining run in {model_dir} did not finish; rerun "
+            "the study to resume it"
+        )
+    rows = run.read_history()
     if not rows:
-        raise ValueError(f"{path} has no evaluation rows")
-    return float(rows[-1]["val_metric"]), int(rows[-1]["step"])
+        raise ValueError(f"{run.history} has no evaluation rows")
+    return rows[-1]["eval_metric"], rows[-1]["step"]
 
 
 GIVEN_SOURCE = "given by the user"
@@ -86,7 +85,7 @@ def model_row(study_dir: str, label: str, architecture: str, settings: str,
         )
     model_dir = os.path.join(study_dir, "models", label)
     top1, step = measured_top1(model_dir)
-    with open(os.path.join(model_dir, "config.json")) as f:
+    with open(RunDir(model_dir).config) as f:
         source = json.load(f).get("dataset", "unknown")
     return dict(
         model=label,

@@ -20,7 +20,9 @@ import os
 
 from absl import flags
 
+from transfer_tf.data.user_spec import own_dataset_flags
 from transfer_tf.protocols import finetune_grid
+from transfer_tf.study.external import ExternalSource, parse_external_source
 from transfer_tf.study.steps import Step
 
 # The paper's two ends of Fig. 3: "fair" retraining vs the Inception defaults (Sec. 4.1).
@@ -38,6 +40,12 @@ class StudyConfig:
     # Sources (a): public checkpoints: NAME (registry weights="imagenet") or NAME=PATH (a
     # published TF-slim checkpoint prefix or Keras Applications .h5 file).
     public_models: tuple[str, ...] = ()
+    # Sources from outside the registry: LABEL=PATH[,option=value...] (a SavedModel or a .keras
+    # file; `transfer_tf/study/external.py`). Fixed features; a .keras one can also be fine-tuned.
+    external_models: tuple[str, ...] = ()
+    # The user's own datasets: NAME=PATH[,option=value...] (an image folder or a CSV;
+    # `transfer_tf.data.user_spec.own_dataset_flags`), transfer targets beside target_datasets.
+    own_datasets: tuple[str, ...] = ()
     # Sources (b): registry architectures pretrained here, once per training-settings label.
     pretrain_models: tuple[str, ...] = ()
     pretrain_settings: tuple[str, ...] = SETTINGS_LABELS
@@ -65,12 +73,17 @@ class StudyConfig:
     # Clusters: each fine-tune / scratch grid cell as its own step (`split_sweep`).
     split_grid_cells: bool = False
 
+    def targets(self) -> tuple[str, ...]:
+        """The registry targets, then the user's own datasets."""
+        own = tuple(own_dataset_flags(entry)[0] for entry in self.own_datasets)
+        return tuple(dict.fromkeys(self.target_datasets + own))
+
     def trained_targets(self) -> tuple[str, ...]:
-        unknown = set(self.finetune_datasets) - set(self.target_datasets)
+        unknown = set(self.finetune_datasets) - set(self.targets())
         if unknown:
             raise ValueError(f"--finetune_datasets: {sorted(unknown)} are not target datasets "
-                             f"({', '.join(self.target_datasets)})")
-        return self.finetune_datasets or self.target_datasets
+                             f"({', '.join(self.targets())})")
+        return self.finetune_datasets or self.targets()
 
     def subsets_for(self, label: str, dataset: str) -> tuple[int | None, ...]:
         """None (the whole training set), then the Fig. 9 subset sizes where they apply."""
@@ -184,22 +197,75 @@ def split_sweep(step: Step, grid: list[dict]) -> list[Step]:
     return [*cells, final]
 
 
+def external_feature_steps(cfg: StudyConfig, externals) -> list[Step]:
+    """Features (read by transfer-extract-features straight from the SavedModel / .keras file:
+    no export step) and logistic regression of each external source on each target."""
+    steps = []
+    for e in externals:
+        for dataset in cfg.targets():
+            features = cfg.path("features", e.label, dataset)
+            steps.append(Step(f"features-{e.label}-{dataset}", (
+                "transfer-extract-features", *e.extract_flags(),
+                f"--records_dir={cfg.path('records')}", f"--dataset={dataset}",
+                f"--features_dir={features}",
+            ), deps=(f"records-{dataset}",), num_cpus=2))
+            for per_class in cfg.subsets_for(e.label, dataset):
+                steps.append(Step(f"logreg-{e.label}-{dataset}{_suffix(per_class)}", (
+                    "transfer-logreg", f"--features_dir={features}",
+                    f"--results_dir={cfg.path('results')}", f"--model={e.label}",
+                    "--settings=external", f"--num_l2={cfg.logreg_num_l2}", *cfg.logreg_flags,
+                    *_opt("per_class", per_class),
+                ), deps=(f"features-{e.label}-{dataset}",)))
+    return steps
+
+
+def external_finetune_steps(cfg: StudyConfig, e: ExternalSource, add_sweep) -> list[Step]:
+    """Fine-tuning a .keras source (a SavedModel's network cannot be rebuilt for training)."""
+    if not e.is_keras:
+        raise ValueError(
+            f"--finetune_models: {e.label} is an external SavedModel, whose network cannot be "
+            "rebuilt for fine-tuning; only .keras sources (and registry models) fine-tune"
+        )
+    size = e.option("input_size") or cfg.finetune_input_size
+    if not size or not e.option("scaling"):
+        raise ValueError(
+            f"--external_models: {e.label} is fine-tuned, so give it input_size=N and scaling=..."
+        )
+    init = [f"--init_keras_model={e.path}", f"--feature_layer={e.option('feature_layer')}",
+            f"--scaling={e.option('scaling')}", f"--input_size={size}"]  # fmt: skip
+    steps: list[Step] = []
+    for dataset in cfg.trained_targets():
+        for per_class in cfg.subsets_for(e.label, dataset):
+            add_sweep("finetune", Step(f"finetune-{e.label}-{dataset}{_suffix(per_class)}", (
+                "transfer-finetune", *_flagfile(cfg.finetune_flagfile), *init,
+                f"--dataset={dataset}", f"--records_dir={cfg.path('records')}",
+                f"--results_dir={cfg.path('results')}", f"--model_label={e.label}",
+                *_opt("per_class", per_class),
+            ), deps=(f"records-{dataset}",), num_cpus=2), into=steps)
+    return steps
+
+
 def plan_study(cfg: StudyConfig) -> list[Step]:
     """All steps of the study, with their dependencies."""
     steps: list[Step] = []
     records = cfg.path("records")
     results = cfg.path("results")
+    own = dict(own_dataset_flags(entry) for entry in cfg.own_datasets)
     datasets = dict.fromkeys(
-        ([cfg.source_dataset] if cfg.pretrain_models else []) + list(cfg.target_datasets))
+        ([cfg.source_dataset] if cfg.pretrain_models else []) + list(cfg.targets()))
     for dataset in datasets:
         cap = cfg.source_max_per_class if dataset == cfg.source_dataset else cfg.target_max_per_class
         steps.append(Step(f"records-{dataset}", (
             "transfer-make-tfrecords", f"--dataset={dataset}", f"--records_dir={records}",
-            *_opt("max_per_class", cap))))
+            *own.get(dataset, ()), *_opt("max_per_class", cap))))
 
     models = source_models(cfg)
+    externals = {e.label: e for e in map(parse_external_source, cfg.external_models)}
+    clash = sorted(set(externals) & {m.label for m in models})
+    if clash:
+        raise ValueError(f"--external_models: labels {clash} are also registry source models")
     by_label = {m.label: m for m in models}
-    _check_labels("finetune_models", cfg.finetune_models, by_label)
+    _check_labels("finetune_models", cfg.finetune_models, {**by_label, **externals})
     _check_labels("subset_models", cfg.subset_models, by_label)
     for m in models:
         saved_model = cfg.path("saved_models", m.label)
@@ -218,7 +284,7 @@ def plan_study(cfg: StudyConfig) -> list[Step]:
         else:
             steps.append(Step(f"export-{m.label}", (
                 "transfer-export", *m.weights_flags(), f"--export_dir={saved_model}")))
-        for dataset in cfg.target_datasets:
+        for dataset in cfg.targets():
             features = cfg.path("features", m.label, dataset)
             steps.append(Step(f"features-{m.label}-{dataset}", (
                 "transfer-extract-features", f"--saved_model={saved_model}",
@@ -237,15 +303,19 @@ def plan_study(cfg: StudyConfig) -> list[Step]:
     flagfiles = {"finetune": cfg.finetune_flagfile, "scratch": cfg.scratch_flagfile}
     grids: dict[str, list[dict]] = {}
 
-    def add_sweep(protocol: str, step: Step) -> None:
+    def add_sweep(protocol: str, step: Step, into: list[Step] = steps) -> None:
         if not cfg.split_grid_cells:
-            steps.append(step)
+            into.append(step)
             return
         if protocol not in grids:
             grids[protocol] = sweep_grid(protocol, flagfiles[protocol])
-        steps.extend(split_sweep(step, grids[protocol]))
+        into.extend(split_sweep(step, grids[protocol]))
 
+    steps += external_feature_steps(cfg, externals.values())
     for label in cfg.finetune_models:
+        if label in externals:
+            steps += external_finetune_steps(cfg, externals[label], add_sweep)
+            continue
         m = by_label[label]
         if m.pretrained_here:
             init = [f"--init_model_dir={cfg.path('models', m.label)}"]
@@ -281,6 +351,9 @@ def plan_study(cfg: StudyConfig) -> list[Step]:
     steps.append(Step("model-table", (
         "python", "-m", "transfer_tf.study.model_table", f"--study_dir={cfg.study_dir}",
         *[f"--model={m.label}:{m.architecture}:{m.settings}" for m in models],
+        *[f"--model={e.model_table_entry()}" for e in externals.values()],
+        *[f"--top1_source={e.label}={e.option('top1_source')}" for e in externals.values()
+          if e.option("top1_source")],
     ), deps=tuple(pretrains)))
     steps.append(Step("analyze", (
         "transfer-analyze", f"--results_dir={results}",

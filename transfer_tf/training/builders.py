@@ -31,6 +31,11 @@ def model_settings(config: TrainConfig) -> TrainingSettings:
 
 
 def default_model_builder(config: TrainConfig) -> keras.Model:
+    if config.init == "keras_model":
+        raise ValueError(
+            f"{config.init_keras_model}: a .keras start is built by "
+            "transfer_tf.protocols.keras_source.keras_model_builder; pass it as the model_builder"
+        )
     keras.utils.set_random_seed(config.seed)
     return build_model(
         config.model,

@@ -15,16 +15,17 @@ from typing import Any
 
 from transfer_tf.data import get_dataset
 from transfer_tf.files import atomic_write_json
-from transfer_tf.training.run_dir import CONFIG_NAME
+from transfer_tf.run_dir import CONFIG_NAME
 
 OPTIMIZERS = ("rmsprop", "sgd_nesterov", "sgd")
 LR_SCHEDULES = ("exponential", "cosine", "constant")
-INIT_MODES = ("random", "weights", "model_dir", "saved_model")
+INIT_MODES = ("random", "weights", "model_dir", "saved_model", "keras_model")
 
 # Keys that may change between a run and its resumption: they change when and how a run reports,
 # never what it computes.
 RESUMABLE_CHANGES = frozenset(
-    {"checkpoint_every", "keep_checkpoints", "eval_every", "log_every", "eval_batch_size"}
+    {"checkpoint_every", "keep_checkpoints", "eval_every", "eval_log_spaced", "log_every",
+     "eval_batch_size"}
 )
 
 
@@ -41,8 +42,11 @@ class TrainConfig:
       settings: `TrainingSettings.to_dict()` (BN γ, dropout, aux head, label smoothing).
       init: "random", "weights" (registry weights named by `weights`, e.g. "imagenet") or
         "model_dir" (the EMA weights of a finished run in `init_model_dir`) or "saved_model" (the
-        weights of a SavedModel written by transfer-export, `init_saved_model`); for all but
-        "random" the logits layer is new and zero-initialised.
+        weights of a SavedModel written by transfer-export, `init_saved_model`) or "keras_model"
+        (a `.keras` file `init_keras_model` up to its layer `feature_layer`; the trainer is given
+        `transfer_tf.protocols.keras_source.keras_model_builder`, and `input_size` and
+        `preprocessing` are the user's); for all but "random" the logits layer is new and
+        zero-initialised.
       train_split, eval_split: TFRecord splits ("train", "val", "test", "train+val"); eval_split
         None trains without evaluation.
       per_class: train on a class-balanced random subset with this many examples per class.
@@ -67,6 +71,9 @@ class TrainConfig:
       aux_loss_weight: weight of the auxiliary-head loss (Inception v3: 0.4).
       bn_momentum: BatchNormalization moving-average momentum; None keeps the model's, "auto"
         is max(1 − 10 / s, 0.9) with s steps per epoch (SimCLR's fine-tuning protocol).
+      eval_log_spaced: also evaluate at doubling steps from 1/400 of the run (50, 100, 200, ...
+        of 20,000), so Fig. 8's "steps to 90% of the maximum odds" resolves within a factor of 2
+        down to the first 1% of the run (`evaluation_steps`).
       checkpoint_every, keep_checkpoints, eval_every, log_every: in steps; eval_every 0 evaluates
         at the end only.
       checkpoint_input: also checkpoint the tf.data iterator (its position and shuffle buffer) on
@@ -89,6 +96,8 @@ class TrainConfig:
     weights: str | None = None
     init_model_dir: str | None = None
     init_saved_model: str | None = None
+    init_keras_model: str | None = None
+    feature_layer: str | None = None
     train_split: str = "train"
     eval_split: str | None = "val"
     per_class: int | None = None
@@ -114,6 +123,7 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
     eval_every: int = 0
+    eval_log_spaced: bool = False
     log_every: int = 100
     eval_batch_size: int | None = None
     checkpoint_input: bool = True
@@ -135,6 +145,13 @@ class TrainConfig:
             problems.append("init='model_dir' needs init_model_dir (a pretraining --model_dir)")
         if self.init == "saved_model" and not self.init_saved_model:
             problems.append("init='saved_model' needs init_saved_model (a transfer-export dir)")
+        if self.init == "keras_model" and not (
+            self.init_keras_model and self.feature_layer and self.input_size and self.preprocessing
+        ):
+            problems.append(
+                "init='keras_model' needs init_keras_model, feature_layer, input_size and "
+                "preprocessing (the .keras file records neither its scaling nor its features)"
+            )
         for name in ("batch_size", "train_steps", "num_classes", "lr_reference_batch",
                      "checkpoint_every", "log_every", "keep_checkpoints"):  # fmt: skip
             if int(getattr(self, name)) < 1:
@@ -225,10 +242,11 @@ def check_resumable(config: TrainConfig, model_dir: str) -> None:
         )
 
 
-def dataset_fields(dataset: str) -> dict:
-    """num_classes, multi_label and metric of a registry dataset."""
+def dataset_fields(dataset: str, records_dir=None) -> dict:
+    """num_classes, multi_label and metric of a registry dataset, or of a dataset made with
+    `transfer-make-tfrecords --image_folder / --csv` into `records_dir`."""
     try:
-        spec = get_dataset(dataset)
+        spec = get_dataset(dataset, records_dir=records_dir)
     except KeyError as e:
         raise ValueError(f"--dataset={dataset!r}: {e.args[0]}") from None
     return dict(num_classes=spec.num_classes, multi_label=spec.multi_label, metric=spec.metric)

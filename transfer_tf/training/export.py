@@ -35,8 +35,8 @@ from transfer_tf.models import (
     preprocess,
 )
 from transfer_tf.models.checkpoints import read_checkpoint
+from transfer_tf.run_dir import RunDir
 from transfer_tf.training.builders import input_spec
-from transfer_tf.training.run_dir import RunDir
 from transfer_tf.training.saved_model_info import write_export_info
 from transfer_tf.training.weights import restore_model_dir
 

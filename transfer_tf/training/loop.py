@@ -6,7 +6,7 @@ One `Trainer` = one run in one `model_dir`:
     ckpt/         tf.train.CheckpointManager: model, optimizer (its step counter is the run's
                   step), EMA averages, and on a single worker the tf.data iterator
     tb/           TensorBoard: loss, top-1, learning rate, examples/s, eval metric, hparams
-    history.csv   eval metric against step
+    history.csv   the evaluation metric against step (columns step, epoch, eval_split, eval_metric)
 
 Loss reduction under tf.distribute: each replica's per-example losses are summed and divided by
 the GLOBAL batch (`tf.nn.compute_average_loss`), the regularisation loss is divided by the number
@@ -34,11 +34,11 @@ import tensorflow as tf
 from absl import logging
 
 from transfer_tf.files import atomic_write_text
+from transfer_tf.run_dir import RunDir
 from transfer_tf.training import distribute, schedules
 from transfer_tf.training.builders import default_input_fn, default_model_builder
 from transfer_tf.training.config import TrainConfig, check_resumable, save_config
 from transfer_tf.training.ema import ExponentialMovingAverage
-from transfer_tf.training.run_dir import RunDir
 from transfer_tf.training.weights import init_from_model_dir, init_from_saved_model, zero_classifier
 
 ModelBuilder = Callable[[TrainConfig], keras.Model]
@@ -70,6 +70,22 @@ def count_examples(config: TrainConfig, input_fn: InputFn | None = None, split=N
 
 # ---------------------------------------------------------------------------------------------
 # Pieces of the step.
+
+
+def evaluation_steps(config: TrainConfig, total: int) -> list[int]:
+    """The steps a run evaluates at: every `eval_every`, the doubling steps of `eval_log_spaced`
+    (from max(1, total // 400): 50, 100, 200, ... of 20,000), and the last step."""
+    if not config.eval_split:
+        return []
+    steps = {total}
+    if config.eval_every:
+        steps.update(range(config.eval_every, total + 1, config.eval_every))
+    if config.eval_log_spaced:
+        step = max(1, total // 400)
+        while step < total:
+            steps.add(step)
+            step *= 2
+    return sorted(steps)
 
 
 def is_decayed(variable) -> bool:
@@ -415,6 +431,9 @@ class Trainer:
 
     # -- bookkeeping ----------------------------------------------------------------------------
 
+    def _history_row(self, step: int, metric: float) -> dict:
+        return {"step": step, "epoch": step / self.steps_per_epoch, "eval_metric": metric}
+
     def _load_history(self, up_to_step: int) -> list[dict]:
         return self.run_dir.read_history(up_to_step)
 
@@ -422,9 +441,9 @@ class Trainer:
         if not self.chief:
             return
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=["step", "val_metric"])
+        writer = csv.DictWriter(buffer, fieldnames=["step", "epoch", "eval_split", "eval_metric"])
         writer.writeheader()
-        writer.writerows(history)
+        writer.writerows({**row, "eval_split": self.config.eval_split} for row in history)
         atomic_write_text(self.run_dir.history, buffer.getvalue())
 
     def save(self) -> str:
@@ -472,13 +491,16 @@ class Trainer:
             f"resuming at step {step}" if step else "from the start",
         )  # fmt: skip
         boundaries = [config.log_every, config.checkpoint_every]
-        if config.eval_split and config.eval_every:
-            boundaries.append(config.eval_every)
+        evaluations = evaluation_steps(config, total)
         last_loss = None
         train_losses = []
         seen_examples, seen_seconds = 0, 0.0
         while step < total:
-            target = min([total] + [(step // b + 1) * b for b in boundaries])
+            target = min(
+                [total]
+                + [(step // b + 1) * b for b in boundaries]
+                + [e for e in evaluations if e > step][:1]
+            )
             num_steps = target - step
             start = time.time()
             loss_sum, correct = self._train_steps(self.iterator, tf.constant(num_steps))
@@ -512,14 +534,9 @@ class Trainer:
                     "step %d/%d  loss %.4f  top1 %.3f  lr %.4g  %.1f examples/s  ETA %s",
                     step, total, last_loss, top1, lr, rate, _format_eta(eta),
                 )  # fmt: skip
-            evaluate = config.eval_split and (
-                step == total or (config.eval_every and step % config.eval_every == 0)
-            )
-            if evaluate:
+            if step in evaluations:
                 metric = self.evaluate(config.eval_split)
-                history = [h for h in history if h["step"] != step] + [
-                    {"step": step, "val_metric": metric}
-                ]
+                history = [h for h in history if h["step"] != step] + [self._history_row(step, metric)]
                 self._write_history(history)
                 with writer.as_default(step=step):
                     tf.summary.scalar(f"eval/{config.metric}", metric)
@@ -538,10 +555,10 @@ class Trainer:
         if config.eval_split:
             done = [h for h in history if h["step"] == step]
             if done:
-                final_metric = done[-1]["val_metric"]
+                final_metric = done[-1]["eval_metric"]
             else:
                 final_metric = self.evaluate(config.eval_split)
-                history.append({"step": step, "val_metric": final_metric})
+                history.append(self._history_row(step, final_metric))
                 self._write_history(history)
         writer.flush()
         return TrainResult(

@@ -10,10 +10,10 @@ import numpy as np
 import tensorflow as tf
 
 from transfer_tf.models import TrainingSettings, build_model
+from transfer_tf.run_dir import RunDir
 from transfer_tf.training.builders import default_model_builder
 from transfer_tf.training.config import TrainConfig, load_config
 from transfer_tf.training.ema import ExponentialMovingAverage
-from transfer_tf.training.run_dir import RunDir
 from transfer_tf.training.saved_model_info import read_export_info
 
 LOGITS_LAYER = "logits"

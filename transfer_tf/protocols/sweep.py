@@ -31,7 +31,7 @@ import numpy as np
 
 from transfer_tf.files import atomic_write_bytes, dirname, exists, join, makedirs, read_bytes
 
-PROTOCOLS = ("logreg", "finetune", "scratch")
+PROTOCOLS = ("logreg", "finetune", "scratch", "predictors")
 STAGES = ("grid", "final")
 
 # The result schema (docs/DESIGN.md), in the order the JSON files list them.

@@ -1,0 +1,127 @@
+"""transfer-predictors: cheap transfer predictors on extracted features, as a sweep (issue 19).
+
+  transfer-predictors --features_dir features/effnet_lite0/flowers102 --results_dir results \
+      [--saved_model saved_models/effnet_lite0]
+
+kNN (cosine, k chosen on val), few-shot ridge probes (1 / 5 / 10 / 25 shots, --fewshot_seeds
+seeds), LogME, H-score and GBC from the features; LEEP and NCE also need the source model's
+logits, read through --saved_model's serving_default signature on the records the features
+manifest names (cached beside the features as source_logits.<split>.npz). Without --saved_model
+the default list leaves LEEP and NCE out. One JSON per cell in <results_dir>/predictors/ (schema:
+docs/DESIGN.md; which split each number is on: transfer_tf/protocols/predictor_sweep.py); a
+rerun skips finished cells.
+"""
+
+import functools
+import sys
+
+from absl import app, flags
+
+from transfer_tf.protocols import logreg as logreg_lib
+from transfer_tf.protocols import predictor_sweep
+from transfer_tf.protocols import predictors as predictors_lib
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string(
+    "features_dir", None, "Output of transfer-extract-features: {train,val,test}.npz + manifest."
+)
+flags.DEFINE_string("results_dir", None, "Results root; cells go to <results_dir>/predictors/.")
+flags.DEFINE_string(
+    "saved_model",
+    None,
+    "The source model's SavedModel (transfer-export: serving_default -> logits), for LEEP / NCE.",
+)
+flags.DEFINE_list(
+    "predictors",
+    None,
+    f"Which predictors (default all: {','.join(predictor_sweep.PREDICTORS)}; 'fewshot' is every "
+    "few-shot probe; fewshot_N for N shots). LEEP and NCE need --saved_model.",
+)
+flags.DEFINE_string("model", None, "Label of the source model; default the features manifest's.")
+flags.DEFINE_string("architecture", None, "Registry architecture name of the source model.")
+flags.DEFINE_string("settings", None, "Training-settings label of the source model.")
+flags.DEFINE_string("dataset", None, "Dataset name; default the features manifest's.")
+flags.DEFINE_string("metric", None, "The dataset's metric; default the manifest's.")
+flags.DEFINE_integer(
+    "fewshot_seeds", predictor_sweep.FEWSHOT_SEEDS, "Random draws of each few-shot probe."
+)
+flags.DEFINE_list("knn_k", [str(k) for k in predictors_lib.K_GRID], "k values tried on val.")
+flags.DEFINE_integer("gbc_pca_dim", predictors_lib.GBC_PCA_DIM, "GBC's PCA dimension (0: none).")
+flags.DEFINE_integer("batch_size", 64, "Images per call of serving_default (LEEP / NCE).")
+flags.DEFINE_integer(
+    "blas_threads",
+    None,
+    "Limit BLAS threads (threadpoolctl); 1 is much faster when several processes share few cores.",
+)
+flags.mark_flag_as_required("features_dir")
+flags.mark_flag_as_required("results_dir")
+
+
+def _predictors() -> list[str]:
+    if FLAGS.predictors is not None:
+        return FLAGS.predictors
+    names = list(predictor_sweep.PREDICTORS)
+    if not FLAGS.saved_model:
+        print("transfer-predictors: no --saved_model, so LEEP and NCE are left out")
+        names = [n for n in names if n not in predictor_sweep.NEEDS_LOGITS]
+    return names
+
+
+def main(argv):
+    del argv
+    if FLAGS.blas_threads:
+        import threadpoolctl  # installed with scikit-learn
+
+        threadpoolctl.threadpool_limits(FLAGS.blas_threads)
+    try:
+        manifest = logreg_lib.load_manifest(FLAGS.features_dir)
+        model = FLAGS.model or manifest.get("model")
+        dataset = FLAGS.dataset or manifest.get("dataset")
+        metric = FLAGS.metric or manifest.get("metric")
+        for name, value in (("model", model), ("dataset", dataset), ("metric", metric)):
+            if value is None:
+                raise ValueError(
+                    f"--{name} is not set and {FLAGS.features_dir}/manifest.json does not say it"
+                )
+        try:
+            k_grid = [int(k) for k in FLAGS.knn_k]
+        except ValueError:
+            raise ValueError(f"--knn_k must be integers, got {FLAGS.knn_k}") from None
+        splits = {
+            s: logreg_lib.load_features(FLAGS.features_dir, s) for s in ("train", "val", "test")
+        }
+        source_logits = None
+        if FLAGS.saved_model:
+            source_logits = functools.partial(
+                predictor_sweep.load_source_logits, FLAGS.saved_model, FLAGS.features_dir,
+                batch_size=FLAGS.batch_size,
+            )  # fmt: skip
+        records = predictor_sweep.run_predictors(
+            splits,
+            FLAGS.results_dir,
+            model=model,
+            dataset=dataset,
+            metric=metric,
+            architecture=FLAGS.architecture,
+            settings=FLAGS.settings,
+            predictors=_predictors(),
+            source_logits=source_logits,
+            fewshot_seeds=FLAGS.fewshot_seeds,
+            k_grid=k_grid,
+            gbc_pca_dim=FLAGS.gbc_pca_dim or None,
+            test_ids=logreg_lib.load_ids(FLAGS.features_dir, "test"),
+        )
+    except (ValueError, FileNotFoundError) as e:
+        print(f"transfer-predictors: error: {e}", file=sys.stderr)
+        return 1
+    wall = sum(r["wall_time_s"] for r in records)
+    print(f"predictors {model} {dataset}: {len(records)} cells, {wall:.1f} s in all")
+    return 0
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

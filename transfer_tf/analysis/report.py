@@ -28,6 +28,7 @@ from transfer_tf.analysis import (
     separation,
     tables,
 )
+from transfer_tf.analysis import predictors as predictor_analysis
 from transfer_tf.analysis.paper import PAPER
 from transfer_tf.analysis.render import Bullet, Section
 from transfer_tf.analysis.tables import PROTOCOL_NAMES
@@ -170,6 +171,22 @@ def _feature_part(out: _Output, features_dir, seed, model_info, tsne_max_iter):
     return samples, problems
 
 
+def _predictor_part(out: _Output, rows, best, model_table, results_df, num_bootstrap, seed):
+    """Beyond the paper (issue 19): cheap transfer predictors against the measured transfer."""
+    if rows.empty:
+        return []
+    scores = out.table("predictor_scores", predictor_analysis.predictor_scores(rows))
+    agreement = out.table("predictor_agreement", predictor_analysis.agreement_table(
+        scores, best, model_table, num_bootstrap=num_bootstrap, seed=seed))  # fmt: skip
+    summary = out.table("predictor_summary", predictor_analysis.summary_table(agreement))
+    cost = out.table("predictor_cost", predictor_analysis.cost_table(scores, results_df))
+    source = figures.source_name(model_table)
+    out.figure("predictors_vs_transfer", predictor_analysis.agreement_figure, agreement, source)
+    return [Section("Beyond the paper: cheap transfer predictors",
+                    predictor_analysis.section_text(source, num_bootstrap), table=summary),
+            Section("Cost of the predictors", predictor_analysis.cost_text(), table=cost)]  # fmt: skip
+
+
 def _source(best: pd.DataFrame, primary: str | None) -> str:
     """What the models' top-1 was measured on, for the text (ImageNet or the named source)."""
     rows = best[best["source_logit"].notna()]
@@ -239,6 +256,7 @@ def _sections(out: _Output, parts: dict, found: list, corr, source: str, setting
         Section("Class separation of features (our silhouette score; Fig. 4 is a picture)",
                 "; ".join(parts["feature_problems"]),
                 table=separation.separation_table(parts["feature_samples"])),
+        *parts["predictor_sections"],
         Section("Figures", figures=tuple(out.figures.items())),
     ]  # fmt: skip
     if out.skipped:
@@ -302,6 +320,7 @@ def write_report(
     """
     os.makedirs(os.path.join(output_dir, "figures"), exist_ok=True)
     out = _Output(output_dir)
+    results_df, predictor_rows = predictor_analysis.split_results(results_df)
     model_table = tables.validate_model_table(model_table_df)
     best = _final_tables(out, results_df, model_table)
     corr = _correlation_part(out, best, num_bootstrap, seed)
@@ -309,6 +328,8 @@ def write_report(
     model_info = model_table.set_index("model", drop=False)
     samples, problems = _feature_part(out, features_dir, seed, model_info, tsne_max_iter)
     parts.update(feature_samples=samples, feature_problems=problems)
+    parts["predictor_sections"] = _predictor_part(out, predictor_rows, best, model_table,
+                                                  results_df, num_bootstrap, seed)  # fmt: skip
     source = _source(best, corr.primary)
     found = findings.findings(findings.Evidence(
         correlations=corr, win_counts=parts["win_counts"], across_models=parts["across_models"],

@@ -443,3 +443,93 @@ def test_cli(tmp_path):
     assert bad.returncode == 1
     lines = bad.stderr.strip().splitlines()
     assert lines == [lines[0]] and lines[0].startswith("transfer-predictors: error: toyset test")
+
+
+# ---------------------------------------------------------------------------------------------
+# LEEP and NCE from a SavedModel's serving_default logits on the records (TensorFlow).
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    tf = pytest.importorskip("tensorflow")
+    from transfer_tf.data import write_tfrecords
+    from transfer_tf.protocols import features
+
+    root = tmp_path_factory.mktemp("predictors_tf")
+    rng = np.random.default_rng(12)
+    kernel = tf.constant(rng.normal(size=(3, 7)), tf.float32)
+
+    class Export(tf.Module):
+        """serving_default (logits of 7 source classes) and features, as transfer-export."""
+
+        def _features(self, images):
+            x = tf.cast(images, tf.float32) / 255.0
+            return tf.concat([tf.reduce_mean(x, [1, 2]), tf.reduce_max(x, [1, 2])], axis=1)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 16, 16, 3], tf.uint8)])
+        def serving_default(self, images):
+            logits = 8.0 * tf.reduce_mean(tf.cast(images, tf.float32) / 255.0, [1, 2]) @ kernel
+            return {"logits": logits, "probabilities": tf.nn.softmax(logits)}
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 16, 16, 3], tf.uint8)])
+        def features(self, images):
+            return {"features": self._features(images)}
+
+    module = Export()
+    full, features_only = root / "full", root / "features_only"
+    tf.saved_model.save(module, str(full), signatures={
+        "serving_default": module.serving_default, "features": module.features})  # fmt: skip
+    tf.saved_model.save(module, str(features_only), signatures={"features": module.features})
+    records = root / "records"
+    write_tfrecords("sklearn_digits", records, max_per_class=2)  # 20 / 20 / 20 images
+    features.extract_features(str(full), str(records), "sklearn_digits", str(root / "feats"),
+                              log=lambda _: None)  # fmt: skip
+    # The oracle: the same signature read by the features extractor, as a features file.
+    features.extract_features(str(full), str(records), "sklearn_digits", str(root / "logits"),
+                              signature="serving_default", output_key="logits",
+                              splits=["train", "val"], log=lambda _: None)  # fmt: skip
+    return dict(root=root, full=str(full), features_only=str(features_only))
+
+
+def test_leep_and_nce_read_the_source_logits_through_serving_default(exported, tmp_path):
+    from transfer_tf.protocols import logreg
+
+    feats = str(exported["root"] / "feats")
+    splits = {s: logreg.load_features(feats, s) for s in ("train", "val", "test")}
+    logits = np.concatenate([logreg.load_features(str(exported["root"] / "logits"), s)[0]
+                             for s in ("train", "val")])  # fmt: skip
+    got = predictor_sweep.load_source_logits(exported["full"], feats, log=lambda _: None)
+    np.testing.assert_allclose(got, logits, rtol=1e-6)
+    assert os.path.exists(os.path.join(feats, "source_logits.train.npz"))
+    records = predictor_sweep.run_predictors(
+        splits, str(tmp_path), model="toy", dataset="sklearn_digits", metric="top1",
+        predictors=["leep", "nce"], progress=False,
+        # Cached: the SavedModel is not opened again (this path does not exist).
+        source_logits=lambda: predictor_sweep.load_source_logits("/nonexistent", feats),
+    )  # fmt: skip
+    labels = np.r_[splits["train"][1], splits["val"][1]]
+    probs = scipy.special.softmax(logits.astype(np.float64), axis=1)
+    by_name = {r["hparams"]["predictor"]: r["test_metric"] for r in records}
+    assert by_name["leep"] == pytest.approx(P.leep(probs, labels), rel=1e-6)
+    assert by_name["nce"] == pytest.approx(P.nce(np.argmax(probs, 1), labels))
+
+
+def test_a_features_only_savedmodel_is_a_one_line_error_before_any_cell(exported, tmp_path):
+    from transfer_tf.protocols import logreg
+
+    feats = tmp_path / "feats"  # no cached logits here
+    os.makedirs(feats)
+    for name in ("train.npz", "val.npz", "test.npz", "manifest.json"):
+        with open(exported["root"] / "feats" / name, "rb") as src, open(feats / name, "wb") as dst:
+            dst.write(src.read())
+    splits = {s: logreg.load_features(str(feats), s) for s in ("train", "val", "test")}
+    with pytest.raises(P.PredictorError) as error:
+        predictor_sweep.run_predictors(
+            splits, str(tmp_path / "results"), model="toy", dataset="sklearn_digits",
+            metric="top1", predictors=["knn", "leep"], progress=False,
+            source_logits=lambda: predictor_sweep.load_source_logits(
+                exported["features_only"], str(feats)),
+        )  # fmt: skip
+    message = str(error.value)
+    assert "\n" not in message and "features-only" in message and "['features']" in message
+    assert not os.path.exists(tmp_path / "results" / "predictors")  # kNN did not run either

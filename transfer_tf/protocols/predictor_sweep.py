@@ -264,6 +264,9 @@ def run_predictors(
                                 k_grid=k_grid, gbc_pca_dim=gbc_pca_dim)  # fmt: skip
     for name, why in skipped.items():
         log(f"predictors {model} {dataset}: skipping {name}: {why}")
+    if any(c["hparams"]["predictor"] in NEEDS_LOGITS
+           and sweep.load_record(sweep.cell_path(results_dir, c)) is None for c in cells):  # fmt: skip
+        data.logits()  # a SavedModel that cannot give logits fails before any cell runs
 
     def run_fn(cell):
         return _runner(cell["hparams"]["predictor"])(cell, data, test_ids)

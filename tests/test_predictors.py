@@ -405,12 +405,22 @@ def test_bad_input_is_a_one_line_error(tmp_path):
                                        metric="top1", predictors=["gbc"], progress=False)  # fmt: skip
     message = str(error.value)
     assert "\n" not in message and "class 3 has 1 example" in message and "GBC" in message
+    # The default list skips what cannot run here and says why.
+    logged = []
+    records = predictor_sweep.run_predictors(
+        one, str(tmp_path / "lenient"), model="m", dataset="ds", metric="top1", fewshot_seeds=1,
+        progress=False, log=logged.append,
+    )  # fmt: skip
+    ran = {r["hparams"]["predictor"] for r in records}
+    assert ran == {"knn", "fewshot_1", "logme", "hscore"}
+    assert any("skipping gbc: ds train+val: class 3 has 1 example" in m for m in logged)
+    assert any("skipping leep: needs the source model's logits" in m for m in logged)
     with pytest.raises(P.PredictorError, match="leep, nce need the source model's logits"):
         predictor_sweep.run_predictors(s, str(tmp_path), model="m", dataset="ds", metric="top1",
                                        predictors=["leep", "nce"], progress=False)  # fmt: skip
     with pytest.raises(P.PredictorError, match="unknown predictor 'logme2'"):
         predictor_sweep.check_predictors(["logme2"])
-    assert not os.path.exists(tmp_path / "predictors")  # nothing was written
+    assert not os.path.exists(tmp_path / "predictors")  # the errors wrote nothing
 
 
 def _write_features(folder, splits, **manifest):
@@ -430,7 +440,7 @@ def test_cli(tmp_path):
            f"--results_dir={tmp_path / 'results'}", "--fewshot_seeds=2"]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert "LEEP and NCE are left out" in done.stdout
+    assert "skipping leep: needs the source model's logits" in done.stdout
     frame = results.load(str(tmp_path / "results"))
     assert len(frame) == 1 + 4 * 2 + 3 and set(frame["model"]) == {"toy"}
     assert sweep.PROTOCOLS[-1] == "predictors"

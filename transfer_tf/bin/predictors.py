@@ -7,7 +7,7 @@ kNN (cosine, k chosen on val), few-shot ridge probes (1 / 5 / 10 / 25 shots, --f
 seeds), LogME, H-score and GBC from the features; LEEP and NCE also need the source model's
 logits, read through --saved_model's serving_default signature on the records the features
 manifest names (cached beside the features as source_logits.<split>.npz). Without --saved_model
-the default list leaves LEEP and NCE out. One JSON per cell in <results_dir>/predictors/ (schema:
+the default list leaves LEEP and NCE out (and says so). One JSON per cell in <results_dir>/predictors/ (schema:
 docs/DESIGN.md; which split each number is on: transfer_tf/protocols/predictor_sweep.py); a
 rerun skips finished cells.
 """
@@ -34,8 +34,9 @@ flags.DEFINE_string(
 flags.DEFINE_list(
     "predictors",
     None,
-    f"Which predictors (default all: {','.join(predictor_sweep.PREDICTORS)}; 'fewshot' is every "
-    "few-shot probe; fewshot_N for N shots). LEEP and NCE need --saved_model.",
+    f"Which predictors (default: all that apply of {','.join(predictor_sweep.PREDICTORS)}; "
+    "'fewshot' is every few-shot probe, fewshot_N N shots). LEEP and NCE need --saved_model; "
+    "named predictors that cannot run are an error, the default skips them and says why.",
 )
 flags.DEFINE_string("model", None, "Label of the source model; default the features manifest's.")
 flags.DEFINE_string("architecture", None, "Registry architecture name of the source model.")
@@ -55,16 +56,6 @@ flags.DEFINE_integer(
 )
 flags.mark_flag_as_required("features_dir")
 flags.mark_flag_as_required("results_dir")
-
-
-def _predictors() -> list[str]:
-    if FLAGS.predictors is not None:
-        return FLAGS.predictors
-    names = list(predictor_sweep.PREDICTORS)
-    if not FLAGS.saved_model:
-        print("transfer-predictors: no --saved_model, so LEEP and NCE are left out")
-        names = [n for n in names if n not in predictor_sweep.NEEDS_LOGITS]
-    return names
 
 
 def main(argv):
@@ -104,7 +95,7 @@ def main(argv):
             metric=metric,
             architecture=FLAGS.architecture,
             settings=FLAGS.settings,
-            predictors=_predictors(),
+            predictors=FLAGS.predictors,
             source_logits=source_logits,
             fewshot_seeds=FLAGS.fewshot_seeds,
             k_grid=k_grid,

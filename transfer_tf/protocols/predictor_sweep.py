@@ -204,13 +204,18 @@ def plan_cells(
     fewshot_seeds: int = FEWSHOT_SEEDS,
     k_grid=P.K_GRID,
     gbc_pca_dim: int | None = P.GBC_PCA_DIM,
+    unavailable: Mapping[str, str] | None = None,
 ) -> tuple[list[dict], dict[str, str]]:
-    """(the cells to run, {predictor: why it is skipped on this dataset})."""
+    """(the cells to run, {predictor: why it is skipped on this dataset}); `unavailable`:
+    predictors known not to run here, with the reason."""
     y_tr = splits["train"][1]
     skipped, cells = {}, []
     smallest = min(P.class_counts(y_tr).values()) if y_tr.ndim == 1 else 0
     for name in check_predictors(predictors):
         shots = _shots(name)
+        if name in (unavailable or {}):
+            skipped[name] = unavailable[name]
+            continue
         if y_tr.ndim == 2 and name not in MULTI_LABEL_PREDICTORS:
             skipped[name] = "defined for single-label data; this dataset is multi-label"
             continue
@@ -233,7 +238,7 @@ def run_predictors(
     metric: str,
     architecture: str | None = None,
     settings: str | None = None,
-    predictors=PREDICTORS,
+    predictors=None,
     source_logits: Callable[[], np.ndarray] | None = None,
     fewshot_seeds: int = FEWSHOT_SEEDS,
     k_grid=P.K_GRID,
@@ -242,26 +247,40 @@ def run_predictors(
     progress: bool = True,
     log=print,
 ) -> list[dict]:
-    """Every predictor's cell on `splits` {"train", "val", "test": (features, labels)}; returns
+    """The predictors' cells on `splits` {"train", "val", "test": (features, labels)}; returns
     the records (finished cells are read back, not rerun). `source_logits()`: the source model's
-    logits on train then val, only called when LEEP or NCE still has to run."""
+    logits on train then val, only called when LEEP or NCE still has to run.
+
+    `predictors` None: every predictor that applies (LEEP and NCE without `source_logits`, or
+    GBC with a one-example class, are skipped and said so); named predictors that cannot run
+    are an error instead. Few-shot probes with more shots than a class has are always skipped.
+    """
     check_splits(splits, dataset)
     if fewshot_seeds < 1:
         raise P.PredictorError(f"--fewshot_seeds must be ≥ 1, got {fewshot_seeds}")
-    names = check_predictors(predictors)
+    named = predictors is not None
+    names = check_predictors(PREDICTORS if predictors is None else predictors)
+    data = _Data(splits, metric, source_logits)
+    unavailable = {}
     needs_logits = [n for n in names if n in NEEDS_LOGITS]
     if needs_logits and source_logits is None:
-        raise P.PredictorError(
-            f"{', '.join(needs_logits)} need the source model's logits: pass --saved_model (its "
-            "transfer-export SavedModel), or leave them out of --predictors"
-        )
-    data = _Data(splits, metric, source_logits)
+        how = "pass --saved_model (its transfer-export SavedModel)"
+        if named:
+            raise P.PredictorError(f"{', '.join(needs_logits)} need the source model's logits: "
+                                   f"{how}, or leave them out of --predictors")  # fmt: skip
+        unavailable.update(dict.fromkeys(needs_logits, f"needs the source model's logits: {how}"))
     if "gbc" in names and not data.multi_label:
-        P.require_per_class(data.y_trva, 2, f"{dataset} train+val", "GBC (a class variance)")
+        try:
+            P.require_per_class(data.y_trva, 2, f"{dataset} train+val", "GBC (a class variance)")
+        except P.PredictorError as e:
+            if named:
+                raise
+            unavailable["gbc"] = str(e).split("; add examples")[0]
     base = dict(protocol=PROTOCOL, model=model, architecture=architecture, settings=settings,
                 dataset=dataset, metric=metric, stage="final", per_class=None)  # fmt: skip
     cells, skipped = plan_cells(splits, base, names, fewshot_seeds=fewshot_seeds,
-                                k_grid=k_grid, gbc_pca_dim=gbc_pca_dim)  # fmt: skip
+                                k_grid=k_grid, gbc_pca_dim=gbc_pca_dim,
+                                unavailable=unavailable)  # fmt: skip
     for name, why in skipped.items():
         log(f"predictors {model} {dataset}: skipping {name}: {why}")
     if any(c["hparams"]["predictor"] in NEEDS_LOGITS

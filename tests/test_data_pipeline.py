@@ -341,6 +341,14 @@ def test_corrupt_shard_names_shard_and_record(tmp_path, damage):
     else:
         data[record_size + 40] ^= 0xFF  # inside record 1's payload: its CRC fails
     shard.write_bytes(bytes(data))
+    if damage == "truncate":  # found from its size, before any reading
+        with pytest.raises(ValueError, match="truncated or was replaced") as err:
+            make_input(tmp_path, "bad", "train", image_size=8, preprocessing="inception",
+                       training=False, batch_size=2)  # fmt: skip
+        message = str(err.value)
+        assert str(shard) in message and "record number 1" in message and "id r" in message
+        assert "1 of 3 records readable" in message
+        return
     for training in (False, True):
         ds = make_input(
             tmp_path,

@@ -9,10 +9,14 @@ data whose classes change under mirroring, such as digits). Evaluation: a centra
 Determinism: every random draw is a stateless op seeded by (seed, position of the element in the
 stream), and every parallel stage keeps its order, so a seed fixes the exact batches.
 
-Integrity: each shard is read on its own; a record that fails TFRecord's CRC check or a shard
-shorter than its manifest stops the pipeline with an error naming the shard and the record
-number; an image without its format's start and end markers (truncated, or not JPEG/PNG) stops
-it with an error naming the shard and the image id. Nothing is skipped silently.
+Integrity (`read_examples`, the one reader of training, evaluation and feature extraction):
+before reading, every shard a manifest lists must exist with its recorded size, and the
+manifest's counts and labels must agree (`tfrecords.check_split_files`); then each shard is read
+on its own; a record that fails TFRecord's CRC check or a shard shorter than its manifest stops
+the pipeline with an error naming the shard and the record number; an image without its
+format's start and end markers (truncated, or not JPEG/PNG) or a label outside [0, num_classes)
+stops it with an error naming the shard and the image id. Nothing is skipped silently. An image
+that passes these checks and still does not decode is found by `explain_read_error`.
 """
 
 from __future__ import annotations
@@ -23,8 +27,19 @@ import numpy as np
 import tensorflow as tf
 from official.vision.ops import preprocess_ops
 
+from transfer_tf import files
 from transfer_tf.data.registry import get_dataset
-from transfer_tf.data.tfrecords import JPEG_END, JPEG_START, PNG_END, PNG_START, split_manifests
+from transfer_tf.data.tfrecords import (
+    ASSERTION_PREFIX,
+    JPEG_END,
+    JPEG_START,
+    PNG_END,
+    PNG_START,
+    CorruptRecordsError,
+    assertion_text,
+    check_split_files,
+    split_manifests,
+)
 
 # Inception training crop (SPEC.md): area 8-100% of the image, aspect ratio 3/4-4/3.
 CROP_AREA = (0.08, 1.0)
@@ -62,7 +77,8 @@ def _read_shard(path, expected, keep, features):
             ok,
             lambda: tf.constant(""),
             lambda: tf.strings.format(
-                "transfer_tf: TFRecord shard {} is corrupt or truncated: record number {} (0-based; "
+                ASSERTION_PREFIX
+                + "TFRecord shard {} is corrupt or truncated: record number {} (0-based; "
                 "the last readable record has id {}) cannot be read, {} of {} records readable. "
                 "Re-create the records with transfer-make-tfrecords.",
                 [path, count, last_id, count, expected],
@@ -105,12 +121,112 @@ def _check_image(data, fmt, shard, example_id):
         ok,
         lambda: tf.constant(""),
         lambda: tf.strings.format(
-            "transfer_tf: corrupt or truncated image in shard {}, record id {} (format {}): not a "
+            ASSERTION_PREFIX
+            + "corrupt or truncated image in shard {}, record id {} (format {}): not a "
             "complete JPEG/PNG. Re-create the records with transfer-make-tfrecords.",
             [shard, example_id, fmt],
         ),
     )
     return tf.debugging.Assert(ok, [message])
+
+
+def _check_label(example, num_classes: int, dataset: str):
+    """An assertion that the example's label(s) lie in [0, num_classes)."""
+    if "image/class/labels" in example:
+        values = example["image/class/labels"].values
+    else:
+        values = tf.reshape(example["image/class/label"], [1])
+    ok = tf.reduce_all(tf.logical_and(values >= 0, values < num_classes))
+    message = tf.cond(
+        ok,
+        lambda: tf.constant(""),
+        lambda: tf.strings.format(
+            ASSERTION_PREFIX + "label {} of record id {} in shard {} is outside [0, {}) of "
+            "dataset {}; re-create the records with labels 0..{}",
+            [values, example["image/id"], example["shard"], num_classes, dataset,
+             num_classes - 1],
+        ),
+    )  # fmt: skip
+    return tf.debugging.Assert(ok, [message])
+
+
+def read_examples(records_dir, dataset: str, manifests: list[dict], keep=None) -> tf.data.Dataset:
+    """The checked records of `manifests` (one split, or several for "train+val"), parsed:
+    dicts with `image/encoded` (checked: a whole JPEG / PNG), `image/format`, `image/id`, the
+    label key (checked: in [0, num_classes)) and `shard`, in evaluation order (the shards
+    interleaved one record at a time). `keep`: a boolean mask over all records (manifest
+    order) of those to yield. Raises `CorruptRecordsError` before reading for a manifest that
+    disagrees with its shards (module docstring)."""
+    paths = check_split_files(records_dir, dataset, manifests)
+    multi_label = manifests[0]["multi_label"]
+    num_classes = int(manifests[0]["num_classes"])
+    shards = [s for m in manifests for s in m["shards"]]
+    total = sum(s["num_examples"] for s in shards)
+    keep_t = tf.constant(np.ones(total, bool) if keep is None else keep)
+    offsets = np.cumsum([0] + [s["num_examples"] for s in shards])[:-1]
+    features = {**_FEATURES, **(_MULTI if multi_label else _SINGLE)}
+
+    def shard_stream(path, expected, offset):
+        return _read_shard(path, expected, keep_t[offset : offset + expected], features)
+
+    table = tf.data.Dataset.from_tensor_slices(
+        (
+            tf.constant(paths),
+            tf.constant([s["num_examples"] for s in shards], tf.int64),
+            tf.constant(offsets, tf.int64),
+        )
+    )
+    ds = table.interleave(
+        shard_stream,
+        cycle_length=max(1, min(len(paths), MAX_CYCLE)),
+        block_length=1,
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+
+    def checked(example):
+        image_ok = _check_image(
+            example["image/encoded"], example["image/format"], example["shard"],
+            example["image/id"],
+        )  # fmt: skip
+        with tf.control_dependencies([image_ok, _check_label(example, num_classes, dataset)]):
+            example["image/encoded"] = tf.identity(example["image/encoded"])
+        return example
+
+    return ds.map(checked, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+# TensorFlow's words for an image that does not decode (a message with one of them, and no
+# assertion of ours, is worth a decoding pass over the split to find the record).
+_DECODE_WORDS = ("image", "jpeg", "png", "decode", "gif", "bmp")
+
+
+def explain_read_error(error, records_dir, dataset: str, split: str) -> Exception | None:
+    """A `CorruptRecordsError` naming the shard and the record of a TensorFlow error raised
+    while reading `split` (e.g. "Unknown image file format", a CRC failure), or None if the
+    error is not about the records. An error without our assertion's text but about decoding
+    an image makes a decoding pass over the split (`verify.verify_records`) to find it."""
+    message = getattr(error, "message", None) or str(error)
+    text = assertion_text(message)
+    if text is not None:
+        return CorruptRecordsError(text)
+    if not any(word in message.lower() for word in _DECODE_WORDS):
+        return None
+    from transfer_tf.data.verify import verify_records
+
+    first = next((line for line in message.splitlines() if line.strip()), message)
+    for part in split.split("+"):
+        try:
+            verify_records(records_dir, dataset, part, decode=True)
+        except CorruptRecordsError as found:
+            return found
+        except (OSError, ValueError):  # e.g. gs:// records, which the pass cannot open
+            break
+    return CorruptRecordsError(
+        f"reading {files.join(str(records_dir), dataset)} split {split} failed "
+        f"({type(error).__name__}: {first.strip()}); check it with transfer-make-tfrecords "
+        f"--verify --dataset={dataset} --records_dir={records_dir}"
+    )
 
 
 def default_flip(dataset: str, records_dir=None) -> bool:
@@ -286,36 +402,13 @@ def make_input(
     multi_label = manifests[0]["multi_label"]
     num_classes = manifests[0]["num_classes"]
     folder = Path(records_dir) / dataset
-    shards = [s for m in manifests for s in m["shards"]]
-    total = sum(s["num_examples"] for s in shards)
+    total = sum(s["num_examples"] for m in manifests for s in m["shards"])
     if total == 0:
         raise ValueError(f"dataset {dataset!r} split {split!r} has no examples in {folder}")
     keep = (
         np.ones(total, bool) if per_class is None else _select_per_class(manifests, per_class, seed)
     )
-    offsets = np.cumsum([0] + [s["num_examples"] for s in shards])[:-1]
-    keep_t = tf.constant(keep)
-    features = {**_FEATURES, **(_MULTI if multi_label else _SINGLE)}
-
-    def shard_stream(path, expected, offset):
-        shard_keep = keep_t[offset : offset + expected]
-        return _read_shard(path, expected, shard_keep, features)
-
-    paths = [str(folder / s["file"]) for s in shards]
-    table = tf.data.Dataset.from_tensor_slices(
-        (
-            tf.constant(paths),
-            tf.constant([s["num_examples"] for s in shards], tf.int64),
-            tf.constant(offsets, tf.int64),
-        )
-    )
-    ds = table.interleave(
-        shard_stream,
-        cycle_length=min(len(paths), MAX_CYCLE),
-        block_length=1,
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    )
+    ds = read_examples(records_dir, dataset, manifests, keep)
     selected = int(keep.sum())
     if per_class is not None:
         ds = ds.cache()  # the subset is small: read the shards once
@@ -325,10 +418,7 @@ def make_input(
         ds = ds.repeat()
 
     def element(index, example):
-        data = example["image/encoded"]
-        check = _check_image(data, example["image/format"], example["shard"], example["image/id"])
-        with tf.control_dependencies([check]):
-            data = tf.identity(data)
+        data = example["image/encoded"]  # checked by read_examples
         seeds = _element_seeds(seed, index)
         image = preprocess_image(data, seeds, image_size=image_size, training=training,
                                  crop_area_min=crop_area_min, flip=flip)  # fmt: skip

@@ -35,6 +35,36 @@ class RecordsNotFoundError(FileNotFoundError):
     """No manifest for a dataset split under records_dir."""
 
 
+class CorruptRecordsError(ValueError):
+    """A shard differs from its manifest or holds an undecodable record / image."""
+
+
+# The readers' tf.data assertions start their messages with this, so that the text can be found
+# again inside TensorFlow's error (`assertion_text`).
+ASSERTION_PREFIX = "transfer_tf: "
+
+
+def assertion_text(message: str) -> str | None:
+    """The text of one of our tf.data assertions inside a TensorFlow error message, or None."""
+    if ASSERTION_PREFIX not in message:
+        return None
+    text = message.split(ASSERTION_PREFIX, 1)[1].split("\n", 1)[0].rstrip("] \t")
+    return text.replace('\\"', '"')  # TensorFlow escapes the quotes around strings
+
+
+def check_labels(label, num_classes: int | None, example_id: str, where: str) -> None:
+    """A label (or a multi-label list) must lie in [0, num_classes)."""
+    if num_classes is None:
+        return
+    labels = list(label) if isinstance(label, list | tuple | np.ndarray) else [label]
+    bad = [int(v) for v in labels if not 0 <= int(v) < num_classes]
+    if bad:
+        raise ValueError(
+            f"example {example_id!r} ({where}) has label {bad[0]}, outside [0, {num_classes}) "
+            f"of its {num_classes} classes; fix the labels of the source data"
+        )
+
+
 # ---- tf.train.Example ----------------------------------------------------------------------------
 
 
@@ -197,11 +227,13 @@ def write_split(
     multi_label: bool = False,
     shard_of: Sequence[int] | None = None,
     origin_of=None,
+    num_classes: int | None = None,
 ) -> list[dict]:
     """Writes `examples` = (id, label, image bytes, origin) into shards; returns shard records.
 
     `shard_of[k]` (optional) is the shard of the k-th example; by default consecutive runs of
-    examples fill the shards in turn. Each image is validated (`normalize_image`).
+    examples fill the shards in turn. Each image is validated (`normalize_image`), and with
+    `num_classes` each label lies in [0, num_classes).
     """
     import tensorflow as tf
 
@@ -218,6 +250,7 @@ def write_split(
     try:
         for k, (example_id, label, image, origin) in enumerate(examples):
             shard = shard_of[k] if shard_of is not None else k * n_shards // max(num_examples, 1)
+            check_labels(label, num_classes, example_id, origin)
             data, fmt, height, width = normalize_image(image, origin)
             writers[shard].write(
                 encode_example(data, fmt, height, width, example_id, label, multi_label)
@@ -405,6 +438,7 @@ def write_source(
             num_shards=shards,
             multi_label=spec.multi_label,
             shard_of=shard_of,
+            num_classes=spec.num_classes,
         )
         manifests[split] = {
             "format_version": MANIFEST_VERSION,
@@ -468,6 +502,112 @@ def split_manifests(records_dir, dataset: str, split: str) -> list[dict]:
     if bad or not parts:
         raise ValueError(f"split {split!r}: use train, val, test or a '+' join like train+val")
     return [read_manifest(records_dir, dataset, p) for p in parts]
+
+
+def check_split_files(records_dir, dataset: str, manifests: list[dict]) -> list[str]:
+    """The shard paths of `manifests` after the checks a reader can make before reading: the
+    manifest's counts agree with its shards, its labels lie in [0, num_classes), and every
+    listed shard exists with the size the manifest gives. Raises `CorruptRecordsError` naming
+    the manifest or the shard: a missing shard would otherwise stall the reader."""
+    from transfer_tf import files
+
+    folder = files.join(str(records_dir), dataset)
+    paths = []
+    for manifest in manifests:
+        where = files.join(folder, f"{manifest.get('split', '?')}.manifest.json")
+        shards = manifest.get("shards") or []
+        counted = sum(int(s.get("num_examples", 0)) for s in shards)
+        if counted != manifest.get("num_examples"):
+            raise CorruptRecordsError(
+                f"{where} says {manifest.get('num_examples')} examples but its shards list "
+                f"{counted}; re-create the records with transfer-make-tfrecords"
+            )
+        num_classes = manifest.get("num_classes")
+        for shard in shards:
+            path = files.join(folder, shard["file"])
+            labels = shard.get("labels")
+            if labels is not None and len(labels) != shard["num_examples"]:
+                raise CorruptRecordsError(
+                    f"{where}: shard {shard['file']} lists {len(labels)} labels for "
+                    f"{shard['num_examples']} examples; re-create the records"
+                )
+            bad = _bad_label(labels or [], num_classes, manifest.get("multi_label"))
+            if bad is not None:
+                raise CorruptRecordsError(
+                    f"{where}: record number {bad[0]} of shard {shard['file']} has label "
+                    f"{bad[1]}, outside [0, {num_classes}) of its {num_classes} classes; "
+                    f"re-create the records with labels 0..{num_classes - 1}"
+                )
+            if not files.exists(path):
+                raise CorruptRecordsError(
+                    f"shard {path} is listed in {where} but missing; re-create the records "
+                    "with transfer-make-tfrecords"
+                )
+            size = _file_size(path)
+            if shard.get("bytes") is not None and size != shard["bytes"]:
+                raise CorruptRecordsError(
+                    f"shard {path} has {size} bytes, {where} says {shard['bytes']}: it is "
+                    f"truncated or was replaced ({_readable_records(path, shard['num_examples'])});"
+                    " re-create the records with transfer-make-tfrecords"
+                )
+            paths.append(path)
+    return paths
+
+
+def _bad_label(labels: list, num_classes: int | None, multi_label: bool):
+    """(index, label) of the first label outside [0, num_classes) of a shard, or None."""
+    if num_classes is None or not labels:
+        return None
+    if multi_label:
+        for i, positives in enumerate(labels):
+            for label in positives:
+                if not 0 <= label < num_classes:
+                    return i, label
+        return None
+    values = np.asarray(labels, np.int64)
+    bad = np.flatnonzero((values < 0) | (values >= num_classes))
+    return (int(bad[0]), int(values[bad[0]])) if len(bad) else None
+
+
+def _readable_records(path: str, expected: int) -> str:
+    """How far a damaged shard reads: the first record that does not, and the id before it."""
+    import tensorflow as tf
+
+    index, last_id = 0, None
+    records = iter(tf.data.TFRecordDataset(path))
+    while True:
+        try:
+            record = next(records)
+        except (StopIteration, tf.errors.OpError):
+            break
+        ids = tf.train.Example.FromString(record.numpy()).features.feature["image/id"]
+        last_id = ids.bytes_list.value[0].decode("utf-8", "replace") if ids.bytes_list.value else ""
+        index += 1
+    if index >= expected:
+        return f"all {expected} records read"
+    return (
+        f"record number {index} (0-based; the last readable record has id {last_id}) cannot be "
+        f"read, {index} of {expected} records readable"
+    )
+
+
+def _file_size(path: str) -> int:
+    from transfer_tf import files
+
+    if files.is_url(path):
+        return files._gfile().stat(path).length
+    return os.path.getsize(path)
+
+
+def records_fingerprint(records_dir, dataset: str, splits=SPLITS) -> str:
+    """A short hash of the shards' checksums (from the manifests) of `splits`: what a sweep on
+    these records is computed from (`transfer_tf.protocols.sweep`, `inputs`)."""
+    content = []
+    for split in splits:
+        manifest = read_manifest(records_dir, dataset, split)
+        content.append([split, [[s["file"], s.get("sha256")] for s in manifest["shards"]]])
+    text = json.dumps(content, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def split_size(records_dir, dataset: str, split: str) -> int:

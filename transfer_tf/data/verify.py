@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from transfer_tf.data.tfrecords import _sha256, read_manifest
+from transfer_tf.data.tfrecords import CorruptRecordsError, _sha256, read_manifest
 
-
-class CorruptRecordsError(ValueError):
-    """A shard differs from its manifest or holds an undecodable record / image."""
+__all__ = ["CorruptRecordsError", "verify_records"]
 
 
 def verify_records(records_dir, dataset: str, split: str, *, decode: bool = True) -> int:

@@ -12,10 +12,11 @@ Images get the evaluation preprocessing of Supp. A.2 — the data layer's centra
 87.5% of each side (`transfer_tf.data.pipeline.decode_crop`), then a bilinear resize to the
 source's input size — and are rounded back to uint8 before the source's own scaling.
 
-Records are read through the data layer's split manifests (`<split>.manifest.json`: shards,
-classes, multi-label, metric) in the same order as `make_input` reads an evaluation split, so
-per-example predictions of all protocols line up. `make_input` itself is not used because it
-returns model-scaled float images, while the SavedModel takes uint8.
+Records are read through the data layer's checked reader (`pipeline.read_examples`: shards
+checked against their manifests, labels in range, damaged records and images named by shard and
+record id) in the same order as `make_input` reads an evaluation split, so per-example
+predictions of all protocols line up. `make_input` itself is not used because it returns
+model-scaled float images, while the SavedModel takes uint8.
 
 Output, per split: `<features_dir>/<split>.npz` with `features` float32 [N, D], `labels` (int64
 [N], or int8 multi-hot [N, C] for multi-label datasets) and `ids` (the records' `image/id`), plus
@@ -36,7 +37,7 @@ import tensorflow as tf
 
 from transfer_tf import files
 from transfer_tf.data import split_manifests
-from transfer_tf.data.pipeline import MAX_CYCLE, decode_crop, scale_images
+from transfer_tf.data.pipeline import decode_crop, explain_read_error, read_examples, scale_images
 
 SPLITS = ("train", "val", "test")
 
@@ -106,6 +107,23 @@ def input_hw(shape, input_size: int | None, what: str) -> tuple[int, int]:
     return int(height), int(width)
 
 
+# What TensorFlow raises for a SavedModel whose files are damaged or incomplete (a truncated
+# variables file surfaces as IndexError "Read less bytes than requested").
+DAMAGED_SAVED_MODEL_ERRORS = (tf.errors.OpError, IndexError, ValueError, OSError)
+
+
+def load_saved_model(saved_model_dir: str):
+    """`tf.saved_model.load`, with a damaged SavedModel as one ValueError naming the folder."""
+    try:
+        return tf.saved_model.load(saved_model_dir)
+    except DAMAGED_SAVED_MODEL_ERRORS as e:
+        first = next((line for line in str(e).splitlines() if line.strip()), "")
+        raise ValueError(
+            f"SavedModel {saved_model_dir} cannot be loaded ({type(e).__name__}: {first.strip()}):"
+            " its files are damaged or incomplete; export it again (transfer-export)"
+        ) from None
+
+
 def load_signature(
     saved_model_dir: str,
     signature: str = "features",
@@ -117,7 +135,7 @@ def load_signature(
     """A SavedModel signature that takes one batch of images, as a `FeatureSource`."""
     if not tf.io.gfile.exists(saved_model_dir):
         raise FileNotFoundError(f"--saved_model {saved_model_dir} does not exist")
-    loaded = tf.saved_model.load(saved_model_dir)
+    loaded = load_saved_model(saved_model_dir)
     if signature not in loaded.signatures:
         raise SignatureError(
             f"SavedModel {saved_model_dir} has no signature {signature!r}; it has "
@@ -176,28 +194,12 @@ def eval_image(encoded: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
 def read_split(
     records_dir: str, dataset: str, split: str, size: tuple[int, int], batch_size: int
 ) -> tuple[tf.data.Dataset, dict]:
-    """(batches of (uint8 images, labels, ids), the split's data manifest)."""
+    """(batches of (uint8 images, labels, ids), the split's data manifest), read through the
+    data layer's checked reader (`pipeline.read_examples`, as training reads) in its order."""
     (manifest,) = split_manifests(records_dir, dataset, split)
     multi_label, num_classes = manifest["multi_label"], manifest["num_classes"]
-    folder = files.join(str(records_dir), dataset)
-    paths = [files.join(folder, shard["file"]) for shard in manifest["shards"]]
-    for path in paths:
-        if not tf.io.gfile.exists(path):
-            raise FileNotFoundError(
-                f"{path} is listed in {split}.manifest.json but missing; re-create the records "
-                "with transfer-make-tfrecords"
-            )
-    spec = {
-        "image/encoded": tf.io.FixedLenFeature([], tf.string),
-        "image/id": tf.io.FixedLenFeature([], tf.string, default_value=""),
-    }
-    if multi_label:
-        spec["image/class/labels"] = tf.io.VarLenFeature(tf.int64)
-    else:
-        spec["image/class/label"] = tf.io.FixedLenFeature([], tf.int64)
 
-    def parse(serialized):
-        ex = tf.io.parse_single_example(serialized, spec)
+    def prepare(ex):
         if multi_label:
             positives = tf.sparse.to_dense(ex["image/class/labels"])
             hot = tf.reduce_sum(tf.one_hot(positives, num_classes, dtype=tf.int32), axis=0)
@@ -206,28 +208,30 @@ def read_split(
             label = ex["image/class/label"]
         return eval_image(ex["image/encoded"], size), label, ex["image/id"]
 
-    # The order of `make_input` for an evaluation split: shards interleaved one record at a time.
-    ds = tf.data.Dataset.from_tensor_slices(paths).interleave(
-        tf.data.TFRecordDataset,
-        cycle_length=min(len(paths), MAX_CYCLE),
-        block_length=1,
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    )
-    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = read_examples(records_dir, dataset, [manifest])
+    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE), manifest
 
 
 def extract_split(
     source: FeatureSource, records_dir: str, dataset: str, split: str, *, batch_size: int = 64
 ) -> tuple[dict[str, np.ndarray], dict]:
-    """(features, labels and ids of one split streamed through `source`, data manifest)."""
+    """(features, labels and ids of one split streamed through `source`, data manifest).
+
+    A damaged record or image stops it with an error naming the shard and the record
+    (`pipeline.explain_read_error`)."""
     batches, manifest = read_split(records_dir, dataset, split, source.size, batch_size)
     features, labels, ids = [], [], []
-    for images, label, image_id in batches:
-        features.append(source.features(images))
-        labels.append(label.numpy())
-        ids.append(image_id.numpy())
+    try:
+        for images, label, image_id in batches:
+            features.append(source.features(images))
+            labels.append(label.numpy())
+            ids.append(image_id.numpy())
+    except tf.errors.OpError as e:
+        explained = explain_read_error(e, records_dir, dataset, split)
+        if explained is None:
+            raise
+        raise explained from None
     n = sum(len(f) for f in features)
     if n != manifest["num_examples"] or n == 0:
         raise ValueError(

@@ -4,13 +4,17 @@ Local paths use plain file operations; URLs (gs://...) go through `tf.io.gfile`,
 then, so reading results never needs TensorFlow. Every file the package writes for a reader to
 find (a sweep cell, a run's config.json, a manifest, a step marker, a model table) is written by
 `atomic_write_bytes` / `atomic_write_text` / `atomic_write_json`: a reader sees either no file or
-the whole file.
+the whole file. `exclusive_lock` keeps two runs out of one study folder or one sweep cell.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
+import time
 import uuid
 
 
@@ -95,3 +99,41 @@ def atomic_write_text(path: str, text: str) -> None:
 def atomic_write_json(path: str, value, **dump_args) -> None:
     """`value` as JSON (with `dump_args` for json.dumps, e.g. indent=1), newline-terminated."""
     atomic_write_text(path, json.dumps(value, **dump_args) + "\n")
+
+
+def sha256_file(path: str, chunk: int = 1 << 20) -> str:
+    """The sha256 of a file's bytes (local or URL), read in chunks."""
+    digest = hashlib.sha256()
+    opener = _gfile().GFile if is_url(path) else open
+    with opener(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class BusyError(RuntimeError):
+    """Another process holds the lock of a folder or a sweep cell."""
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str, what: str, fix: str):
+    """Holds an exclusive, non-blocking `flock` on `path` (created, with its parent) while the
+    block runs; another holder makes it raise `BusyError` naming `what`, the holder's pid and
+    `fix`. The kernel drops the lock when its process dies, even by SIGKILL, so a killed run
+    never leaves a stale lock. URLs are not locked (object stores have no flock)."""
+    if is_url(path):
+        yield
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
+            raise BusyError(f"{what} is in use by another process ({holder}); {fix}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the flock

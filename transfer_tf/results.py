@@ -2,13 +2,13 @@
 
 The files are the ones `transfer_tf.protocols.sweep.run_cells` writes (schema in docs/DESIGN.md):
 `<results_dir>/<protocol>/<cell_id>.json`. Temporary files left by a killed writer (hidden names
-that do not end in ".json") and unreadable or foreign JSON files are skipped, so loading is safe
-while a sweep is still running.
+that do not end in ".json") and foreign JSON files are skipped, so loading is safe while a sweep
+is still running. A cell whose JSON or predictions file does not read back whole is left out
+and listed in `frame.attrs[UNREADABLE]` (its sweep, rerun, computes it again).
 """
 
 from __future__ import annotations
 
-import io
 import json
 import warnings
 
@@ -19,6 +19,8 @@ from transfer_tf import files
 from transfer_tf.protocols import sweep
 
 HP_PREFIX = "hp."
+# `load(...).attrs[UNREADABLE]`: [(path, why)] of the cell files left out because they do not read.
+UNREADABLE = "unreadable_cells"
 
 
 def _cell_files(results_dir: str, depth: int = 2) -> list[str]:
@@ -37,23 +39,36 @@ def _cell_files(results_dir: str, depth: int = 2) -> list[str]:
 
 def load_records(results_dir: str) -> list[dict]:
     """Every finished cell record under `results_dir` (a results root or one protocol folder)."""
+    records, _ = _read_records(results_dir)
+    return records
+
+
+def _read_records(results_dir: str) -> tuple[list[dict], list[tuple[str, str]]]:
+    """(finished records, [(path, why)] of cell files that do not read: a damaged JSON or a
+    damaged predictions file; a rerun of their sweep computes them again)."""
     if not files.exists(results_dir) or not files.isdir(results_dir):
         raise FileNotFoundError(
             f"results directory {results_dir!r} does not exist; pass the --results_dir a sweep "
             "wrote to"
         )
-    records = []
+    records, unreadable = [], []
     for path in _cell_files(results_dir):
         try:
             record = json.loads(files.read_bytes(path))
         except (OSError, ValueError) as e:
             warnings.warn(f"skipping unreadable result file {path}: {e}", stacklevel=2)
+            unreadable.append((path, f"{type(e).__name__}: {e}"))
             continue
         if not isinstance(record, dict) or "cell_id" not in record or "protocol" not in record:
             continue  # e.g. a features manifest.json that happens to live under the directory
+        problem = sweep.record_problem(path, record)
+        if problem:
+            warnings.warn(f"skipping result file {path}: {problem}", stacklevel=2)
+            unreadable.append((path, problem))
+            continue
         record["_path"] = path
         records.append(record)
-    return records
+    return records, unreadable
 
 
 def load(results_dir: str) -> pd.DataFrame:
@@ -63,8 +78,9 @@ def load(results_dir: str) -> pd.DataFrame:
     `hparams` flattened to `hp.<name>` columns (NaN where a cell lacks that hyperparameter), plus
     `predictions_path`: the full path of the predictions file, or None.
     """
+    records, unreadable = _read_records(results_dir)
     rows = []
-    for record in load_records(results_dir):
+    for record in records:
         path = record.pop("_path")
         row = {k: record.get(k) for k in sweep.SCHEMA_KEYS if k != "hparams"}
         row.update({k: v for k, v in record.items() if k not in sweep.SCHEMA_KEYS})
@@ -78,13 +94,15 @@ def load(results_dir: str) -> pd.DataFrame:
     columns = [k for k in sweep.SCHEMA_KEYS if k != "hparams"] + ["predictions_path"]
     frame = pd.DataFrame(rows)
     if frame.empty:
-        return pd.DataFrame(columns=columns)
-    hp_columns = sorted(c for c in frame.columns if c.startswith(HP_PREFIX))
-    extra = [c for c in frame.columns if c not in columns and c not in hp_columns]
-    return frame[columns + hp_columns + extra].reset_index(drop=True)
+        frame = pd.DataFrame(columns=columns)
+    else:
+        hp_columns = sorted(c for c in frame.columns if c.startswith(HP_PREFIX))
+        extra = [c for c in frame.columns if c not in columns and c not in hp_columns]
+        frame = frame[columns + hp_columns + extra].reset_index(drop=True)
+    frame.attrs[UNREADABLE] = unreadable
+    return frame
 
 
 def load_predictions(path: str) -> dict[str, np.ndarray]:
     """The arrays of one `<cell_id>.predictions.npz` (e.g. a DataFrame's `predictions_path`)."""
-    with np.load(io.BytesIO(files.read_bytes(path))) as data:
-        return {k: data[k] for k in data.files}
+    return sweep.read_predictions(path)

@@ -6,7 +6,9 @@ Each grid cell trains on "train" and scores "val" (recording the validation metr
 for Fig. 8); the cell with the best validation metric is retrained on "train+val" and scored on
 "test" (the "final" cell, with per-example predictions for McNemar tests). Cells go through
 `transfer_tf.protocols.sweep.run_cells`, so a killed sweep rerun skips finished cells, and a cell
-cut short resumes from the checkpoint in its own model_dir (`<work_dir>/<cell_id>/`).
+cut short resumes from the checkpoint in its own model_dir (`<work_dir>/<cell_id>/`). Every cell
+records its `inputs` (`sweep_inputs`: the records' shard checksums and the starting weights'
+fingerprint); a finished cell, or a model_dir, from other inputs is computed again from scratch.
 
 The recipe (SPEC.md, SimCLR appendix B.8): SGD with Nesterov momentum 0.9, cosine decay to 0,
 batch 256, 20,000 steps for fine-tuning, Inception augmentation (random-resized crop + flip), BN
@@ -20,6 +22,7 @@ initialisation.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 from collections.abc import Callable
@@ -28,13 +31,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from transfer_tf import files
 from transfer_tf.data import get_dataset, split_manifests
-from transfer_tf.data.pipeline import MAX_CYCLE, default_flip
+from transfer_tf.data.pipeline import default_flip, explain_read_error, read_examples
+from transfer_tf.data.tfrecords import check_split_files, records_fingerprint
 from transfer_tf.metrics import METRICS
 from transfer_tf.protocols import sweep
 from transfer_tf.protocols.keras_source import keras_model_builder
 from transfer_tf.protocols.recipe import DEFAULT_STEPS, Cell, GridPoint, SweepRecipe
 from transfer_tf.protocols.sources import Source
+from transfer_tf.run_dir import RunDir
 from transfer_tf.training import TrainConfig, Trainer, distribute
 
 # How far a sweep runs: "all" (the grid, then the final cell) or "grid" (the grid cells only).
@@ -77,22 +83,48 @@ def split_ids(records_dir: str, dataset: str, split: str) -> tuple[np.ndarray, n
     """(image ids, single labels or None) of an evaluation split in `make_input`'s order: the
     shards interleaved one record at a time (as `transfer_tf.protocols.features.read_split`), so
     fine-tuning predictions line up with the other protocols' by id."""
-    (manifest,) = split_manifests(records_dir, dataset, split)
-    paths = [os.path.join(str(records_dir), dataset, s["file"]) for s in manifest["shards"]]
-    spec = {"image/id": tf.io.FixedLenFeature([], tf.string, default_value="")}
-    if not manifest["multi_label"]:
-        spec["image/class/label"] = tf.io.FixedLenFeature([], tf.int64)
-    records = tf.data.Dataset.from_tensor_slices(paths).interleave(
-        tf.data.TFRecordDataset,
-        cycle_length=min(len(paths), MAX_CYCLE),
-        block_length=1,
+    manifests = split_manifests(records_dir, dataset, split)
+    multi_label = manifests[0]["multi_label"]
+    examples = read_examples(records_dir, dataset, manifests).map(
+        lambda ex: (ex["image/id"], ex["image/class/label"] if not multi_label else 0)
     )
     ids, labels = [], []
-    for batch in records.batch(4096).map(lambda r: tf.io.parse_example(r, spec)):
-        ids.extend(i.decode("utf-8", "replace") for i in batch["image/id"].numpy())
-        if "image/class/label" in batch:
-            labels.append(batch["image/class/label"].numpy())
-    return np.array(ids), (np.concatenate(labels) if labels else None)
+    for batch_ids, batch_labels in examples.batch(4096):
+        ids.extend(i.decode("utf-8", "replace") for i in batch_ids.numpy())
+        labels.append(batch_labels.numpy())
+    return np.array(ids), (None if multi_label or not labels else np.concatenate(labels))
+
+
+def source_fingerprint(source: Source) -> str | None:
+    """A short hash of the starting weights: the latest checkpoint's index (its entries hold
+    each tensor's CRC) of a model_dir, a SavedModel's variables index, a published checkpoint,
+    a .keras file; None for random initialisation."""
+    path = None
+    if source.init == "model_dir":
+        latest = RunDir(source.init_model_dir).latest_checkpoint()
+        path = latest + ".index" if latest else None
+    elif source.init == "saved_model":
+        path = os.path.join(source.init_saved_model, "variables", "variables.index")
+    elif source.init == "keras_model":
+        path = source.init_keras_model
+    elif source.init == "weights" and source.weights not in (None, "imagenet"):
+        path = source.weights if os.path.isfile(source.weights) else source.weights + ".index"
+    if source.init == "weights" and source.weights == "imagenet":
+        return "imagenet"  # the registry's offline weights, part of the package
+    if path is None:
+        return None
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"the starting weights {path} do not exist; check the flags")
+    return files.sha256_file(path)[:16]
+
+
+def sweep_inputs(recipe: SweepRecipe, records_dir: str) -> dict[str, str]:
+    """What every cell of the sweep is computed from (`sweep.run_cells`' `inputs`)."""
+    inputs = {"records": records_fingerprint(records_dir, recipe.dataset)}
+    weights = source_fingerprint(recipe.source)
+    if weights is not None:
+        inputs["source"] = weights
+    return inputs
 
 
 @dataclasses.dataclass
@@ -195,7 +227,11 @@ def run_cell(cell: Cell, records_dir: str, options: RunOptions, model_dir: str, 
         builder = keras_model_builder(source.init_keras_model, source.feature_layer)
     trainer = Trainer(train_config(cell, records_dir, options), model_dir, strategy=strategy,
                       model_builder=builder)  # fmt: skip
-    result = trainer.train()
+    split = "train" if cell.stage == "grid" else "train+val"
+    try:
+        result = trainer.train()
+    except tf.errors.OpError as e:  # a damaged record or image: name it
+        raise explain_read_error(e, records_dir, cell.recipe.dataset, split) or e from None
     if cell.stage == "grid":
         # Grid cells evaluate the validation split: the result schema's history is val_metric.
         history = [{"step": h["step"], "epoch": h.get("epoch"), "val_metric": h["eval_metric"]}
@@ -231,12 +267,18 @@ def run_sweep(
     if scope not in SWEEP_SCOPES:
         raise ValueError(f"--stage={scope!r}: use one of {list(SWEEP_SCOPES)}")
     work_dir = options.work_dir or os.path.join(results_dir, "runs", recipe.protocol)
+    # Before anything runs: every shard there with its size, counts and labels as listed.
+    for split in ("train", "val", "test"):
+        check_split_files(records_dir, recipe.dataset, split_manifests(records_dir, recipe.dataset,
+                                                                       split))  # fmt: skip
+    inputs = sweep_inputs(recipe, records_dir)
     strategy = strategy or distribute.make_strategy()
     by_id = {}
 
     def run_fn(identity: dict) -> dict:
         cell = by_id[sweep.cell_id(identity)]
         model_dir = os.path.join(work_dir, sweep.cell_id(identity))
+        fresh_model_dir(model_dir, inputs)
         out = run_cell(cell, records_dir, options, model_dir, strategy)
         if cell.stage == "grid" and not options.keep_runs:
             shutil.rmtree(model_dir, ignore_errors=True)
@@ -247,7 +289,7 @@ def run_sweep(
     def run(cells: list[Cell]) -> list[dict]:
         identities = [c.identity() for c in cells]
         by_id.update({sweep.cell_id(i): c for i, c in zip(identities, cells, strict=True)})
-        return sweep.run_cells(identities, results_dir, run_fn, progress=progress)
+        return sweep.run_cells(identities, results_dir, run_fn, progress=progress, inputs=inputs)
 
     grid_cells = recipe.cells("grid")
     records = run(grid_cells)
@@ -265,6 +307,28 @@ def run_sweep(
         best_val_metric=float(best["val_metric"]),
         final=final,
     )
+
+
+INPUTS_FILE = "inputs.json"
+
+
+def fresh_model_dir(model_dir: str, inputs: dict) -> None:
+    """A cell's model_dir resumes only a run of the same inputs: one left by a run from other
+    records or other starting weights is removed (its checkpoint would otherwise be resumed).
+    The inputs are written into it before training starts."""
+    path = os.path.join(model_dir, INPUTS_FILE)
+    recorded = None
+    if os.path.exists(path):
+        try:
+            with open(path) as f:
+                recorded = json.load(f)
+        except (OSError, ValueError):
+            recorded = {}
+    stale = recorded == {} or (recorded is not None and sweep.changed_inputs(recorded, inputs))
+    if stale:
+        shutil.rmtree(model_dir)
+    files.makedirs(model_dir)
+    files.atomic_write_json(path, inputs, sort_keys=True)
 
 
 __all__ = ["GridPoint", "RunOptions", "Source", "SweepRecipe", "SweepResult", "make_recipe",

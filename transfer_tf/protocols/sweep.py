@@ -11,7 +11,15 @@ arrays such as `{"y_true": ..., "y_pred": ...}`). `run_cells` writes
 
 The JSON is written last, through a temporary file renamed into place, so its existence means
 the cell finished: a sweep killed at any moment and rerun runs every cell exactly once to the end.
-File operations go through `transfer_tf.files` (local paths and gs:// URLs alike).
+A cell whose JSON or predictions file does not read back whole counts as unfinished (a rerun
+repairs it). File operations go through `transfer_tf.files` (local paths and gs:// URLs alike).
+
+A cell's id says what it computes (its recipe); what it computes it *from* is its `inputs`: a
+flat dict of fingerprints (the features files, the records' shard checksums, the starting
+checkpoint) that the caller passes and the JSON records. A finished cell whose recorded inputs
+differ is stale: the rerun says so in one line and computes it again (a JSON without `inputs`,
+written before they were recorded, is kept). While a cell runs, its lock keeps a second
+concurrent run of the same sweep out (`transfer_tf.files.exclusive_lock`).
 """
 
 from __future__ import annotations
@@ -25,11 +33,22 @@ import os
 import re
 import subprocess
 import time
+import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
-from transfer_tf.files import atomic_write_bytes, dirname, exists, join, makedirs, read_bytes
+from transfer_tf.files import (
+    atomic_write_bytes,
+    dirname,
+    exclusive_lock,
+    exists,
+    join,
+    makedirs,
+    read_bytes,
+    sha256_file,
+)
 
 PROTOCOLS = ("logreg", "finetune", "scratch", "predictors")
 STAGES = ("grid", "final")
@@ -43,6 +62,10 @@ SCHEMA_KEYS = (
 # Keys `run_fn` may return; everything else in a record comes from the cell or from the sweep.
 RESULT_KEYS = ("val_metric", "test_metric", "steps", "history", "predictions")
 PREDICTIONS_SUFFIX = ".predictions.npz"
+# What a cell was computed from (a dict of fingerprints), recorded beside the schema keys.
+INPUTS_KEY = "inputs"
+# Errors of a predictions file that does not read back whole (truncated, overwritten, not a zip).
+DAMAGED_FILE_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -90,15 +113,68 @@ def cell_path(results_dir: str, cell: Mapping) -> str:
     return join(results_dir, str(cell.get("protocol", "unknown")), cell_id(cell) + ".json")
 
 
+def read_predictions(path: str) -> dict[str, np.ndarray]:
+    """Every array of a `<cell_id>.predictions.npz`, each read to its end (so the zip's CRC is
+    checked); raises one of DAMAGED_FILE_ERRORS for a file that is not whole."""
+    with np.load(io.BytesIO(read_bytes(path)), allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+def record_problem(path: str, record) -> str | None:
+    """Why the cell JSON `record` read from `path` is not a finished cell, or None if it is."""
+    if not isinstance(record, dict) or "cell_id" not in record:
+        return "not a sweep cell"
+    name = record.get("predictions")
+    if name:
+        try:
+            read_predictions(join(dirname(path), name))
+        except DAMAGED_FILE_ERRORS as e:
+            return f"its predictions file {name} does not read ({type(e).__name__}: {e})"
+    return None
+
+
 def load_record(path: str) -> dict | None:
-    """The finished record at `path`, or None if it is missing or unreadable."""
+    """The finished record at `path`, or None if it is missing or unreadable, or its
+    predictions file is (then the cell runs again)."""
     if not exists(path):
         return None
     try:
         record = json.loads(read_bytes(path))
     except (OSError, ValueError):
         return None
-    return record if isinstance(record, dict) and "cell_id" in record else None
+    return None if record_problem(path, record) else record
+
+
+def fingerprint(value) -> str:
+    """A short content hash of a JSON-able value (canonical JSON, sorted keys)."""
+    return hashlib.sha256(canonical_json(value).encode()).hexdigest()[:16]
+
+
+def file_fingerprints(paths: Mapping[str, str]) -> dict[str, str]:
+    """{name: short sha256 of the file's bytes}: the `inputs` of a sweep that reads `paths`
+    (e.g. logistic regression's {"train.npz": ..., "val.npz": ..., "test.npz": ...})."""
+    return {name: sha256_file(path)[:16] for name, path in paths.items()}
+
+
+def changed_inputs(recorded, current) -> list[str]:
+    """The names of the inputs whose fingerprints differ ([] when either side has none: a cell
+    written before inputs were recorded, or a caller that records none)."""
+    if not recorded or not current:
+        return []
+    names = sorted(set(recorded) | set(current))
+    return [n for n in names if recorded.get(n) != current.get(n)]
+
+
+def _cell_lock(results_dir: str, cell: Mapping):
+    """The lock of one cell: `<results_dir>/.locks/<cell_id>.lock` (hidden: results.load and
+    listings of the protocol folders never see it)."""
+    cid = cell_id(cell)
+    return exclusive_lock(
+        join(results_dir, ".locks", cid + ".lock"),
+        f"sweep cell {cid} in {results_dir}",
+        "two runs of one sweep into one --results_dir would compute it twice; wait for the "
+        "other run to finish, or pass another --results_dir",
+    )
 
 
 @functools.lru_cache(maxsize=1)
@@ -136,11 +212,23 @@ def _npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
     return buffer.getvalue()
 
 
-def run_cell(cell: Mapping, results_dir: str, run_fn: Callable[[dict], Mapping]) -> dict:
-    """Runs one cell (unless it already finished) and returns its record."""
+def run_cell(
+    cell: Mapping,
+    results_dir: str,
+    run_fn: Callable[[dict], Mapping],
+    *,
+    inputs: Mapping[str, str] | None = None,
+) -> dict:
+    """Runs one cell (unless it already finished from the same `inputs`) and returns its record;
+    holds the cell's lock while it runs (`BusyError` if another process holds it)."""
+    with _cell_lock(results_dir, cell):
+        return _run_cell_locked(cell, results_dir, run_fn, inputs)
+
+
+def _run_cell_locked(cell, results_dir, run_fn, inputs) -> dict:
     path = cell_path(results_dir, cell)
     record = load_record(path)
-    if record is not None:
+    if record is not None and not changed_inputs(record.get(INPUTS_KEY), inputs):
         return record
     cid = cell_id(cell)
     start = time.time()
@@ -168,6 +256,8 @@ def run_cell(cell: Mapping, results_dir: str, run_fn: Callable[[dict], Mapping])
         git_commit=git_commit(),
         predictions=predictions_name,
     )
+    if inputs:
+        record[INPUTS_KEY] = dict(inputs)
     ordered = {k: record[k] for k in SCHEMA_KEYS}
     ordered.update({k: v for k, v in record.items() if k not in ordered})
     atomic_write_bytes(path, (json.dumps(ordered, indent=1, allow_nan=False) + "\n").encode())
@@ -180,10 +270,13 @@ def run_cells(
     run_fn: Callable[[dict], Mapping],
     *,
     progress: bool = True,
+    inputs: Mapping[str, str] | None = None,
 ) -> list[dict]:
     """Runs every cell not yet finished under `results_dir`; returns all records in cell order.
 
-    Cells with the same content run once. `progress` prints one line per cell, e.g.
+    Cells with the same content run once. `inputs`: fingerprints of what every cell is computed
+    from (see the module docstring); a finished cell with other recorded inputs runs again.
+    `progress` prints one line per cell, e.g.
     `[3/45] logreg efficientnet_lite0 digits grid l2=0.001 C=0.56  val=0.9312 (0.4s)`.
     """
     cells = [dict(c) for c in cells]
@@ -195,7 +288,12 @@ def run_cells(
     for i, cell in enumerate(cells, 1):
         cid = cell_id(cell)
         done_before = records.get(cid) or load_record(cell_path(results_dir, cell))
-        records[cid] = done_before or run_cell(cell, results_dir, run_fn)
+        stale = done_before and changed_inputs(done_before.get(INPUTS_KEY), inputs)
+        if stale and cid not in records:
+            print(f"cell {cid}: {', '.join(stale)} changed since it ran; running it again",
+                  flush=True)  # fmt: skip
+            done_before = None
+        records[cid] = done_before or run_cell(cell, results_dir, run_fn, inputs=inputs)
         out.append(records[cid])
         if progress:
             print(_progress_line(i, len(cells), cell, records[cid], bool(done_before)), flush=True)

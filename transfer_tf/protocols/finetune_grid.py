@@ -8,9 +8,11 @@ The values follow SPEC.md (from SimCLR, appendix B.8, which states it follows th
   [1e-5, 10^-1.5] = 56 cells.
 
 A grid weight decay `wd` is used as the L2 coefficient wd / learning_rate (the protocol "divides
-the weight decay by the learning rate"), so with SGD the per-step shrinkage of the weights is
-lr(t) / lr · wd, i.e. `wd` at the start of the cosine schedule whatever the learning rate.
-Learning rates are for a batch of 256 and scale linearly with the batch size.
+the weight decay by the learning rate"). Learning rates are for a batch of 256 and scale linearly
+with the batch size B (peak rate lr · B / 256), while the coefficient divides by the unscaled grid
+rate, so with SGD the per-step shrinkage of the weights is lr(t) / lr · wd · B / 256: `wd` at the
+start of the cosine schedule at the paper's batch of 256, `wd · B / 256` at another batch (the
+mini-study's batches of 16-32 decay 8-16x less per step than their grid value says).
 
 `num_learning_rates` / `num_weight_decays` shrink a grid to that many log-spaced values over the
 same range (one value: the geometric middle of the range), for quick runs and tests.

@@ -168,6 +168,14 @@ def test_h_score_by_hand_and_against_bao_et_al_formula():
     g = np.stack([x[y == c].mean(axis=0) for c in y])
     oracle = np.trace(np.linalg.pinv(np.cov(x.T)) @ np.cov(g.T))
     assert P.h_score(x, y) == pytest.approx(oracle, rel=1e-10)
+    # Rank-deficient features (a never-active unit, a duplicated one) and an ill-conditioned
+    # pair: the pseudo-inverse drops what is below 1e-10 of the largest eigenvalue.
+    for extra in (np.zeros((60, 1)), x[:, :1], x[:, :1] + 1e-7 * rng.normal(size=(60, 1))):
+        z = np.c_[x, extra]
+        g = np.stack([z[y == c].mean(axis=0) for c in y])
+        oracle = np.trace(np.linalg.pinv(np.cov(z.T), rtol=1e-10, hermitian=True) @ np.cov(g.T))
+        assert P.h_score(z, y) == pytest.approx(oracle, rel=1e-6)
+        assert P.h_score(z, y, stats=P.FeatureStats.of(z)) == P.h_score(z, y)
     # D ≥ N − C: the classes are separable in the features and H reaches C − 1.
     x, y, _ = _blobs(rng, 12, num_classes=3, dim=20)
     assert P.h_score(x, y) == pytest.approx(2.0, rel=1e-8)
@@ -233,6 +241,7 @@ def test_logme_against_the_published_fixed_point_and_the_marginal_likelihood():
     x, y, _ = _blobs(rng, 80, num_classes=3, dim=6, spread=1.0)
     ours = P.logme(x, y)
     # The published algorithm as shipped (ε = 1e-5, stop at 1e-3 relative, ≤ 11 steps) ...
+    assert P.logme(x, y, stats=P.FeatureStats.of(x)).score == pytest.approx(ours.score, abs=1e-12)
     targets = P.one_hot(y, 3)
     assert ours.score == pytest.approx(published_fixed_point_logme(x, targets), abs=1e-4)
     # ... and run to convergence without ε: the same number.

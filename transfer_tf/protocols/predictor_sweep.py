@@ -105,9 +105,17 @@ class _Data:
         self.y_trva = np.concatenate([self.y_tr, self.y_va])
         self._source_logits = source_logits
         self._logits = None
+        self._stats = None
 
     def splits(self):
         return (self.x_tr, self.y_tr), (self.x_va, self.y_va), (self.x_te, self.y_te)
+
+    def stats(self) -> P.FeatureStats | None:
+        """The train+val scatter matrix LogME, H-score and GBC share (when N ≥ D), computed by
+        the first of them that runs, which is charged its time."""
+        if self._stats is None and len(self.x_trva) >= self.x_trva.shape[1]:
+            self._stats = P.FeatureStats.of(self.x_trva)
+        return self._stats
 
     def logits(self) -> np.ndarray:
         """The source model's logits on train+val (computed once, on first use)."""
@@ -151,7 +159,7 @@ def _run_fewshot(cell, data: _Data, test_ids) -> dict:
 
 
 def _run_logme(cell, data: _Data, test_ids) -> dict:
-    result = P.logme(data.x_trva, data.y_trva)
+    result = P.logme(data.x_trva, data.y_trva, stats=data.stats())
     return {"test_metric": result.score, "steps": result.iterations}
 
 
@@ -164,13 +172,13 @@ def _run_nce(cell, data: _Data, test_ids) -> dict:
 
 
 def _run_hscore(cell, data: _Data, test_ids) -> dict:
-    return {"test_metric": P.h_score(data.x_trva, data.y_trva)}
+    return {"test_metric": P.h_score(data.x_trva, data.y_trva, stats=data.stats())}
 
 
 def _run_gbc(cell, data: _Data, test_ids) -> dict:
     hp = cell["hparams"]
     return {"test_metric": P.gbc(data.x_trva, data.y_trva, pca_dim=hp["pca_dim"],
-                                 gaussian=hp["gaussian"])}  # fmt: skip
+                                 gaussian=hp["gaussian"], stats=data.stats())}  # fmt: skip
 
 
 RUNNERS = {"knn": _run_knn, "logme": _run_logme, "leep": _run_leep, "nce": _run_nce,

@@ -29,6 +29,7 @@ from collections.abc import Callable
 
 import numpy as np
 import scipy.linalg
+import scipy.linalg.lapack
 import scipy.special
 
 # k of the nearest-neighbour classifier, tried on validation (those ≤ the training-set size).
@@ -311,6 +312,31 @@ def fewshot_ridge(
 
 
 @dataclasses.dataclass
+class FeatureStats:
+    """What LogME, H-score and GBC share on one set of features (N ≥ D): the mean and the
+    centred scatter matrix X_cᵀX_c (the costliest step, done once)."""
+
+    n: int
+    mean: np.ndarray  # [D]
+    scatter: np.ndarray  # [D, D]
+
+    @classmethod
+    def of(cls, features: np.ndarray) -> FeatureStats:
+        x = np.asarray(features, np.float64)
+        mean = x.mean(axis=0)
+        xc = x - mean
+        return cls(len(x), mean, xc.T @ xc)
+
+
+def _stats(features: np.ndarray, stats: FeatureStats | None) -> FeatureStats:
+    if stats is None:
+        return FeatureStats.of(features)
+    if stats.n != len(features) or stats.scatter.shape[0] != np.shape(features)[1]:
+        raise PredictorError("FeatureStats were computed on other features")
+    return stats
+
+
+@dataclasses.dataclass
 class LogMEResult:
     score: float  # mean over targets of the log evidence per example
     evidence: np.ndarray  # [T] log evidence per example of each target column
@@ -330,7 +356,12 @@ def _targets(labels: np.ndarray) -> np.ndarray:
 
 
 def logme(
-    features: np.ndarray, labels: np.ndarray, *, tol: float = 1e-8, max_iter: int = 100
+    features: np.ndarray,
+    labels: np.ndarray,
+    *,
+    tol: float = 1e-8,
+    max_iter: int = 100,
+    stats: FeatureStats | None = None,
 ) -> LogMEResult:
     """LogME (You et al. 2021): for each label column y, the maximum over (α, β) of the evidence
     log p(y | F, α, β) of y = F w + ε, w ~ N(0, α⁻¹I), ε ~ N(0, β⁻¹I), per example, averaged over
@@ -347,8 +378,9 @@ def logme(
     f = np.asarray(features, np.float64)
     y = _targets(labels)
     n, d = f.shape
-    if n >= d:
-        s, v = np.linalg.eigh(f.T @ f)
+    if n >= d:  # FᵀF = X_cᵀX_c + N μμᵀ
+        st = _stats(f, stats)
+        s, v = np.linalg.eigh(st.scatter + n * np.outer(st.mean, st.mean))
         t = v.T @ (f.T @ y)
     else:  # F = U Σ Vᵀ from the N × N Gram matrix: t = Σ Uᵀ y
         s, u = np.linalg.eigh(f @ f.T)
@@ -440,47 +472,69 @@ def nce(source_labels: np.ndarray, labels: np.ndarray) -> float:
     return float(np.sum(joint * log_conditional))
 
 
-def h_score(features: np.ndarray, labels: np.ndarray, *, rcond: float = _RANK_RTOL) -> float:
+def h_score(
+    features: np.ndarray,
+    labels: np.ndarray,
+    *,
+    rcond: float = _RANK_RTOL,
+    stats: FeatureStats | None = None,
+) -> float:
     """H-score (Bao et al. 2019): tr(cov(f)⁺ cov(g)), g(x) = E[f | y(x)] the class mean, both
     covariances over examples (N − 1 denominators), ⁺ the pseudo-inverse. In [0, C − 1]; it
     reaches C − 1 whenever D ≥ N − C (the classes are then linearly separable in the features).
 
     Deviation: eigenvalues of cov(f) below `rcond` = 1e-10 × the largest count as zero; their
     code's 1e-15 keeps the rounding noise of rank-deficient features (e.g. ReLU units that are
-    never active), whose inverse then dominates the score."""
+    never active), whose inverse then dominates the score. Computed as
+    Σ_c (N_c / (N − 1)) (μ_c − μ)ᵀ cov⁺ (μ_c − μ): by a Cholesky solve when cov (without its
+    constant features) is well enough conditioned that nothing would be dropped, else from its
+    eigendecomposition."""
     x = np.asarray(features, np.float64)
     labels = _single_label(labels, "H-score")
     classes, y, counts = np.unique(labels, return_inverse=True, return_counts=True)
-    xc = x - x.mean(axis=0)
-    means = np.zeros((len(classes), x.shape[1]))
-    np.add.at(means, y, xc)
-    means /= counts[:, None]  # class means of the centred features: g's distinct rows
     n = len(x)
+    means = np.zeros((len(classes), x.shape[1]))
+    np.add.at(means, y, x)
+    means = means / counts[:, None]
     if n <= x.shape[1]:  # in the row space of X_c: X_c = U Σ Vᵀ, cov = V Σ² Vᵀ / (N − 1)
+        xc = x - x.mean(axis=0)
         s, u = np.linalg.eigh(xc @ xc.T)
         keep = s > rcond * max(s.max(), 1e-300)
         coords = (xc.T @ u[:, keep]) / np.sqrt(s[keep])  # V: [D, r]
-        eig = s[keep] / (n - 1)
-    else:
-        eig, coords = np.linalg.eigh(xc.T @ xc / (n - 1))
-        keep = eig > rcond * max(eig.max(), 1e-300)
-        eig, coords = eig[keep], coords[:, keep]
-    projected = means @ coords  # [C, r]
-    return float(np.sum(counts[:, None] * projected**2 / eig) / (n - 1))
+        projected = (means - x.mean(axis=0)) @ coords
+        return float(np.sum(counts[:, None] * projected**2 / (s[keep] / (n - 1))) / (n - 1))
+    st = _stats(x, stats)
+    diff = means - st.mean
+    live = np.diag(st.scatter) > 0  # constant features: no variance, no class difference
+    cov, diff = st.scatter[np.ix_(live, live)] / (n - 1), diff[:, live]
+    try:
+        factor = scipy.linalg.cho_factor(cov, lower=True, check_finite=False)
+        inverse_condition, _ = scipy.linalg.lapack.dpocon(factor[0], np.abs(cov).sum(axis=0).max(),
+                                                          uplo="L")  # fmt: skip
+        if inverse_condition > 10 * rcond:  # cond₂ ≤ cond₁ < 1 / rcond: the pseudo-inverse
+            solved = scipy.linalg.cho_solve(factor, diff.T, check_finite=False)  # is the inverse
+            return float(np.sum(counts * np.sum(diff * solved.T, axis=1)) / (n - 1))
+    except np.linalg.LinAlgError:
+        pass
+    eig, vectors = np.linalg.eigh(cov)
+    keep = eig > rcond * max(eig.max(), 1e-300)
+    projected = diff @ vectors[:, keep]
+    return float(np.sum(counts[:, None] * projected**2 / eig[keep]) / (n - 1))
 
 
-def pca(features: np.ndarray, dim: int) -> np.ndarray:
+def pca(features: np.ndarray, dim: int, *, stats: FeatureStats | None = None) -> np.ndarray:
     """Centred features projected on their `dim` leading principal directions."""
     x = np.asarray(features, np.float64)
-    xc = x - x.mean(axis=0)
-    n, d = xc.shape
+    n, d = x.shape
     if dim >= min(n, d):
-        return xc
+        return x - x.mean(axis=0)
     if n < d:  # directions from the Gram matrix
+        xc = x - x.mean(axis=0)
         s, u = scipy.linalg.eigh(xc @ xc.T, subset_by_index=[n - dim, n - 1])
         return u[:, ::-1] * np.sqrt(np.maximum(s[::-1], 0.0))
-    _, v = scipy.linalg.eigh(xc.T @ xc, subset_by_index=[d - dim, d - 1])
-    return xc @ v[:, ::-1]
+    st = _stats(x, stats)
+    _, v = scipy.linalg.eigh(st.scatter, subset_by_index=[d - dim, d - 1])
+    return (x - st.mean) @ v[:, ::-1]
 
 
 def bhattacharyya_distance(mean_a, var_a, mean_b, var_b) -> np.ndarray:
@@ -500,6 +554,7 @@ def gbc(
     pca_dim: int | None = GBC_PCA_DIM,
     gaussian: str = "spherical",
     variance_floor: float = GBC_VARIANCE_FLOOR,
+    stats: FeatureStats | None = None,
 ) -> float:
     """GBC (Pándy et al. 2022): −Σ_{i≠j} BC(cᵢ, cⱼ), BC = exp(−D_B) between Gaussians fitted to
     each class (mean; per-dimension variance, ddof 0, floored at `variance_floor`; "spherical":
@@ -511,7 +566,7 @@ def gbc(
         raise PredictorError(f"GBC: gaussian must be spherical or diagonal, got {gaussian!r}")
     labels = _single_label(labels, "GBC")
     require_per_class(labels, 2, "GBC", "a class Gaussian's variance")
-    x = pca(features, pca_dim) if pca_dim else np.asarray(features, np.float64)
+    x = pca(features, pca_dim, stats=stats) if pca_dim else np.asarray(features, np.float64)
     classes, y, counts = np.unique(labels, return_inverse=True, return_counts=True)
     means = np.zeros((len(classes), x.shape[1]))
     np.add.at(means, y, x)

@@ -42,6 +42,13 @@ flags.DEFINE_integer(
 flags.DEFINE_integer("seed", 0, "Seed of the --per_class subset.")
 flags.DEFINE_float("tol", 1e-6, "L-BFGS stops when the gradient norm is below this.")
 flags.DEFINE_integer("max_iter", 1000, "L-BFGS iterations per fit.")
+flags.DEFINE_enum(
+    "backend",
+    "numpy",
+    ["numpy", "tensorflow"],
+    "Who computes the passes over the training set: numpy (BLAS, CPU) or tensorflow (a GPU when "
+    "one is visible, else the CPU). Same solver, same objective and stopping test.",
+)
 flags.DEFINE_integer(
     "blas_threads",
     None,
@@ -85,6 +92,7 @@ def main(argv):
             tol=FLAGS.tol,
             max_iter=FLAGS.max_iter,
             test_ids=logreg_lib.load_ids(FLAGS.features_dir, "test"),
+            backend=FLAGS.backend,
         )
     except (ValueError, FileNotFoundError) as e:
         print(f"transfer-logreg: error: {e}", file=sys.stderr)

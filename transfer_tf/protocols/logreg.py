@@ -11,16 +11,24 @@ objective divided by C·N, so λ = 1 / (C·N) and C = 1 / (λ·N). A single-labe
 classes uses the binary model, as scikit-learn does.
 
 Speed (the sweep solves 45 problems on the same features) comes from exact reparametrisations
-shared by all λ, not from approximations:
+shared by all λ and from where precision is spent, not from approximations of the objective:
   - centring X (absorbed by the unregularised bias);
-  - rotating X into the eigenbasis of its covariance, X_c U, and dropping directions with zero
-    variance, in which the optimal weights are exactly zero (this shrinks D to rank(X_c) ≤ N − 1
-    for small datasets);
+  - rotating X into the eigenbasis of its covariance, Z = X_c U, and dropping directions with
+    zero variance, in which the optimal weights are exactly zero (this shrinks D to
+    rank(X_c) ≤ N − 1 for small datasets);
   - a diagonal preconditioner per λ in that basis: L-BFGS works on V with M = diag(d) V,
     d_j = 1/sqrt(s_j + λ/c), s_j the variance along direction j, c an assumed loss curvature;
+  - one pass over the features per L-BFGS step: the logits are kept, the search direction's
+    logits are one matrix product, and the line search (Newton steps on the loss along that
+    line) is elementwise work on them; the gradient at the accepted step is the other product;
+  - those products in float32 on Z stored in float32 (the softmax, loss and sums in float64)
+    until the gradient is below the tolerance, then recomputed in float64 from the features as
+    given, which decides convergence and does any last iterations (see `fit`);
   - warm starts along the grid from strong to weak regularisation.
 The penalty ‖W‖² = ‖U M‖² = ‖M‖² is unchanged by the rotation, so every fit minimises the same
-objective as scikit-learn; the final weights are mapped back to W = U M and b − μW.
+objective as scikit-learn; the final weights are mapped back to W = U M and b − μW. Memory: the
+features as given plus Z in float32 and a few [N, K] float64 arrays; float64 copies of the
+features are made a chunk of rows at a time (`NumpyPasses.chunk_rows`).
 """
 
 from __future__ import annotations
@@ -31,7 +39,6 @@ import json
 from collections.abc import Mapping
 
 import numpy as np
-import scipy.optimize
 import scipy.special
 
 from transfer_tf.protocols import sweep
@@ -47,7 +54,12 @@ L2_MAX = 1e5
 _CURVATURE = 1e-3
 # Directions whose variance is below this fraction of the largest are numerically null.
 _RANK_RTOL = 1e-10
-_FTOL = 64 * np.finfo(float).eps  # as scikit-learn's lbfgs: stop on the gradient, not f
+# The float32 phase stops a little inside the tolerance, so the float64 check usually passes.
+_FLOAT32_TARGET = 0.9
+_FTOL = 64 * np.finfo(float).eps  # scikit-learn's lbfgs: relative decrease of f that ends a fit
+_MEMORY = 10  # L-BFGS correction pairs, as scipy's and scikit-learn's default
+_WOLFE_C1, _WOLFE_C2 = 1e-4, 0.9  # strong Wolfe conditions (Nocedal & Wright's values)
+_LINE_SEARCH_STEPS = 30
 
 
 def l2_grid(num: int = NUM_L2, l2_min: float = L2_MIN, l2_max: float = L2_MAX) -> np.ndarray:
@@ -132,16 +144,199 @@ class LinearModel:
         return (z[:, 0] > 0).astype(np.int64) if z.shape[1] == 1 else np.argmax(z, axis=1)
 
 
+def _loss_and_residual(logits: np.ndarray, targets: np.ndarray, binary: bool):
+    """(summed loss, per-example gradient of the loss w.r.t. the logits); overwrites `logits`."""
+    if binary:
+        loss = float(np.sum(np.logaddexp(0.0, logits) - targets * logits))
+        return loss, np.subtract(scipy.special.expit(logits, out=logits), targets, out=logits)
+    top = logits.max(axis=1, keepdims=True)
+    loss = float(np.sum(top) - np.sum(targets * logits))
+    logits -= top
+    np.exp(logits, out=logits)
+    total = logits.sum(axis=1, keepdims=True)
+    loss += float(np.sum(np.log(total)))
+    logits /= total
+    return loss, np.subtract(logits, targets, out=logits)
+
+
+def _loss_along(logits, direction, alpha, targets, binary):
+    """Summed loss at logits + α·direction and its first two derivatives in α."""
+    z = logits + alpha * direction
+    if binary:
+        loss = float(np.sum(np.logaddexp(0.0, z) - targets * z))
+        p = scipy.special.expit(z, out=z)
+        slope = float(np.sum((p - targets) * direction))
+        p *= 1.0 - p
+        return loss, slope, float(np.sum(p * direction**2))
+    loss, p = _loss_and_residual(z, targets, binary)  # p = softmax − targets
+    p += targets
+    mean_t = np.sum(p * direction, axis=1)
+    slope = float(np.sum(mean_t) - np.sum(targets * direction))
+    return loss, slope, float(np.sum(p * direction**2) - np.sum(mean_t**2))
+
+
+class NumpyPasses:
+    """The passes over the training set that the solver makes, with numpy (BLAS) on the CPU.
+
+    Precision 32 works on the centred, rotated features Z = (X − μ) U, computed once in float64
+    and stored in float32: one sgemm per pass. Precision 64 recomputes from the features as given
+    (float32 features are exact in float64) in float64, a chunk of rows at a time, so nothing
+    N × D is held in float64. Logits, their softmax and the loss are float64 in both.
+      forward(m, b, precision)         logits [N, K] of rotated weights m [r, K] and bias b [K]
+                                       of the centred features (also of a search direction)
+      backward(logits, precision)      (mean loss, ∂/∂m, ∂/∂b) at those logits, unregularised
+      along(logits, direction, α)      (mean loss, d/dα, d²/dα²) at logits + α·direction
+      step(logits, direction, α)       logits + α·direction (may reuse `logits`' memory)
+    """
+
+    name = "numpy"
+    chunk_rows = 8192
+
+    def __init__(self, features: np.ndarray):
+        self.features = features  # as given: no copy
+
+    def _chunks(self):
+        for start in range(0, len(self.features), self.chunk_rows):
+            stop = start + self.chunk_rows
+            yield slice(start, stop), np.asarray(self.features[start:stop], np.float64)
+
+    def mean_and_scatter(self) -> tuple[np.ndarray, np.ndarray]:
+        """Feature mean [D] and centred scatter matrix [D, D], both float64."""
+        mean = np.zeros(self.features.shape[1])
+        for _, x in self._chunks():
+            mean += x.sum(axis=0)
+        mean /= len(self.features)
+        scatter = np.zeros((len(mean), len(mean)))
+        for _, x in self._chunks():
+            x -= mean
+            scatter += x.T @ x
+        return mean, scatter
+
+    def prepare(self, mean: np.ndarray, basis: np.ndarray, targets: np.ndarray, binary: bool):
+        self.mean, self.basis, self.targets, self.binary = mean, basis, targets, binary
+        self.z = np.empty((len(self.features), basis.shape[1]), np.float32)
+        for rows, x in self._chunks():
+            x -= mean
+            self.z[rows] = x @ basis
+
+    def forward(self, m: np.ndarray, b: np.ndarray, precision: int) -> np.ndarray:
+        if precision == 32:
+            logits = (self.z @ m.astype(np.float32)).astype(np.float64)
+            logits += b
+            return logits
+        w = self.basis @ m
+        c = b - self.mean @ w
+        logits = np.empty((len(self.features), len(b)))
+        for rows, x in self._chunks():
+            np.matmul(x, w, out=logits[rows])
+        logits += c
+        return logits
+
+    def backward(self, logits: np.ndarray, precision: int):
+        n = len(self.features)
+        loss, g = _loss_and_residual(logits.copy(), self.targets, self.binary)
+        grad_b = g.sum(axis=0)
+        if precision == 32:
+            grad_m = (self.z.T @ g.astype(np.float32)).astype(np.float64)
+        else:
+            grad_w = np.zeros((len(self.mean), g.shape[1]))
+            for rows, x in self._chunks():
+                grad_w += x.T @ g[rows]
+            grad_w -= np.outer(self.mean, grad_b)
+            grad_m = self.basis.T @ grad_w
+        return loss / n, grad_m / n, grad_b / n
+
+    def along(self, logits: np.ndarray, direction: np.ndarray, alpha: float):
+        loss, slope, curvature = _loss_along(logits, direction, alpha, self.targets, self.binary)
+        n = len(self.features)
+        return loss / n, slope / n, curvature / n
+
+    def step(self, logits: np.ndarray, direction: np.ndarray, alpha: float) -> np.ndarray:
+        logits += alpha * direction
+        return logits
+
+    def mean_loss(self, weights: np.ndarray, bias: np.ndarray) -> float:
+        """Mean loss of any model in the original feature space, float64."""
+        loss = 0.0
+        for rows, x in self._chunks():
+            loss += _loss_and_residual(x @ weights + bias, self.targets[rows], self.binary)[0]
+        return loss / len(self.features)
+
+
+def make_passes(features: np.ndarray, backend: str):
+    if backend == "numpy":
+        return NumpyPasses(features)
+    if backend == "tensorflow":
+        from transfer_tf.protocols import logreg_tf  # TensorFlow only when asked for
+
+        return logreg_tf.TensorFlowPasses(features)
+    raise ValueError(f"unknown logistic-regression backend {backend!r}; use numpy or tensorflow")
+
+
+def _two_loop(grad: np.ndarray, memory: list) -> np.ndarray:
+    """L-BFGS's approximation of H⁻¹ grad from the (s, y, 1/yᵀs) pairs in `memory`."""
+    q = grad.copy()
+    alphas = []
+    for s, y, rho in reversed(memory):
+        a = rho * float(s @ q)
+        q -= a * y
+        alphas.append(a)
+    if memory:
+        s, y, _ = memory[-1]
+        q *= float(s @ y) / float(y @ y)
+    for (s, y, rho), a in zip(memory, reversed(alphas), strict=True):
+        q += (a - rho * float(y @ q)) * s
+    return q
+
+
+def _remember(memory: list, s: np.ndarray, y: np.ndarray) -> None:
+    sy = float(s @ y)
+    if sy > 1e-10 * float(y @ y):  # curvature pairs only (rounding can break yᵀs > 0)
+        memory.append((s, y, 1.0 / sy))
+        del memory[:-_MEMORY]
+
+
+def _line_search(phi, value0: float, slope0: float):
+    """Step α along a descent direction meeting the strong Wolfe conditions, or None.
+
+    `phi(α)` → (value, slope, curvature) is cheap (elementwise work on the logits, no pass over
+    the features), so the search takes safeguarded Newton steps on it, starting at α = 1.
+    """
+    lo, hi, alpha = 0.0, np.inf, 1.0
+    for _ in range(_LINE_SEARCH_STEPS):
+        value, slope, curvature = phi(alpha)
+        armijo = value <= value0 + _WOLFE_C1 * alpha * slope0
+        if armijo and abs(slope) <= _WOLFE_C2 * abs(slope0):
+            return alpha
+        if not armijo or slope > 0:
+            hi = alpha
+        else:
+            lo = alpha
+        newton = alpha - slope / curvature if curvature > 0 else np.nan
+        if not lo < newton < hi:
+            newton = 0.5 * (lo + hi) if np.isfinite(hi) else 4.0 * alpha
+        alpha = min(newton, 10.0 * alpha) if not np.isfinite(hi) else newton
+    return None
+
+
 class LogisticRegressionProblem:
     """One training set, precomputed for fitting many λ (centring, rotation, rank reduction)."""
 
-    def __init__(self, features: np.ndarray, labels: np.ndarray, num_classes: int | None = None):
+    def __init__(
+        self,
+        features: np.ndarray,
+        labels: np.ndarray,
+        num_classes: int | None = None,
+        *,
+        backend: str = "numpy",
+    ):
         check_features(features, labels, "training set")
-        x = np.array(features, np.float64)  # a copy: centred in place below
-        self.num_examples, self.num_features = x.shape
+        if features.dtype not in (np.float32, np.float64):
+            features = np.asarray(features, np.float64)
+        self.num_examples, self.num_features = features.shape
         self.multi_label = labels.ndim == 2
         if self.multi_label:
-            self.targets = np.asarray(labels, np.float64)
+            targets = np.asarray(labels, np.float64)
         else:
             labels = np.asarray(labels)
             if labels.min() < 0:
@@ -149,32 +344,38 @@ class LogisticRegressionProblem:
             k = int(num_classes or labels.max() + 1)
             if labels.max() >= k:
                 raise ValueError(f"training set: label {labels.max()} ≥ num_classes {k}")
-            self.labels = labels.astype(np.int64)
+            labels = labels.astype(np.int64)
             if k == 2:  # scikit-learn's binary model: one logit for class 1
-                self.targets = self.labels[:, None].astype(np.float64)
+                targets = labels[:, None].astype(np.float64)
             else:
-                self.targets = np.zeros((len(labels), k))
-                self.targets[np.arange(len(labels)), self.labels] = 1.0
-        self.binary = self.multi_label or self.targets.shape[1] == 1
-        self.num_outputs = self.targets.shape[1]
+                targets = np.zeros((len(labels), k))
+                targets[np.arange(len(labels)), labels] = 1.0
+        self.binary = self.multi_label or targets.shape[1] == 1
+        self.num_outputs = targets.shape[1]
+        self.passes = make_passes(features, backend)
 
-        self.mean = x.mean(axis=0)
-        x -= self.mean
-        # Eigenbasis of the (uncentred-by-N) scatter; via the smaller Gram matrix when N < D.
-        n, d = x.shape
+        # Eigenbasis of the centred scatter matrix; via the smaller Gram matrix when N < D.
+        n, d = features.shape
         if n >= d:
-            s, u = np.linalg.eigh(x.T @ x)
+            self.mean, scatter = self.passes.mean_and_scatter()
+            s, u = np.linalg.eigh(scatter)
+            del scatter
         else:
+            x = np.array(features, np.float64)
+            self.mean = x.mean(axis=0)
+            x -= self.mean
             s, v = np.linalg.eigh(x @ x.T)
             keep = s > _RANK_RTOL * max(s.max(), 1e-300)
             s, v = s[keep], v[:, keep]
             u = (x.T @ v) / np.sqrt(s)
+            del x
         keep = s > _RANK_RTOL * max(s.max(), 1e-300)
-        self.basis = u[:, keep][:, ::-1]  # [D, r], largest variance first
+        self.basis = np.ascontiguousarray(u[:, keep][:, ::-1])  # [D, r], largest variance first
         self.variance = s[keep][::-1] / n  # [r]
-        self.z = x @ self.basis  # [N, r]
-        del x
-        prior = self.targets.mean(axis=0)
+        self.passes.prepare(self.mean, self.basis, targets, self.binary)
+        # Matrix products over all the features so far (forward or backward), by precision.
+        self.half_passes = {32: 0, 64: 0}
+        prior = targets.mean(axis=0)
         if self.binary:
             self.prior_bias = np.log(prior) - np.log1p(-prior)
         else:
@@ -185,20 +386,6 @@ class LogisticRegressionProblem:
     def rank(self) -> int:
         return self.basis.shape[1]
 
-    def _loss_and_grad_logits(self, logits: np.ndarray) -> tuple[float, np.ndarray]:
-        n = self.num_examples
-        if self.binary:
-            loss = np.sum(np.logaddexp(0.0, logits) - self.targets * logits) / n
-            return loss, (scipy.special.expit(logits) - self.targets) / n
-        lse = scipy.special.logsumexp(logits, axis=1, keepdims=True)
-        loss = np.sum(lse[:, 0] - np.sum(self.targets * logits, axis=1)) / n
-        return loss, (np.exp(logits - lse) - self.targets) / n
-
-    def objective(self, m: np.ndarray, b: np.ndarray, l2: float) -> float:
-        """The objective at rotated weights M [r, K] and bias (of the centred features)."""
-        loss, _ = self._loss_and_grad_logits(self.z @ m + b)
-        return float(loss + 0.5 * l2 * np.sum(m * m))
-
     def fit(
         self,
         l2: float,
@@ -207,66 +394,92 @@ class LogisticRegressionProblem:
         tol: float = 1e-6,
         max_iter: int = 1000,
     ) -> LinearModel:
-        """Minimises the objective at λ = `l2`, starting from `init` (e.g. the previous λ)."""
+        """Minimises the objective at λ = `l2`, starting from `init` (e.g. the previous λ).
+
+        L-BFGS on θ = (V, b) with M = diag(d) V. A step costs one pass over the features: the
+        logits of the search direction (forward) and, at the accepted step, the gradient
+        (backward); the logits are kept and moved along the direction, so the line search
+        needs no pass of its own. Float32 passes do the iterations until the gradient is below
+        `tol` (or float32 rounding stops progress); then the logits and gradient are recomputed
+        in float64, which decides convergence and, if needed, does the last iterations with the
+        same L-BFGS memory. Converged means ‖∇f‖₂ ≤ `tol` in float64, in the original
+        parametrisation (W, b): scikit-learn's lbfgs test is max |∂f/∂w| ≤ tol, which ours
+        implies.
+        """
         if not l2 > 0:
             raise ValueError(f"regularisation strength must be > 0, got {l2}")
         r, k = self.rank, self.num_outputs
-        scale = 1.0 / np.sqrt(self.variance + l2 / _CURVATURE)  # d, [r]
+        scale = 1.0 / np.sqrt(self.variance + l2 / _CURVATURE)[:, None]  # d, [r, 1]
         if init is None:
-            m0, b0 = np.zeros((r, k)), self.prior_bias.copy()
+            m, b = np.zeros((r, k)), self.prior_bias.copy()
         else:
-            m0 = self.basis.T @ init.weights
-            b0 = init.bias + self.mean @ init.weights
-        z = self.z
-        last = {}
+            m = self.basis.T @ init.weights
+            b = init.bias + self.mean @ init.weights
+        passes = self.passes
 
-        def fun(theta):
-            v, b = theta[: r * k].reshape(r, k), theta[r * k :]
-            m = scale[:, None] * v
-            loss, g = self._loss_and_grad_logits(z @ m + b)
-            grad_m, grad_b = z.T @ g + l2 * m, g.sum(axis=0)
-            last.update(theta=theta, norm=np.sqrt(np.sum(grad_m**2) + np.sum(grad_b**2)))
-            grad = np.concatenate([(scale[:, None] * grad_m).ravel(), grad_b])
-            return loss + 0.5 * l2 * np.sum(m * m), grad
+        def forward(m, b, precision):
+            self.half_passes[precision] += 1
+            return passes.forward(m, b, precision)
 
-        def stop_when_converged(intermediate_result):
-            # The gradient is measured in the original parametrisation (W, b), not in the
-            # preconditioned one, so `tol` means what it means for scikit-learn's lbfgs (there:
-            # max |∂f/∂w|; here the Euclidean norm, which is never smaller).
-            if np.array_equal(last["theta"], intermediate_result.x) and last["norm"] <= tol:
-                raise StopIteration
+        def evaluate(logits, precision):
+            """Objective, gradient in θ and ‖∇f‖ in (W, b) at the current (m, b) and logits."""
+            self.half_passes[precision] += 1
+            loss, grad_m, grad_b = passes.backward(logits, precision)
+            grad_m += l2 * m
+            norm = float(np.sqrt(np.sum(grad_m**2) + np.sum(grad_b**2)))
+            value = loss + 0.5 * l2 * float(np.sum(m * m))
+            return value, np.concatenate([(scale * grad_m).ravel(), grad_b]), norm
 
-        theta0 = np.concatenate([(m0 / scale[:, None]).ravel(), b0])
-        fun(theta0)
-        if last["norm"] <= tol:  # already converged, e.g. a warm start at nearly the same λ
-            result = scipy.optimize.OptimizeResult(x=theta0, fun=fun(theta0)[0], nit=0)
-        else:
-            result = scipy.optimize.minimize(
-                fun,
-                theta0,
-                method="L-BFGS-B",
-                jac=True,
-                callback=stop_when_converged,
-                options={"maxiter": max_iter, "maxls": 50, "gtol": 0.0, "ftol": _FTOL},
-            )
-        m = scale[:, None] * result.x[: r * k].reshape(r, k)
-        b = result.x[r * k :]
+        precision, iterations, memory = 32, 0, []
+        logits = forward(m, b, precision)
+        value, grad, norm = evaluate(logits, precision)
+        while True:
+            target = _FLOAT32_TARGET * tol if precision == 32 else tol
+            if norm > target and iterations < max_iter:
+                direction = -_two_loop(grad, memory)
+                dm, db = scale * direction[: r * k].reshape(r, k), direction[r * k :]
+                t = forward(dm, db, precision)
+                pen = (float(np.sum(m * m)), float(np.sum(m * dm)), float(np.sum(dm * dm)))
+
+                def phi(alpha, logits=logits, t=t, pen=pen):
+                    loss, slope, curv = passes.along(logits, t, alpha)
+                    return (loss + 0.5 * l2 * (pen[0] + 2 * alpha * pen[1] + alpha**2 * pen[2]),
+                            slope + l2 * (pen[1] + alpha * pen[2]), curv + l2 * pen[2])  # fmt: skip
+
+                value0, slope0, _ = phi(0.0)
+                alpha = _line_search(phi, value0, slope0) if slope0 < 0 else None
+                if alpha is not None:
+                    logits = passes.step(logits, t, alpha)
+                    m, b = m + alpha * dm, b + alpha * db
+                    new_value, new_grad, norm = evaluate(logits, precision)
+                    _remember(memory, alpha * direction, new_grad - grad)
+                    decrease = value - new_value
+                    value, grad, iterations = new_value, new_grad, iterations + 1
+                    if decrease > _FTOL * max(abs(value), 1.0):
+                        continue
+            # Converged at this precision, out of iterations, or no progress left: as
+            # scikit-learn's lbfgs, a relative decrease of f below 64 ε ends a fit; in float32
+            # it ends the float32 phase (its rounding usually sets in first).
+            if precision == 64:
+                break
+            precision = 64  # exact logits and gradient here; go on with the same memory
+            logits = forward(m, b, precision)
+            value, grad, norm = evaluate(logits, precision)
         weights = self.basis @ m
         return LinearModel(
             weights=weights,
             bias=b - self.mean @ weights,
             multi_label=self.multi_label,
             l2=float(l2),
-            objective=float(result.fun),
-            iterations=int(result.nit),
+            objective=float(value),
+            iterations=iterations,
         )
 
     def objective_of(self, model: LinearModel) -> float:
-        """The objective of any model (e.g. scikit-learn's) on this training set."""
-        m = self.basis.T @ model.weights
-        residual = model.weights - self.basis @ m  # weight outside the data's span
-        b = model.bias + self.mean @ model.weights
-        return self.objective(m, b, model.l2) + 0.5 * model.l2 * float(np.sum(residual**2))
+        """The objective of any model (e.g. scikit-learn's) on this training set, float64."""
+        weights = np.asarray(model.weights, np.float64)
+        loss = self.passes.mean_loss(weights, np.asarray(model.bias, np.float64))
+        return float(loss + 0.5 * model.l2 * np.sum(weights**2))
 
     def fit_path(self, l2s, *, tol: float = 1e-6, max_iter: int = 1000):
         """Yields a LinearModel per λ in `l2s`, each warm-started from the previous one."""
@@ -339,15 +552,17 @@ def run_logreg(
     max_iter: int = 1000,
     progress: bool = True,
     test_ids=None,
+    backend: str = "numpy",
 ) -> dict:
     """The whole protocol on `splits` {"train", "val", "test": (features, labels)}.
 
     Writes one grid cell per λ (stage "grid": fit on train, `val_metric` on val) and one final
     cell (stage "final": refit on train+val at the best λ, `test_metric` and per-example test
     predictions, with `test_ids` if given); returns the final record. Scores passed to the
-    metric are probabilities (softmax, or sigmoid per class). A rerun skips finished cells. With `per_class`, the
-    training examples of both stages are a class-balanced random subset (seeded) of train, then
-    of train+val; validation and test stay whole.
+    metric are probabilities (softmax, or sigmoid per class). A rerun skips finished cells. With
+    `per_class`, the training examples of both stages are a class-balanced random subset (seeded)
+    of train, then of train+val; validation and test stay whole. `backend` ("numpy" or
+    "tensorflow") computes the passes over the training set (see `NumpyPasses`).
     """
     for split in ("train", "val", "test"):
         if split not in splits:
@@ -379,7 +594,7 @@ def run_logreg(
 
     def run_grid_cell(cell):
         if "train" not in state:
-            state["train"] = LogisticRegressionProblem(x_tr, y_tr, num_classes)
+            state["train"] = LogisticRegressionProblem(x_tr, y_tr, num_classes, backend=backend)
         fit = state["train"].fit(
             cell["hparams"]["l2"], state.get("last"), tol=tol, max_iter=max_iter
         )
@@ -401,8 +616,8 @@ def run_logreg(
     chosen = float(l2s[best])
 
     def run_final_cell(cell):
-        state.pop("train", None)  # free the grid's precomputation (2 × N × D float64)
-        problem = LogisticRegressionProblem(x_trva, y_trva, num_classes)
+        state.pop("train", None)  # free the grid's precomputation (N × D float32)
+        problem = LogisticRegressionProblem(x_trva, y_trva, num_classes, backend=backend)
         if "best" in state and state["best"].l2 == chosen:
             fit = problem.fit(chosen, state["best"], tol=tol, max_iter=max_iter)
         else:  # resumed after the grid finished: warm-start along the grid on train+val

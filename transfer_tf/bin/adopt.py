@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from absl import app, flags
 
-from transfer_tf.bin import study  # defines the study's flags, which this binary reads
+from transfer_tf.bin import cli, study  # study defines the study's flags, which this binary reads
 from transfer_tf.study import plan
 from transfer_tf.study.adopt import KINDS, adopt
 
@@ -36,4 +36,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run("transfer_tf.bin.adopt", main)

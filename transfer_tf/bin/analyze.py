@@ -17,6 +17,7 @@ from absl import app, flags
 
 from transfer_tf import results
 from transfer_tf.analysis import report
+from transfer_tf.bin import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("results_dir", None, "Folder of sweep cell JSONs (<protocol>/<cell_id>.json).")
@@ -27,8 +28,12 @@ flags.DEFINE_string(
     "features_dir", None, "Optional folder of features .npz files for t-SNE (Fig. 4)."
 )
 flags.DEFINE_string("output_dir", None, "Where the report, tables and figures go.")
-flags.DEFINE_integer("num_bootstrap", 1000, "Bootstrap resamples of models for the CI of r.")
-flags.DEFINE_integer("permutation_samples", 10000, "Random swaps in the permutation test.")
+flags.DEFINE_integer(
+    "num_bootstrap", 1000, "Bootstrap resamples of models for the CI of r.", lower_bound=1
+)
+flags.DEFINE_integer(
+    "permutation_samples", 10000, "Random swaps in the permutation test.", lower_bound=1
+)
 flags.DEFINE_integer("seed", 0, "Seed of the bootstrap, permutation test and t-SNE.")
 flags.mark_flags_as_required(["results_dir", "model_table", "output_dir"])
 
@@ -40,8 +45,17 @@ def main(argv):
         raise app.UsageError(
             f"--model_table {FLAGS.model_table!r} is not a file; pass the model CSV."
         )
+    frame = results.load(FLAGS.results_dir)
+    unreadable = frame.attrs.get(results.UNREADABLE, [])
+    if unreadable:
+        print(
+            f"transfer-analyze: {len(unreadable)} cell file(s) under {FLAGS.results_dir} could not "
+            f"be read and are left out (first: {unreadable[0][0]}: {unreadable[0][1]}); rerun "
+            "their sweeps to compute them again",
+            flush=True,
+        )
     headline = report.write_report(
-        results.load(FLAGS.results_dir),
+        frame,
         pd.read_csv(FLAGS.model_table),
         FLAGS.output_dir,
         FLAGS.features_dir,
@@ -54,7 +68,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    cli.run("transfer-analyze", main)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ import sys
 
 from absl import app, flags
 
+from transfer_tf.bin import cli
+
 flags.DEFINE_string("model_dir", None, "A training run (transfer-pretrain / -finetune / -scratch).")
 flags.DEFINE_string("model", None, "Or: a registry model, exported as built with --weights.")
 flags.DEFINE_string("weights", "imagenet", "With --model: 'imagenet' (offline weights) or ''.")
@@ -33,6 +35,11 @@ flags.DEFINE_integer("input_size", None, "With --model: input size (default: its
 flags.DEFINE_integer("num_classes", 1000, "With --model: classifier width.")
 flags.DEFINE_boolean("ema", True, "From --model_dir: export the EMA averages where kept.")
 flags.DEFINE_string("export_dir", None, "Output folder for the SavedModel (must not hold one).")
+flags.DEFINE_boolean(
+    "replace", False,
+    "If --export_dir holds an export: keep it when it is the same (same weights and details), "
+    "else move it aside to <export_dir>.superseded-<time>/ with a note and write the new one.",
+)  # fmt: skip
 flags.mark_flag_as_required("export_dir")
 
 FLAGS = flags.FLAGS
@@ -50,7 +57,9 @@ def main(argv):
 
     try:
         if FLAGS.model_dir:
-            path = export_model_dir(FLAGS.model_dir, FLAGS.export_dir, use_ema=FLAGS.ema)
+            path = export_model_dir(
+                FLAGS.model_dir, FLAGS.export_dir, use_ema=FLAGS.ema, replace=FLAGS.replace
+            )
         else:
             path = export_registry_model(
                 FLAGS.model,
@@ -58,6 +67,7 @@ def main(argv):
                 weights=FLAGS.checkpoint or FLAGS.weights or None,
                 input_size=FLAGS.input_size,
                 num_classes=FLAGS.num_classes,
+                replace=FLAGS.replace,
             )
     except (CheckpointError, FileExistsError, FileNotFoundError, ValueError) as error:
         # One line naming the file and the fix; no usage text, no traceback.
@@ -67,7 +77,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    cli.run("transfer-export", main)
 
 
 if __name__ == "__main__":

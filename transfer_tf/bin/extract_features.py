@@ -22,6 +22,8 @@ import sys
 
 from absl import app, flags
 
+from transfer_tf.bin import cli
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("saved_model", None, "SavedModel directory (e.g. from transfer-export).")
 flags.DEFINE_string("keras_model", None, "Or: a Keras model file (.keras); needs --feature_layer.")
@@ -33,12 +35,14 @@ flags.DEFINE_string("signature", "features", "SavedModel signature to call.")
 flags.DEFINE_string(
     "output_key", None, "Output of the signature; default 'features' (or its only output)."
 )
-flags.DEFINE_integer("input_size", None, "Image side, for a model that takes any size.")
+flags.DEFINE_integer(
+    "input_size", None, "Image side, for a model that takes any size.", lower_bound=1
+)
 flags.DEFINE_string(
     "scaling", None, "How a float-input model expects pixels: unit, none or a preprocessing name."
 )
 flags.DEFINE_list("splits", ["train", "val", "test"], "Splits to extract.")
-flags.DEFINE_integer("batch_size", 64, "Images per call of the signature.")
+flags.DEFINE_integer("batch_size", 64, "Images per call of the signature.", lower_bound=1)
 flags.DEFINE_string(
     "model", None, "Label of the source model in the manifest; default the model's file name."
 )
@@ -85,7 +89,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    cli.run("transfer-extract-features", main)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ from pathlib import Path
 
 from absl import app, flags
 
+from transfer_tf.bin import cli
+
 FLAGS = flags.FLAGS
 flags.DEFINE_list(
     "dataset", None, "Registry dataset name(s), or the name of your own (--image_folder / --csv)."
@@ -37,8 +39,12 @@ flags.DEFINE_string("records_dir", None, "Output root: <records_dir>/<dataset>/.
 flags.DEFINE_string("data_dir", None, "tensorflow-datasets data_dir (tfds-backed datasets).")
 flags.DEFINE_string("manual_dir", None, "Unpacked manual download (see --list for layouts).")
 flags.DEFINE_bool("download", False, "Let tensorflow-datasets download and prepare the data.")
-flags.DEFINE_integer("num_shards", None, "Shards per split (default: one per 1,024 examples).")
-flags.DEFINE_integer("max_per_class", None, "Quick subset: at most this many per class per split.")
+flags.DEFINE_integer(
+    "num_shards", None, "Shards per split (default: one per 1,024 examples).", lower_bound=1
+)
+flags.DEFINE_integer(
+    "max_per_class", None, "Quick subset: at most this many per class per split.", lower_bound=1
+)
 flags.DEFINE_list("splits", ["train", "val", "test"], "Splits to write.")
 flags.DEFINE_bool("allow_missing", False, "Manual sets: convert without missing image files.")
 flags.DEFINE_integer(
@@ -229,7 +235,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    cli.run("transfer-make-tfrecords", main)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import os
 
 from absl import app, flags, logging
 
-from transfer_tf.bin import training_flags
+from transfer_tf.bin import cli, training_flags
 from transfer_tf.training.config import dataset_fields
 
 training_flags.define_training_flags()
@@ -34,6 +34,9 @@ def main(argv):
     distribute.configure_cpu_devices(FLAGS.cpu_devices)
     strategy = distribute.make_strategy(FLAGS.tpu)
 
+    import tensorflow as tf
+
+    from transfer_tf.data.pipeline import explain_read_error
     from transfer_tf.training import TrainConfig, Trainer
     from transfer_tf.training.tensorboard import start_tensorboard, stop_tensorboard
 
@@ -57,6 +60,10 @@ def main(argv):
         logging.info("TensorBoard: http://127.0.0.1:%d/", FLAGS.tensorboard_port)
     try:
         result = Trainer(config, FLAGS.model_dir, strategy=strategy).train()
+    except tf.errors.OpError as e:  # a damaged record or image: name its shard and record
+        raise (
+            explain_read_error(e, FLAGS.records_dir, FLAGS.dataset, FLAGS.train_split) or e
+        ) from None
     finally:
         stop_tensorboard(board)
     metric = "-" if result.final_metric is None else f"{result.final_metric:.4f}"
@@ -68,7 +75,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    cli.run("transfer-pretrain", main)
 
 
 if __name__ == "__main__":

@@ -9,16 +9,14 @@ cells and resumes a cut-short one from its checkpoint.
 
 from __future__ import annotations
 
-from absl import app
-
-from transfer_tf.bin import sweep
+from transfer_tf.bin import cli, sweep
 
 sweep.define_sweep_flags("scratch")
 main = sweep.sweep_main("scratch")
 
 
 def run():
-    app.run(main)
+    cli.run("transfer-scratch", main)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,16 @@ finetune, scratch, analyze); it reimplements none of them. Each step logs to
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
 
 from absl import app, flags
 
+from transfer_tf.bin import cli
 from transfer_tf.study import executors, plan
+from transfer_tf.study import steps as study_steps
 
 FLAGS = flags.FLAGS
 
@@ -25,9 +28,11 @@ flags.DEFINE_string("study_dir", None,
                     "Study directory; an existing one is resumed. Default: <runs_root>/<time>.")
 flags.DEFINE_string("runs_root", "runs/demo", "Parent of new study directories.")
 flags.DEFINE_string("source_dataset", "fashion_mnist", "Dataset the here-pretrained models learn.")
-flags.DEFINE_integer("source_max_per_class", None, "Cap per class per split of the source.")
+flags.DEFINE_integer("source_max_per_class", None, "Cap per class per split of the source.",
+                     lower_bound=1)
 flags.DEFINE_list("target_datasets", ["sklearn_digits"], "Transfer datasets (registry names).")
-flags.DEFINE_integer("target_max_per_class", None, "Cap per class per split of each target.")
+flags.DEFINE_integer("target_max_per_class", None, "Cap per class per split of each target.",
+                     lower_bound=1)
 flags.DEFINE_list("public_models", [],
                   "Public ImageNet sources: NAME (a registry model with offline weights, e.g. "
                   "efficientnet_lite0) or NAME=PATH (a published TF-slim checkpoint prefix or "
@@ -46,9 +51,12 @@ flags.DEFINE_list("pretrain_models", [], "Registry architectures to pretrain on 
 flags.DEFINE_list("pretrain_settings", list(plan.SETTINGS_LABELS),
                   "Training-settings labels to pretrain each architecture with.")
 flags.DEFINE_string("pretrain_flagfile", None, "Flagfile with transfer-pretrain's recipe.")
-flags.DEFINE_integer("pretrain_input_size", None, "Input size of here-pretrained models.")
-flags.DEFINE_integer("pretrain_steps", None, "Pretraining steps (overrides the flagfile's).")
-flags.DEFINE_integer("logreg_num_l2", 45, "Logistic-regression grid size (paper: 45).")
+flags.DEFINE_integer("pretrain_input_size", None, "Input size of here-pretrained models.",
+                     lower_bound=1)
+flags.DEFINE_integer("pretrain_steps", None, "Pretraining steps (overrides the flagfile's).",
+                     lower_bound=1)
+flags.DEFINE_integer("logreg_num_l2", 45, "Logistic-regression grid size (paper: 45).",
+                     lower_bound=1)
 flags.DEFINE_list("logreg_flags", [], "Extra flags for transfer-logreg (e.g. --blas_threads=1).")
 flags.DEFINE_list("subset_sizes", [],
                   "Fig. 9: also run logreg, fine-tuning and scratch on N training examples per "
@@ -61,16 +69,21 @@ flags.DEFINE_list("finetune_models", [], "Source-model labels to fine-tune (e.g.
 flags.DEFINE_list("finetune_datasets", [], "Targets for fine-tuning and scratch (default: all).")
 flags.DEFINE_string("finetune_flagfile", None, "Flagfile with transfer-finetune's grid/steps.")
 flags.DEFINE_integer("finetune_input_size", None,
-                     "Input size when fine-tuning public models (default: their ImageNet size).")
+                     "Input size when fine-tuning public models (default: their ImageNet size).",
+                     lower_bound=1)
 flags.DEFINE_list("scratch_models", [], "Architectures to train from scratch on each target.")
 flags.DEFINE_string("scratch_flagfile", None, "Flagfile with transfer-scratch's grid/steps.")
 flags.DEFINE_list("analyze_flags", [], "Extra flags for transfer-analyze (e.g. --num_bootstrap=200).")
 flags.DEFINE_enum("executor", "local", ["local", "ray"], "Where steps run.")
-flags.DEFINE_integer("max_concurrent", 1, "local: steps run at once.")
+flags.DEFINE_integer("max_concurrent", 1, "local: steps run at once.", lower_bound=1)
 flags.DEFINE_string("ray_address", None, "ray: cluster address ('auto', ray://...); none = local.")
 flags.DEFINE_float("ray_cpus_per_step", None, "ray: CPUs per step (default: the step's own).")
 flags.DEFINE_float("ray_gpus_per_step", None, "ray: GPUs per step (default: the step's own).")
-flags.DEFINE_integer("ray_max_retries", 3, "ray: retries of a step whose worker died.")
+flags.DEFINE_integer("ray_max_retries", 3, "ray: retries of a step whose worker died.",
+                     lower_bound=0)
+flags.register_validator(
+    "subset_sizes", lambda sizes: all(s.isdigit() and int(s) > 0 for s in sizes),
+    message="--subset_sizes: give positive integers (training examples per class)")
 flags.DEFINE_boolean(
     "split_grid_cells", False,
     "Each fine-tune / scratch grid cell as its own step (--stage=grid), then the sweep's final "
@@ -141,26 +154,33 @@ def print_headline(cfg: plan.StudyConfig, wall: float) -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    try:
-        cfg = config_from_flags()
-        steps = plan.plan_study(cfg)
-    except ValueError as e:
-        raise app.UsageError(str(e)) from e
-    if FLAGS.dry_run:
-        for step in steps:
-            print(f"{step.name}  <- {', '.join(step.deps) or '-'}\n    {' '.join(step.argv)}")
-        return
-    os.makedirs(cfg.study_dir, exist_ok=True)
-    with open(cfg.path("study_flags.txt"), "w") as f:
-        f.write(FLAGS.flags_into_string())
-    print(f"[study] {len(steps)} steps in {cfg.study_dir} ({FLAGS.executor} executor)", flush=True)
-    start = time.time()
-    make_executor().run(steps, cfg.study_dir)
-    print_headline(cfg, time.time() - start)
+    with contextlib.ExitStack() as locked:
+        try:
+            cfg = config_from_flags()
+            early = os.path.isdir(cfg.study_dir) and not FLAGS.dry_run
+            if early:  # a resume: a study already running in this folder refuses it at once
+                locked.enter_context(study_steps.study_lock(cfg.study_dir))
+            steps = plan.plan_study(cfg)  # names checked before anything is created
+        except ValueError as e:
+            raise app.UsageError(str(e)) from e
+        if FLAGS.dry_run:
+            for step in steps:
+                print(f"{step.name}  <- {', '.join(step.deps) or '-'}\n    {' '.join(step.argv)}")
+            return
+        os.makedirs(cfg.study_dir, exist_ok=True)
+        if not early:
+            locked.enter_context(study_steps.study_lock(cfg.study_dir))  # one study per folder
+        with open(cfg.path("study_flags.txt"), "w") as f:
+            f.write(FLAGS.flags_into_string())
+        print(f"[study] {len(steps)} steps in {cfg.study_dir} ({FLAGS.executor} executor)",
+              flush=True)  # fmt: skip
+        start = time.time()
+        make_executor().run(steps, cfg.study_dir)  # Ctrl-C stops the running steps
+        print_headline(cfg, time.time() - start)
 
 
 def run():
-    app.run(main)
+    cli.run("transfer-study", main)
 
 
 if __name__ == "__main__":

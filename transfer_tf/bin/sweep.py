@@ -65,7 +65,9 @@ def define_sweep_flags(protocol: str) -> None:
     flags.DEFINE_string("results_dir", None, "Cell JSONs go to <results_dir>/<protocol>/.")
     flags.DEFINE_string("work_dir", None, "Per-cell model_dirs (default <results_dir>/runs/).")
     flags.DEFINE_string("model_label", None, "The results' `model` label (default derived).")
-    flags.DEFINE_integer("input_size", None, "Input size (default: the model's / the run's).")
+    flags.DEFINE_integer(
+        "input_size", None, "Input size (default: the model's / the run's).", lower_bound=1
+    )
     flags.DEFINE_boolean(
         "bn_scale", True, "BN with γ (scratch / registry weights; a --checkpoint sets its own)."
     )
@@ -78,16 +80,24 @@ def define_sweep_flags(protocol: str) -> None:
         "all: the grid, then the best cell on train+val / test; grid: the grid cells only (a "
         "cluster runs each cell as its own job, then the sweep with --stage=all runs the final).",
     )  # fmt: skip
-    flags.DEFINE_integer("train_steps", DEFAULT_STEPS[protocol], "Steps per cell.")
-    flags.DEFINE_integer("batch_size", SweepRecipe.batch_size, "Global batch.")
-    flags.DEFINE_integer("per_class", None, "Train on N examples per class (Fig. 9).")
+    # Values are checked when the flags are parsed (absl bounds), never replaced by defaults.
+    flags.DEFINE_integer("train_steps", DEFAULT_STEPS[protocol], "Steps per cell.", lower_bound=1)
+    flags.DEFINE_integer("batch_size", SweepRecipe.batch_size, "Global batch.", lower_bound=1)
+    flags.DEFINE_integer(
+        "per_class", None, "Train on N examples per class (Fig. 9).", lower_bound=1
+    )
     flags.DEFINE_integer("seed", SweepRecipe.seed, "Seed of data order, augmentation and initialisation.")
     define_augmentation_flags()
-    flags.DEFINE_integer("eval_every", None, "Validation points per grid cell (default steps/10).")
-    flags.DEFINE_integer("checkpoint_every", None, "Checkpoint interval in steps.")
-    flags.DEFINE_integer("log_every", None, "Progress line interval in steps.")
+    flags.DEFINE_integer(
+        "eval_every", None, "Validation points per grid cell (default steps/10).",
+        lower_bound=1,
+    )  # fmt: skip
+    flags.DEFINE_integer(
+        "checkpoint_every", None, "Checkpoint interval in steps.", lower_bound=1
+    )
+    flags.DEFINE_integer("log_every", None, "Progress line interval in steps.", lower_bound=1)
     flags.DEFINE_boolean("keep_runs", False, "Keep the grid cells' checkpoints.")
-    flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into N logical devices.")
+    flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into N logical devices.", lower_bound=1)
 
 
 def source_from_flags(protocol: str, fv) -> Source:
@@ -204,10 +214,8 @@ def sweep_main(protocol: str):
     def main(argv):
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-        try:
-            result = sweep_from_flags(protocol, flags.FLAGS)
-        except (ValueError, FileNotFoundError) as e:  # bad flags, missing records or runs
-            raise app.UsageError(str(e)) from e
+        # Bad flags, missing or damaged records, runs, checkpoints: one line (`bin/cli.py`).
+        result = sweep_from_flags(protocol, flags.FLAGS)
         print(summary_line(protocol, result), flush=True)
 
     return main

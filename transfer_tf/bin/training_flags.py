@@ -38,10 +38,13 @@ def define_training_flags(**defaults) -> None:
     flags.DEFINE_string("model", None, "Registry model name (transfer_tf.models.list_models()).")
     flags.DEFINE_string("dataset", None, "Registry dataset name (transfer_tf.data.DATASETS).")
     flags.DEFINE_string("records_dir", None, "Root of the TFRecords: <records_dir>/<dataset>/.")
+    # Values are checked when the flags are parsed (absl bounds), never replaced by defaults.
     flags.DEFINE_integer(
-        "input_size", None, "Square input size; default: the model's ImageNet size."
+        "input_size", None, "Square input size; default: the model's ImageNet size.", lower_bound=1
     )
-    flags.DEFINE_integer("per_class", None, "Train on a class-balanced subset of N per class.")
+    flags.DEFINE_integer(
+        "per_class", None, "Train on a class-balanced subset of N per class.", lower_bound=1
+    )
     flags.DEFINE_integer("seed", 0, "Seeds data order, augmentation and initialisation.")
     define_augmentation_flags()
     # The four training settings of Fig. 3 (TrainingSettings).
@@ -51,13 +54,19 @@ def define_training_flags(**defaults) -> None:
     flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing of the training loss.")
     flags.DEFINE_float("aux_loss_weight", 0.4, "Weight of the auxiliary head's loss.")
     # Optimisation.
-    flags.DEFINE_integer("batch_size", d["batch_size"], "Global batch over all replicas/workers.")
-    flags.DEFINE_integer("train_steps", d["train_steps"], "Optimizer steps in total.")
+    flags.DEFINE_integer(
+        "batch_size", d["batch_size"], "Global batch over all replicas/workers.", lower_bound=1
+    )
+    flags.DEFINE_integer(
+        "train_steps", d["train_steps"], "Optimizer steps in total.", lower_bound=1
+    )
     flags.DEFINE_float(
         "learning_rate", d["learning_rate"],
         "Learning rate per --lr_reference_batch images; scaled linearly with --batch_size.",
     )  # fmt: skip
-    flags.DEFINE_integer("lr_reference_batch", 256, "Batch size --learning_rate is given for.")
+    flags.DEFINE_integer(
+        "lr_reference_batch", 256, "Batch size --learning_rate is given for.", lower_bound=1
+    )
     flags.DEFINE_enum("optimizer", d["optimizer"], list(OPTIMIZERS), "Optimizer.")
     flags.DEFINE_float("momentum", 0.9, "Momentum (RMSProp and SGD).")
     flags.DEFINE_float("rmsprop_rho", 0.9, "RMSProp decay of the squared-gradient average.")
@@ -76,11 +85,17 @@ def define_training_flags(**defaults) -> None:
         "empty for the model's own.",
     )  # fmt: skip
     # Bookkeeping and distribution.
-    flags.DEFINE_integer("checkpoint_every", d["checkpoint_every"], "Checkpoint every N steps.")
-    flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept.")
-    flags.DEFINE_integer("eval_every", d["eval_every"], "Evaluate every N steps (0 = at the end).")
-    flags.DEFINE_integer("log_every", d["log_every"], "Progress line every N steps.")
-    flags.DEFINE_integer("eval_batch_size", None, "Evaluation batch (default --batch_size).")
+    flags.DEFINE_integer(
+        "checkpoint_every", d["checkpoint_every"], "Checkpoint every N steps.", lower_bound=1
+    )
+    flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept.", lower_bound=1)
+    flags.DEFINE_integer(
+        "eval_every", d["eval_every"], "Evaluate every N steps (0 = at the end).", lower_bound=0
+    )
+    flags.DEFINE_integer("log_every", d["log_every"], "Progress line every N steps.", lower_bound=1)
+    flags.DEFINE_integer(
+        "eval_batch_size", None, "Evaluation batch (default --batch_size).", lower_bound=1
+    )
     flags.DEFINE_boolean(
         "checkpoint_input", True,
         "Checkpoint the tf.data iterator (single worker) so a resumed run continues the data "
@@ -89,8 +104,9 @@ def define_training_flags(**defaults) -> None:
     flags.DEFINE_enum("autoshard", "auto", ["auto", "file", "data", "off"], "tf.data auto-shard.")
     flags.DEFINE_string("tpu", None, "TPU name or grpc:// address: use TPUStrategy.")
     flags.DEFINE_integer(
-        "cpu_devices", 1, "Split the CPU into N logical devices (MirroredStrategy without GPUs)."
-    )
+        "cpu_devices", 1, "Split the CPU into N logical devices (MirroredStrategy without GPUs).",
+        lower_bound=1,
+    )  # fmt: skip
     flags.DEFINE_integer(
         "tensorboard_port", None, "Start TensorBoard on 127.0.0.1:<port> while training."
     )

@@ -9,7 +9,13 @@ from __future__ import annotations
 import concurrent.futures
 import time
 
-from transfer_tf.study.steps import Step, StepFailed, run_step, topological_order
+from transfer_tf.study.steps import (
+    Step,
+    StepFailed,
+    run_step,
+    stop_running_steps,
+    topological_order,
+)
 
 
 def _log(msg: str) -> None:
@@ -26,34 +32,43 @@ class LocalExecutor:
 
     def run(self, steps: list[Step], state_dir: str) -> dict[str, dict]:
         order = topological_order(steps)
+        with concurrent.futures.ThreadPoolExecutor(self.max_concurrent) as pool:
+            try:
+                return self._run(pool, order, state_dir)
+            except KeyboardInterrupt:
+                # Ctrl-C / SIGINT: stop the step commands first (leaving the pool waits for its
+                # threads, which wait for their commands); the binary then says so in one line.
+                _log(f"interrupted: stopped {stop_running_steps()} running step(s)")
+                raise
+
+    def _run(self, pool, order: list[Step], state_dir: str) -> dict[str, dict]:
         done: dict[str, dict] = {}
         pending = list(order)
         running: dict[concurrent.futures.Future, Step] = {}
         start = time.time()
         failure: BaseException | None = None
-        with concurrent.futures.ThreadPoolExecutor(self.max_concurrent) as pool:
-            while pending or running:
-                if failure is None:
-                    for step in [s for s in pending if all(d in done for d in s.deps)]:
-                        if len(running) >= self.max_concurrent:
-                            break
-                        pending.remove(step)
-                        running[pool.submit(run_step, step, state_dir)] = step
-                if not running:
-                    break
-                finished, _ = concurrent.futures.wait(
-                    running, return_when=concurrent.futures.FIRST_COMPLETED)
-                for future in finished:
-                    step = running.pop(future)
-                    try:
-                        done[step.name] = future.result()
-                    except BaseException as e:  # noqa: BLE001 - reported after running steps end
-                        failure = failure or e
-                        continue
-                    rec = done[step.name]
-                    how = "already done" if rec.get("skipped") else f"{rec['wall_time_s']:.0f} s"
-                    _log(f"{len(done)}/{len(order)} {step.name} ({how}); "
-                         f"elapsed {time.time() - start:.0f} s")
+        while pending or running:
+            if failure is None:
+                for step in [s for s in pending if all(d in done for d in s.deps)]:
+                    if len(running) >= self.max_concurrent:
+                        break
+                    pending.remove(step)
+                    running[pool.submit(run_step, step, state_dir)] = step
+            if not running:
+                break
+            finished, _ = concurrent.futures.wait(
+                running, return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in finished:
+                step = running.pop(future)
+                try:
+                    done[step.name] = future.result()
+                except BaseException as e:  # noqa: BLE001 - reported after running steps end
+                    failure = failure or e
+                    continue
+                rec = done[step.name]
+                how = "already done" if rec.get("skipped") else f"{rec['wall_time_s']:.0f} s"
+                _log(f"{len(done)}/{len(order)} {step.name} ({how}); "
+                     f"elapsed {time.time() - start:.0f} s")
         if failure is not None:
             raise failure
         return done
@@ -112,7 +127,12 @@ class RayExecutor:
         name_of = {ref: name for name, ref in refs.items()}
         remaining = list(refs.values())
         while remaining:
-            ready, remaining = ray.wait(remaining, num_returns=1)
+            try:
+                ready, remaining = ray.wait(remaining, num_returns=1)
+            except KeyboardInterrupt:
+                for ref in remaining:  # their commands die with their workers
+                    ray.cancel(ref, force=True)
+                raise
             name = name_of[ready[0]]
             try:
                 done[name] = ray.get(ready[0])

@@ -165,5 +165,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    from transfer_tf.bin import cli  # one-line errors, as every binary (only when run)
+
     define_flags()
-    app.run(main)
+    cli.run("model_table", main)

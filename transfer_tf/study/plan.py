@@ -245,8 +245,35 @@ def external_finetune_steps(cfg: StudyConfig, e: ExternalSource, add_sweep) -> l
     return steps
 
 
+def check_names(cfg: StudyConfig) -> None:
+    """Every dataset and registry model the flags name exists (ValueError naming the flag), so
+    a typo fails when the study plans, before it creates anything."""
+    from transfer_tf.data import get_dataset
+    from transfer_tf.models import list_models  # loads the model families (TensorFlow)
+
+    own = {own_dataset_flags(entry)[0] for entry in cfg.own_datasets}
+    source = (cfg.source_dataset,) if cfg.pretrain_models else ()
+    for flag, names in (("target_datasets", cfg.target_datasets), ("source_dataset", source)):
+        for name in names:
+            if name in own:
+                continue
+            try:
+                get_dataset(name, records_dir=cfg.path("records"))
+            except KeyError as e:
+                raise ValueError(f"--{flag}: {e.args[0]}") from None
+    known = list_models()
+    public = tuple(entry.partition("=")[0] for entry in cfg.public_models)
+    for flag, names in (("public_models", public), ("pretrain_models", cfg.pretrain_models),
+                        ("scratch_models", cfg.scratch_models)):  # fmt: skip
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise ValueError(f"--{flag}: unknown model(s) {unknown}; registry models: "
+                             f"{', '.join(known)}")  # fmt: skip
+
+
 def plan_study(cfg: StudyConfig) -> list[Step]:
-    """All steps of the study, with their dependencies."""
+    """All steps of the study, with their dependencies (after `check_names`)."""
+    check_names(cfg)
     steps: list[Step] = []
     records = cfg.path("records")
     results = cfg.path("results")
@@ -278,12 +305,15 @@ def plan_study(cfg: StudyConfig) -> list[Step]:
                 *_opt("train_steps", cfg.pretrain_steps),
                 *settings_flags(m.architecture, m.settings),
             ), deps=(f"records-{cfg.source_dataset}",), num_cpus=2))
+            # --replace: a rerun (e.g. after a flagfile edit) keeps an unchanged export and
+            # moves a superseded one aside, instead of refusing the folder.
             steps.append(Step(f"export-{m.label}", (
                 "transfer-export", f"--model_dir={cfg.path('models', m.label)}",
-                f"--export_dir={saved_model}"), deps=(f"pretrain-{m.label}",)))
+                f"--export_dir={saved_model}", "--replace"), deps=(f"pretrain-{m.label}",)))
         else:
             steps.append(Step(f"export-{m.label}", (
-                "transfer-export", *m.weights_flags(), f"--export_dir={saved_model}")))
+                "transfer-export", *m.weights_flags(), f"--export_dir={saved_model}",
+                "--replace")))
         for dataset in cfg.targets():
             features = cfg.path("features", m.label, dataset)
             steps.append(Step(f"features-{m.label}-{dataset}", (

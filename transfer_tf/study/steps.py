@@ -16,9 +16,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
-from transfer_tf.files import atomic_write_json
+from transfer_tf.files import atomic_write_json, exclusive_lock
 
 # Console-script name -> module, so a step runs with the current interpreter on any worker,
 # whether or not the console scripts are on PATH there.
@@ -35,7 +36,53 @@ BINARIES = {
 
 
 class StepFailed(RuntimeError):
-    """A step's command exited non-zero; the message carries the end of its log."""
+    """A step's command exited non-zero. The message's first line names the step, its error
+    line and its log (what a binary prints as its one error line); the rest is the log's end."""
+
+
+# The commands running now (all threads), so that an interrupted study can stop them.
+_RUNNING: set[subprocess.Popen] = set()
+_RUNNING_LOCK = threading.Lock()
+_STOPPING = threading.Event()  # set once the study is interrupted: no new command starts
+
+
+def stop_running_steps(grace_s: float = 10.0) -> int:
+    """Stops every step command still running (SIGTERM, then SIGKILL after `grace_s`); returns
+    how many there were. Their markers are not written, so a rerun runs them again."""
+    with _RUNNING_LOCK:
+        _STOPPING.set()
+        procs = list(_RUNNING)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    deadline = time.time() + grace_s
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return len(procs)
+
+
+def study_lock(study_dir: str):
+    """The lock of a study folder, held while a transfer-study runs in it (`BusyError` when
+    another one does)."""
+    return exclusive_lock(
+        os.path.join(study_dir, ".study.lock"),
+        f"study folder {study_dir}",
+        "another transfer-study runs in it; wait for it to finish (or stop it), then rerun this "
+        "command to resume",
+    )
+
+
+def last_error_line(log_text: str) -> str | None:
+    """A binary's one error line (`<binary>: error: ...`) in a step's log, else the last line."""
+    lines = [line.strip() for line in log_text.splitlines() if line.strip()]
+    errors = [line for line in lines if ": error: " in line]
+    if errors:
+        return errors[-1]
+    return lines[-1] if lines else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,18 +223,28 @@ def run_step(step: Step, state_dir: str, *, env: dict | None = None) -> dict:
         log.write(f"=== attempt at {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         log.write("$ " + " ".join(step.argv) + "\n")
         log.flush()
-        proc = subprocess.run(
-            step.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
-            preexec_fn=_die_with_parent,
-        )
+        # TF_CPP_MIN_LOG_LEVEL: the study's own (transfer_tf/__init__.py sets it).
+        with _RUNNING_LOCK:
+            if _STOPPING.is_set():
+                raise StepFailed(f"step {step.name!r} not started: the study was interrupted")
+            proc = subprocess.Popen(
+                step.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**os.environ, **(env or {})}, preexec_fn=_die_with_parent,
+            )  # fmt: skip
+            _RUNNING.add(proc)
+        try:
+            proc.wait()
+        finally:
+            with _RUNNING_LOCK:
+                _RUNNING.discard(proc)
     wall = time.time() - start
     if proc.returncode != 0:
         with open(log_path) as f:
             tail = "".join(f.readlines()[-25:])  # the last attempt's end
+        error = last_error_line(tail) or f"exit status {proc.returncode}"
         raise StepFailed(
-            f"step {step.name!r} exited with {proc.returncode} after {wall:.0f} s; "
-            f"log {log_path}:\n{tail}"
+            f"step {step.name!r} exited with {proc.returncode} after {wall:.0f} s ({error}); its "
+            f"log: {log_path}; fix that and rerun the study to resume\n{tail}"
         )
     return write_marker(state_dir, step, wall_time_s=wall, log=log_path)
 

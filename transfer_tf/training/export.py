@@ -17,16 +17,29 @@ to uint8), so TF Serving's REST API serves the SavedModel as is:
 Probabilities are softmax (sigmoid for multi-label datasets). `features` is the global-pooled
 penultimate layer, what `transfer-extract-features` and logistic regression read. Loading needs
 TensorFlow only: `tf.saved_model.load(export_dir).signatures["features"](images=...)`.
+
+An export is written into a hidden temporary folder beside `export_dir` and renamed into place,
+so a killed export leaves no half SavedModel. Its info records a `fingerprint` of what it holds
+(the recorded details and the weights' checksum); with `replace`, an export whose fingerprint
+is the same is kept as it is, and one that differs is moved aside to
+`<export_dir>.superseded-<time>/` with a note saying what replaced it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shutil
+import time
+import uuid
 
 import keras
 import tensorflow as tf
+from absl import logging
 
 from transfer_tf.data.pipeline import preprocess_image
+from transfer_tf.files import atomic_write_text, sha256_file
 from transfer_tf.models import (
     build_model,
     checkpoint_classes,
@@ -37,8 +50,10 @@ from transfer_tf.models import (
 from transfer_tf.models.checkpoints import read_checkpoint
 from transfer_tf.run_dir import RunDir
 from transfer_tf.training.builders import input_spec
-from transfer_tf.training.saved_model_info import write_export_info
+from transfer_tf.training.saved_model_info import export_info_path, write_export_info
 from transfer_tf.training.weights import restore_model_dir
+
+SUPERSEDED_NOTE = "SUPERSEDED.txt"
 
 
 class ServingModule(tf.Module):
@@ -91,24 +106,12 @@ def export_saved_model(
     preprocessing: str,
     multi_label: bool = False,
     info: dict | None = None,
+    replace: bool = False,
 ) -> str:
-    """Writes `model` as a SavedModel with the `serving_default` and `features` signatures."""
-    if os.path.exists(os.path.join(export_dir, "saved_model.pb")):
-        raise FileExistsError(
-            f"{export_dir} already holds a SavedModel; pass a new --export_dir or delete it"
-        )
-    module = ServingModule(
-        model, input_size=input_size, preprocessing=preprocessing, multi_label=multi_label
-    )
-    tf.saved_model.save(
-        module,
-        export_dir,
-        signatures={
-            "serving_default": module.serving_default,
-            "features": module.features,
-            "serving_bytes": module.serving_bytes,
-        },
-    )
+    """Writes `model` as a SavedModel with the `serving_default` and `features` signatures.
+
+    An `export_dir` that already holds files is an error, unless `replace`: then an export with
+    the same fingerprint is kept and any other content is moved aside (module docstring)."""
     details = {
         "input_size": int(input_size),
         "preprocessing": preprocessing,
@@ -121,22 +124,118 @@ def export_saved_model(
         },
     }
     details.update(info or {})
-    write_export_info(export_dir, details)
+    details["fingerprint"] = _fingerprint(details)
+    existing = _existing_export(export_dir)
+    if existing is not None:
+        if not replace:
+            raise FileExistsError(
+                f"{export_dir} already holds a SavedModel (or other files); pass a new "
+                "--export_dir, delete it, or pass --replace (keeps an unchanged export, moves "
+                "another one aside)"
+            )
+        if existing.get("fingerprint") == details["fingerprint"]:
+            logging.info("%s already holds this export (fingerprint %s); kept", export_dir,
+                         details["fingerprint"])  # fmt: skip
+            return export_dir
+    module = ServingModule(
+        model, input_size=input_size, preprocessing=preprocessing, multi_label=multi_label
+    )
+    parent, name = os.path.split(os.path.abspath(export_dir))
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        tf.saved_model.save(
+            module,
+            tmp,
+            signatures={
+                "serving_default": module.serving_default,
+                "features": module.features,
+                "serving_bytes": module.serving_bytes,
+            },
+        )
+        write_export_info(tmp, details)
+        if existing is not None:
+            _move_aside(export_dir, existing, details)
+        elif os.path.isdir(export_dir):
+            os.rmdir(export_dir)  # an empty folder (_existing_export: None)
+        os.rename(tmp, export_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return export_dir
 
 
+def _fingerprint(details: dict) -> str:
+    text = json.dumps({k: v for k, v in details.items() if k != "fingerprint"}, sort_keys=True,
+                      default=str)  # fmt: skip
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _existing_export(export_dir: str) -> dict | None:
+    """The info of the export in `export_dir` ({} if it has none: not ours, or a folder with
+    other files), or None if there is nothing (no folder, or an empty one)."""
+    if not os.path.isdir(export_dir) or not os.listdir(export_dir):
+        if os.path.exists(export_dir) and not os.path.isdir(export_dir):
+            return {}
+        return None
+    try:
+        with open(export_info_path(export_dir)) as f:
+            info = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def _move_aside(export_dir: str, old: dict, new: dict) -> str:
+    """Moves the superseded `export_dir` to `<export_dir>.superseded-<time>` with a note."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = f"{export_dir.rstrip(os.sep)}.superseded-{stamp}"
+    n = 1
+    while os.path.exists(aside):
+        n += 1
+        aside = f"{export_dir.rstrip(os.sep)}.superseded-{stamp}-{n}"
+    os.rename(export_dir, aside)
+    note = (
+        f"This export was superseded on {time.strftime('%Y-%m-%d %H:%M:%S')}: a new one of "
+        f"different content was written to {os.path.abspath(export_dir)}.\n"
+        f"old fingerprint: {old.get('fingerprint')}  (source: {old.get('source')}, "
+        f"step {old.get('step')})\n"
+        f"new fingerprint: {new.get('fingerprint')}  (source: {new.get('source')}, "
+        f"step {new.get('step')})\n"
+    )
+    if os.path.isdir(aside):
+        atomic_write_text(os.path.join(aside, SUPERSEDED_NOTE), note)
+    logging.info("moved the superseded export %s aside to %s", export_dir, aside)
+    return aside
+
+
+def _weights_sha256(path: str) -> str | None:
+    """The checksum of a checkpoint: the file itself (.h5), else its .index (whose entries
+    hold each tensor's CRC, so it changes with every weight)."""
+    for candidate in (path, path + ".index"):
+        if os.path.isfile(candidate):
+            return sha256_file(candidate)
+    return None
+
+
 def export_model_dir(
-    model_dir: str, export_dir: str, *, use_ema: bool = True, model_builder=None
+    model_dir: str,
+    export_dir: str,
+    *,
+    use_ema: bool = True,
+    model_builder=None,
+    replace: bool = False,
 ) -> str:
     """Exports the latest checkpoint of a training run (its EMA weights when it kept them)."""
     model, config = restore_model_dir(model_dir, model_builder, use_ema=use_ema)
     size, preprocessing = input_spec(config)
+    latest = RunDir(model_dir).latest_checkpoint()
     return export_saved_model(
         model,
         export_dir,
         input_size=size,
         preprocessing=preprocessing,
         multi_label=config.multi_label,
+        replace=replace,
         info={
             "source": "model_dir",
             "model_dir": os.path.abspath(model_dir),
@@ -146,6 +245,7 @@ def export_model_dir(
             "settings": config.settings,
             "ema": bool(use_ema and config.ema_decay > 0),
             "step": _checkpoint_step(model_dir),
+            "weights_sha256": _weights_sha256(latest) if latest else None,
         },
     )
 
@@ -157,6 +257,7 @@ def export_registry_model(
     weights: str | None = "imagenet",
     input_size: int | None = None,
     num_classes: int = 1000,
+    replace: bool = False,
 ) -> str:
     """Exports a registry model as built: with offline ImageNet weights (`weights="imagenet"`,
     EfficientNet-Lite), a published checkpoint (`weights=PATH`, TF-slim prefix or Keras `.h5`,
@@ -180,11 +281,13 @@ def export_registry_model(
             checkpoint=os.path.abspath(checkpoint.path),
             checkpoint_format=checkpoint.format,
             settings=settings.to_dict(),
+            weights_sha256=_weights_sha256(checkpoint.path),
         )
     model = build_model(name, num_classes, settings, input_size=size, weights=weights)
     return export_saved_model(
-        model, export_dir, input_size=size, preprocessing=preprocessing, info=info
-    )
+        model, export_dir, input_size=size, preprocessing=preprocessing, info=info,
+        replace=replace,
+    )  # fmt: skip
 
 
 def _checkpoint_step(model_dir: str) -> int | None:

@@ -91,7 +91,11 @@ def restore_model_dir(model_dir: str, model_builder=None, *, use_ema: bool = Tru
     if config.ema_decay > 0:
         ema = ExponentialMovingAverage(model, config.ema_decay)
         items["ema"] = ema
-    tf.train.Checkpoint(**items).restore(latest).expect_partial().assert_existing_objects_matched()
+    try:
+        status = tf.train.Checkpoint(**items).restore(latest)
+        status.expect_partial().assert_existing_objects_matched()
+    except (tf.errors.OpError, IndexError) as e:  # e.g. a truncated data file
+        raise _damaged(latest, e) from None
     if ema is not None and use_ema:
         ema.copy_to_model()
     return model, config
@@ -106,8 +110,19 @@ def restore_saved_model(export_dir: str):
     model = build_model(info["model"], int(info["num_classes"]), settings,
                         input_size=int(info["input_size"]))  # fmt: skip
     variables = os.path.join(export_dir, "variables", "variables")
-    tf.train.Checkpoint(model=model).read(variables).assert_existing_objects_matched()
+    try:
+        tf.train.Checkpoint(model=model).read(variables).assert_existing_objects_matched()
+    except (tf.errors.OpError, IndexError) as e:  # e.g. a truncated variables file
+        raise _damaged(variables, e) from None
     return model, info
+
+
+def _damaged(path: str, error: Exception) -> ValueError:
+    first = next((line for line in str(error).splitlines() if line.strip()), "")
+    return ValueError(
+        f"checkpoint {path} cannot be read ({type(error).__name__}: {first.strip()}): its files "
+        "are damaged or incomplete; train or export it again"
+    )
 
 
 def _copy_trunks(source: keras.Model, model: keras.Model, source_dir: str) -> int:

@@ -1,0 +1,114 @@
+"""One line per error a user can cause, in every binary:
+
+    <binary>: error: <what>, <which file or flag>, <what to do>
+
+then exit status 1 (130 after Ctrl-C), with neither usage text nor traceback. The library's
+errors already name the file or flag and the fix; this module decides which errors are the
+user's and prints them on one line: a bad flag value (absl validators, at parse time), an
+`app.UsageError`, an OSError (a missing or unreadable file), a ValueError (a bad value, a damaged
+file), a KeyError (an unknown name), a damaged zip (`.npz`), TensorFlow's data and load errors
+(`tf.errors.OpError`), a busy lock, a failed study step. Anything else is a bug in this package
+and keeps its traceback.
+
+    def run():
+        cli.run("transfer-finetune", main)
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import zipfile
+import zlib
+
+from absl import app, flags
+
+from transfer_tf.data.tfrecords import ASSERTION_PREFIX, assertion_text
+from transfer_tf.files import BusyError
+
+_USER_ERRORS = (
+    app.UsageError, flags.Error, OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile,
+    zlib.error, BusyError,
+)  # fmt: skip
+
+
+def _tf_op_error():
+    """`tf.errors.OpError` when TensorFlow is loaded (never imported here just for this)."""
+    tf = sys.modules.get("tensorflow")
+    errors = getattr(tf, "errors", None)
+    return getattr(errors, "OpError", None)
+
+
+def _study_step_failed():
+    steps = sys.modules.get("transfer_tf.study.steps")
+    return getattr(steps, "StepFailed", None)
+
+
+def is_user_error(error: BaseException) -> bool:
+    kinds = [k for k in (_tf_op_error(), _study_step_failed()) if k is not None]
+    return isinstance(error, _USER_ERRORS + tuple(kinds))
+
+
+def tf_error_text(message: str) -> str:
+    """Our own assertion's text out of a TensorFlow error message, else its first line."""
+    text = assertion_text(message)
+    if text is not None:
+        return text
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return lines[0] if lines else message
+
+
+def error_text(error: BaseException) -> str:
+    """The one-line text of a user error (the first line of a multi-line message)."""
+    op_error = _tf_op_error()
+    if op_error is not None and isinstance(error, op_error):
+        text = tf_error_text(error.message)
+        if ASSERTION_PREFIX not in error.message:
+            text = f"{type(error).__name__}: {text}; check the files the flags name"
+    elif isinstance(error, KeyError) and error.args:
+        text = str(error.args[0])
+    elif isinstance(error, OSError) and error.filename and error.strerror:
+        text = f"{error.filename}: {error.strerror.lower()}; check the path the flags name"
+    elif isinstance(error, zipfile.BadZipFile | zlib.error | EOFError):
+        text = f"a damaged file ({type(error).__name__}: {error}); write it again"
+    else:
+        text = str(error) or type(error).__name__
+    text = text.strip().split("\n", 1)[0]
+    return re.sub(r"^(error: )+", "", text)
+
+
+def error_line(binary: str, error: BaseException) -> str:
+    return f"{binary}: error: {error_text(error)}"
+
+
+def _parse_flags(binary: str, argv: list[str]) -> list[str]:
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        print(f"{binary}: error: {e}; see {binary} --helpfull", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
+def guard(binary: str, main):
+    """`main` with the user's errors printed as one line (exit 1) and Ctrl-C as one line
+    (exit 130)."""
+
+    def guarded(argv):
+        try:
+            return main(argv)
+        except KeyboardInterrupt:
+            print(f"{binary}: interrupted; rerun the same command to resume", file=sys.stderr,
+                  flush=True)  # fmt: skip
+            sys.exit(130)
+        except Exception as e:  # noqa: BLE001 - sorted by is_user_error; bugs re-raise
+            if not is_user_error(e):
+                raise
+            print(error_line(binary, e), file=sys.stderr, flush=True)
+            sys.exit(1)
+
+    return guarded
+
+
+def run(binary: str, main) -> None:
+    """`app.run(main)` with one-line errors, flag errors included."""
+    app.run(guard(binary, main), flags_parser=lambda argv: _parse_flags(binary, argv))

@@ -125,11 +125,18 @@ def test_a_finished_cell_computed_from_other_inputs_runs_again(tmp_path, capsys)
 
 
 def test_file_fingerprints_follow_the_bytes(tmp_path):
-    (tmp_path / "train.npz").write_bytes(b"one")
-    a = sweep.file_fingerprints({"train.npz": str(tmp_path / "train.npz")})
-    (tmp_path / "train.npz").write_bytes(b"two")
-    b = sweep.file_fingerprints({"train.npz": str(tmp_path / "train.npz")})
-    assert a != b and sweep.changed_inputs(a, b) == ["train.npz"]
+    path = tmp_path / "train.npz"
+
+    def fingerprint(**arrays):
+        np.savez(path, **arrays)
+        return sweep.file_fingerprints({"train.npz": str(path)})
+
+    x, y = np.arange(12, dtype=np.float32).reshape(4, 3), np.array([0, 1, 0, 1])
+    a = fingerprint(features=x, labels=y)
+    assert fingerprint(features=x, labels=y) == a  # numpy writes the same bytes again
+    b = fingerprint(features=x + 1e-3, labels=y)
+    assert b != a and sweep.changed_inputs(a, b) == ["train.npz"]
+    assert fingerprint(features=x, labels=y[::-1]) not in (a, b)
     assert sweep.changed_inputs(None, b) == [] and sweep.changed_inputs(a, None) == []
 
 

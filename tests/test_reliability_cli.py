@@ -221,3 +221,25 @@ def test_transfer_logreg_on_other_features_runs_its_cells_again(tmp_path):
     fresh = logreg(tmp_path / "b", tmp_path / "fresh")
     assert rerun.count("changed since it ran; running it again") >= 3  # every grid cell
     assert rerun.strip().splitlines()[-1] == fresh.strip().splitlines()[-1]  # the test metric
+
+
+def test_a_study_step_rerun_after_a_flagfile_edit_keeps_its_export(tmp_path):
+    """A resumed study reruns the export steps after an edit (here, of a comment in a flagfile
+    the step reads): the export (--replace, as the planner writes it) keeps the same SavedModel
+    instead of failing "already holds a SavedModel" on every later resume."""
+    from transfer_tf.study.steps import Step, run_step
+
+    flagfile = tmp_path / "export.cfg"
+    flagfile.write_text("# the export's flags\n--num_classes=10\n")
+    export_dir = tmp_path / "saved_models" / "m"
+    step = Step("export-m", ("transfer-export", "--model=mobilenet_v1", "--weights=",
+                             "--input_size=32", f"--flagfile={flagfile}",
+                             f"--export_dir={export_dir}", "--replace"))  # fmt: skip
+    state = str(tmp_path / "state")
+    assert not run_step(step, state, env=_env())["skipped"]
+    written = (export_dir / "saved_model.pb").stat().st_mtime_ns
+    flagfile.write_text("# the export's flags, edited\n--num_classes=10\n")
+    again = run_step(step, state, env=_env())  # raised StepFailed before
+    assert not again["skipped"]  # it ran: the command's fingerprint changed
+    assert (export_dir / "saved_model.pb").stat().st_mtime_ns == written  # the same export, kept
+    assert sorted(p.name for p in export_dir.parent.iterdir()) == ["m"]

@@ -389,13 +389,47 @@ def slim_variable(scope: str, path: str) -> str:
 
 def slim_names(model: keras.Model, scope_of: Callable[[str], str | None]) -> dict[str, str]:
     """{weight path: slim name} for every weight whose layer `scope_of` maps to a slim scope; a
-    conv layer and the BN after it (`X_conv`, `X_bn`) usually map to the same scope."""
+    conv layer and the BN after it (`X_conv`, `X_bn`) usually map to the same scope. A
+    DepthwiseConv2D's kernel (Keras 3 calls it `kernel`) is slim's `depthwise_weights`."""
+    depthwise = set(_depthwise_kernels(model))
     out = {}
     for weight in model.weights:
         scope = scope_of(layer_of(weight.path))
         if scope is not None:
-            out[weight.path] = slim_variable(scope, weight.path)
+            name = slim_variable(scope, weight.path)
+            out[weight.path] = f"{scope}/depthwise_weights" if weight.path in depthwise else name
     return out
+
+
+def _depthwise_kernels(model: keras.Model) -> list[str]:
+    return [
+        weight.path
+        for layer in model.layers
+        if isinstance(layer, keras.layers.DepthwiseConv2D)
+        for weight in layer.weights
+        if weight_kind(weight.path) == "kernel"
+    ]
+
+
+def _keras2_depthwise(model: keras.Model, checkpoint: Checkpoint, names: dict[str, str]):
+    """Keras 2 (every published Keras Applications file) names a DepthwiseConv2D's kernel
+    `depthwise_kernel`, Keras 3 `kernel`: use the one `checkpoint` has."""
+    for path in _depthwise_kernels(model):
+        keras2 = f"{layer_of(names[path])}/depthwise_kernel"
+        if keras2 in checkpoint.shapes:
+            names[path] = keras2
+    return names
+
+
+def creation_order(model: keras.Model, kind: str) -> list[str]:
+    """Names of the automatically named `kind` layers (conv2d / batch_normalization) in the order
+    Keras created them (the counter in the name; `model.layers` is in graph order instead)."""
+    found = []
+    for layer in model.layers:
+        match = _AUTO_NAME.match(layer.name)
+        if match and match.group("base") == kind:
+            found.append((int(match.group("number") or 0), layer.name))
+    return [name for _, name in sorted(found)]
 
 
 def weight_kind(path: str) -> str:
@@ -412,12 +446,13 @@ def h5_same_names(model: keras.Model, checkpoint: Checkpoint, rename: dict[str, 
     for weight in model.weights:
         layer = layer_of(weight.path)
         out[weight.path] = f"{rename.get(layer, layer)}/{weight_kind(weight.path)}"
-    return out
+    return _keras2_depthwise(model, checkpoint, out)
 
 
 # Keras' automatic layer names: `conv2d`, `conv2d_17`, ...
 _AUTO_NAME = re.compile(
-    r"^(?P<base>conv2d|batch_normalization|dense|depthwise_conv2d|separable_conv2d)(_\d+)?$"
+    r"^(?P<base>conv2d|batch_normalization|dense|depthwise_conv2d|separable_conv2d)"
+    r"(?:_(?P<number>\d+))?$"
 )
 
 
@@ -450,4 +485,23 @@ def h5_in_order(model: keras.Model, checkpoint: Checkpoint, rename: dict[str, st
             target = queue.pop(0) if queue else f"<no more {base} layers in the file>"
         for weight in layer.weights:
             out[weight.path] = f"{target}/{weight_kind(weight.path)}"
-    return out
+    return _keras2_depthwise(model, checkpoint, out)
+
+
+def keras_h5_layout(
+    published: str,
+    *,
+    in_order: bool = False,
+    head: str = "predictions",
+    preprocessing: str = "inception",
+) -> CheckpointLayout:
+    """The layout of a Keras Applications weights file: layers keep their names (`in_order`:
+    Keras' automatic names paired in creation order), our `logits` is Keras' `head` layer."""
+    pair = h5_in_order if in_order else h5_same_names
+    return CheckpointLayout(
+        format="keras_h5",
+        names=lambda model, checkpoint: pair(model, checkpoint, {LOGITS: head}),
+        preprocessing=preprocessing,
+        head_bias=f"{head}/bias",
+        published=published,
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import keras
 
 from transfer_tf.models import sources
-from transfer_tf.models.checkpoints import CheckpointLayout, h5_same_names
+from transfer_tf.models.checkpoints import keras_h5_layout
 from transfer_tf.models.layers import keras_application
 from transfer_tf.models.registry import ModelSpec, Trunk, register
 
@@ -23,12 +23,9 @@ def _trunk_builder(factory):
     return build
 
 
-KERAS_H5 = CheckpointLayout(
-    format="keras_h5",
-    names=lambda model, checkpoint: h5_same_names(model, checkpoint, {"logits": "predictions"}),
+KERAS_H5 = keras_h5_layout(
+    "keras/src/applications/densenet.py (keras.applications.DenseNet121/169/201)",
     preprocessing="torch",
-    head_bias="predictions/bias",
-    published="keras/src/applications/densenet.py (keras.applications.DenseNet121/169/201)",
 )
 
 

@@ -9,12 +9,16 @@ order Keras creates them, which is the order of slim's definition."""
 
 from __future__ import annotations
 
-import re
-
 import keras
 
 from transfer_tf.models import sources
-from transfer_tf.models.checkpoints import CheckpointLayout, h5_in_order, layer_of, slim_variable
+from transfer_tf.models.checkpoints import (
+    CheckpointLayout,
+    creation_order,
+    keras_h5_layout,
+    layer_of,
+    slim_variable,
+)
 from transfer_tf.models.layers import keras_application
 from transfer_tf.models.registry import ModelSpec, Trunk, register
 
@@ -72,15 +76,6 @@ _SLIM_NAMED = {
     "aux_768_bn": f"{SCOPE}/AuxLogits/Conv2d_2a_5x5",
     "aux_logits": f"{SCOPE}/AuxLogits/Logits",
 }  # fmt: skip
-_AUTO = re.compile(r"^(conv2d|batch_normalization)(?:_(\d+))?$")
-
-
-def creation_order(model: keras.Model, kind: str) -> list[str]:
-    """Names of the automatically named `kind` layers (conv2d / batch_normalization) in the order
-    Keras created them (the counter in the name; `model.layers` is in graph order instead)."""
-    found = [(int(m.group(2) or 0), layer.name) for layer in model.layers
-             if (m := _AUTO.match(layer.name)) and m.group(1) == kind]  # fmt: skip
-    return [name for _, name in sorted(found)]
 
 
 def slim_names(model: keras.Model, checkpoint=None) -> dict[str, str]:
@@ -108,13 +103,7 @@ SLIM_CHECKPOINT = CheckpointLayout(
     aux_scope=rf"^{SCOPE}/AuxLogits/",
     published="tensorflow/models research/slim/nets/inception_resnet_v2.py",
 )
-KERAS_CHECKPOINT = CheckpointLayout(
-    format="keras_h5",
-    names=lambda model, checkpoint: h5_in_order(model, checkpoint, {"logits": "predictions"}),
-    preprocessing="inception",
-    head_bias="predictions/bias",
-    published="keras/src/applications/inception_resnet_v2.py",
-)
+KERAS_CHECKPOINT = keras_h5_layout("keras/src/applications/inception_resnet_v2.py", in_order=True)
 
 
 register(

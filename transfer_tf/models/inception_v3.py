@@ -14,7 +14,13 @@ import re
 import keras
 
 from transfer_tf.models import sources
-from transfer_tf.models.checkpoints import CheckpointLayout, h5_in_order, layer_of, slim_variable
+from transfer_tf.models.checkpoints import (
+    CheckpointLayout,
+    creation_order,
+    keras_h5_layout,
+    layer_of,
+    slim_variable,
+)
 from transfer_tf.models.layers import keras_application
 from transfer_tf.models.registry import ModelSpec, Trunk, register
 
@@ -67,15 +73,6 @@ _SLIM_NAMED = {
     "aux_768": "InceptionV3/AuxLogits/Conv2d_2a_5x5",
     "aux_logits": "InceptionV3/AuxLogits/Conv2d_2b_1x1",
 }
-_AUTO = re.compile(r"^(conv2d|batch_normalization)(?:_(\d+))?$")
-
-
-def creation_order(model: keras.Model, kind: str) -> list[str]:
-    """Names of the automatically named `kind` layers (conv2d / batch_normalization) in the order
-    Keras created them (the counter in the name; `model.layers` is in graph order instead)."""
-    found = [(m.group(2), layer.name) for layer in model.layers if (m := _AUTO.match(layer.name))
-             and m.group(1) == kind]  # fmt: skip
-    return [name for number, name in sorted(found, key=lambda f: int(f[0] or 0))]
 
 
 def slim_names(model: keras.Model, checkpoint=None) -> dict[str, str]:
@@ -105,13 +102,7 @@ SLIM_CHECKPOINT = CheckpointLayout(
     aux_scope=r"^InceptionV3/AuxLogits/",
     published="tensorflow/models research/slim/nets/inception_v3.py",
 )
-KERAS_CHECKPOINT = CheckpointLayout(
-    format="keras_h5",
-    names=lambda model, checkpoint: h5_in_order(model, checkpoint, {"logits": "predictions"}),
-    preprocessing="inception",
-    head_bias="predictions/bias",
-    published="keras/src/applications/inception_v3.py",
-)
+KERAS_CHECKPOINT = keras_h5_layout("keras/src/applications/inception_v3.py", in_order=True)
 
 
 register(

@@ -16,14 +16,7 @@ from __future__ import annotations
 import keras
 
 from transfer_tf.models import sources
-from transfer_tf.models.checkpoints import (
-    Checkpoint,
-    CheckpointLayout,
-    h5_same_names,
-    layer_of,
-    slim_names,
-    weight_kind,
-)
+from transfer_tf.models.checkpoints import CheckpointLayout, keras_h5_layout, slim_names
 from transfer_tf.models.layers import keras_application
 from transfer_tf.models.registry import ModelSpec, Trunk, register
 
@@ -60,38 +53,6 @@ def build_trunk(input_size, settings):
     return Trunk(base.input, base.output)
 
 
-# Keras 2 (every published Keras Applications file) names a DepthwiseConv2D's weight
-# `depthwise_kernel`, Keras 3 `kernel`; TF-slim names it `depthwise_weights`.
-def depthwise_h5_names(model: keras.Model, checkpoint: Checkpoint, names: dict[str, str]
-                       ) -> dict[str, str]:  # fmt: skip
-    """`names` (a Keras Applications map) with each depthwise kernel named as `checkpoint`
-    stores it."""
-    out = dict(names)
-    for path in _depthwise_kernels(model):
-        keras2 = f"{layer_of(names[path])}/depthwise_kernel"
-        if keras2 in checkpoint.shapes:
-            out[path] = keras2
-    return out
-
-
-def depthwise_slim_names(model: keras.Model, scope_of) -> dict[str, str]:
-    """`slim_names(model, scope_of)` with slim's `depthwise_weights` for depthwise kernels."""
-    out = slim_names(model, scope_of)
-    for path in _depthwise_kernels(model):
-        out[path] = f"{scope_of(layer_of(path))}/depthwise_weights"
-    return out
-
-
-def _depthwise_kernels(model: keras.Model) -> list[str]:
-    return [
-        weight.path
-        for layer in model.layers
-        if isinstance(layer, keras.layers.DepthwiseConv2D)
-        for weight in layer.weights
-        if weight_kind(weight.path) == "kernel"
-    ]
-
-
 def slim_scope(layer: str) -> str:
     """TF-slim `nets/mobilenet_v1.py` scope of one of our (Keras) layers: `conv1` ->
     `MobilenetV1/Conv2d_0`, `conv_dw_3_bn` -> `MobilenetV1/Conv2d_3_depthwise`,
@@ -107,20 +68,15 @@ def slim_scope(layer: str) -> str:
 
 SLIM_CHECKPOINT = CheckpointLayout(
     format="tf_checkpoint",
-    names=lambda model, checkpoint: depthwise_slim_names(model, slim_scope),
+    names=lambda model, checkpoint: slim_names(model, slim_scope),
     preprocessing="inception",
     head_bias="MobilenetV1/Logits/Conv2d_1c_1x1/biases",
     published="tensorflow/models research/slim/nets/mobilenet_v1.py",
 )
 
-KERAS_H5 = CheckpointLayout(
-    format="keras_h5",
-    names=lambda model, checkpoint: depthwise_h5_names(
-        model, checkpoint, h5_same_names(model, checkpoint, {"logits": "conv_preds"})
-    ),
-    preprocessing="inception",
-    head_bias="conv_preds/bias",
-    published="keras/src/applications/mobilenet.py (keras.applications.MobileNet, alpha 1.0)",
+KERAS_H5 = keras_h5_layout(
+    "keras/src/applications/mobilenet.py (keras.applications.MobileNet, alpha 1.0)",
+    head="conv_preds",
 )
 
 

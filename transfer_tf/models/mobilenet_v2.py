@@ -18,9 +18,8 @@ import re
 import keras
 
 from transfer_tf.models import sources
-from transfer_tf.models.checkpoints import CheckpointLayout, h5_same_names
+from transfer_tf.models.checkpoints import CheckpointLayout, keras_h5_layout, slim_names
 from transfer_tf.models.layers import keras_application
-from transfer_tf.models.mobilenet_v1 import depthwise_h5_names, depthwise_slim_names
 from transfer_tf.models.registry import ModelSpec, Trunk, register
 
 
@@ -59,20 +58,14 @@ def slim_scope(layer: str) -> str:
 
 SLIM_CHECKPOINT = CheckpointLayout(
     format="tf_checkpoint",
-    names=lambda model, checkpoint: depthwise_slim_names(model, slim_scope),
+    names=lambda model, checkpoint: slim_names(model, slim_scope),
     preprocessing="inception",
     head_bias="MobilenetV2/Logits/Conv2d_1c_1x1/biases",
     published="tensorflow/models research/slim/nets/mobilenet/mobilenet_v2.py",
 )
 
-KERAS_H5 = CheckpointLayout(
-    format="keras_h5",
-    names=lambda model, checkpoint: depthwise_h5_names(
-        model, checkpoint, h5_same_names(model, checkpoint, {"logits": "predictions"})
-    ),
-    preprocessing="inception",
-    head_bias="predictions/bias",
-    published="keras/src/applications/mobilenet_v2.py (keras.applications.MobileNetV2)",
+KERAS_H5 = keras_h5_layout(
+    "keras/src/applications/mobilenet_v2.py (keras.applications.MobileNetV2)"
 )
 
 

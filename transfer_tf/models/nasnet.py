@@ -25,7 +25,7 @@ import keras
 from transfer_tf.models import sources
 from transfer_tf.models.checkpoints import (
     CheckpointLayout,
-    h5_same_names,
+    keras_h5_layout,
     layer_of,
     slim_variable,
     weight_kind,
@@ -138,13 +138,7 @@ SLIM_CHECKPOINT = CheckpointLayout(
     aux_scope=r"^aux_\d+/",
     published="tensorflow/models research/slim/nets/nasnet/nasnet.py and nasnet_utils.py",
 )
-KERAS_CHECKPOINT = CheckpointLayout(
-    format="keras_h5",
-    names=lambda model, checkpoint: h5_same_names(model, checkpoint, {"logits": "predictions"}),
-    preprocessing="inception",
-    head_bias="predictions/bias",
-    published="keras/src/applications/nasnet.py",
-)
+KERAS_CHECKPOINT = keras_h5_layout("keras/src/applications/nasnet.py")
 
 
 for _name, _factory, _size, _dim, _top1, _params, _slim in (

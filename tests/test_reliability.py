@@ -418,3 +418,49 @@ def test_the_study_checks_names_when_it_plans_before_creating_anything(tmp_path)
     )
     exports = [s for s in steps if s.argv[0] == "transfer-export"]
     assert len(exports) == 2 and all("--replace" in s.argv for s in exports)
+
+
+# ---- one line per error --------------------------------------------------------------------------
+
+
+def test_the_binaries_error_line_and_what_stays_a_traceback(capsys, monkeypatch):
+    from transfer_tf.bin import cli
+
+    def fails_with(error):
+        def main(argv):
+            raise error
+
+        return cli.guard("transfer-x", main)
+
+    cases = [
+        (ValueError("shard a.tfrecord is missing; re-create it\nmore detail"),
+         "transfer-x: error: shard a.tfrecord is missing; re-create it"),
+        (FileNotFoundError(2, "No such file or directory", "/data/x.npz"),
+         "transfer-x: error: /data/x.npz: no such file or directory; check the path the flags "
+         "name"),
+        (KeyError("unknown dataset 'digitz'; known datasets: ..."),
+         "transfer-x: error: unknown dataset 'digitz'; known datasets: ..."),
+        (tf.errors.InvalidArgumentError(None, None, 'assertion failed: [transfer_tf: label [42] '
+                                        'of record id \\"r1\\" in shard \\"s\\"]\n\t [[{{node A}}]]'),
+         'transfer-x: error: label [42] of record id "r1" in shard "s"'),
+        (tf.errors.DataLossError(None, None, "truncated record at 12\nstack"),
+         "transfer-x: error: DataLossError: truncated record at 12; check the files the flags "
+         "name"),
+        (files.BusyError("study folder /s is in use by another process (pid 7); wait"),
+         "transfer-x: error: study folder /s is in use by another process (pid 7); wait"),
+    ]  # fmt: skip
+    for error, line in cases:
+        with pytest.raises(SystemExit) as exit_:
+            fails_with(error)([])
+        assert exit_.value.code == 1
+        assert capsys.readouterr().err.splitlines() == [line]
+    with pytest.raises(SystemExit) as exit_:
+        fails_with(KeyboardInterrupt())([])
+    assert exit_.value.code == 130
+    assert capsys.readouterr().err == "transfer-x: interrupted; rerun the same command to resume\n"
+    for bug in (RuntimeError("a bug"), KeyError("feature_dim"), AttributeError("x")):
+        with pytest.raises(type(bug)):  # a bug keeps its traceback
+            fails_with(bug)([])
+    monkeypatch.setenv("TRANSFER_TF_TRACEBACK", "1")
+    with pytest.raises(ValueError):
+        fails_with(ValueError("bad value"))([])

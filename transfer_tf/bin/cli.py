@@ -8,7 +8,8 @@ user's and prints them on one line: a bad flag value (absl validators, at parse 
 `app.UsageError`, an OSError (a missing or unreadable file), a ValueError (a bad value, a damaged
 file), a KeyError (an unknown name), a damaged zip (`.npz`), TensorFlow's data and load errors
 (`tf.errors.OpError`), a busy lock, a failed study step. Anything else is a bug in this package
-and keeps its traceback.
+and keeps its traceback (so does a KeyError whose message is a bare key, and every error when
+TRANSFER_TF_TRACEBACK=1 is set, for debugging).
 
     def run():
         cli.run("transfer-finetune", main)
@@ -16,6 +17,7 @@ and keeps its traceback.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import zipfile
@@ -45,6 +47,10 @@ def _study_step_failed():
 
 
 def is_user_error(error: BaseException) -> bool:
+    if os.environ.get("TRANSFER_TF_TRACEBACK"):
+        return False
+    if isinstance(error, KeyError) and " " not in str(error.args[0] if error.args else ""):
+        return False  # d["key"] in our code: a bug; an unknown name comes with a sentence
     kinds = [k for k in (_tf_op_error(), _study_step_failed()) if k is not None]
     return isinstance(error, _USER_ERRORS + tuple(kinds))
 

@@ -320,6 +320,10 @@ def test_gbc_pca_keeps_the_leading_principal_components():
         reference = (x - x.mean(axis=0)) @ vh[:3].T
         np.testing.assert_allclose(np.abs(ours), np.abs(reference), atol=1e-9)
         np.testing.assert_allclose(np.linalg.norm(ours, axis=0), sv[:3], rtol=1e-9)
+        if n >= d:  # from the full eigendecomposition H-score shares, the same directions
+            shared = P.FeatureStats.of(x)
+            shared.eigh()
+            np.testing.assert_allclose(np.abs(P.pca(x, 3, stats=shared)), np.abs(ours), atol=1e-9)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -319,6 +319,7 @@ class FeatureStats:
     n: int
     mean: np.ndarray  # [D]
     scatter: np.ndarray  # [D, D]
+    _eigh: tuple[np.ndarray, np.ndarray] | None = None
 
     @classmethod
     def of(cls, features: np.ndarray) -> FeatureStats:
@@ -326,6 +327,19 @@ class FeatureStats:
         mean = x.mean(axis=0)
         xc = x - mean
         return cls(len(x), mean, xc.T @ xc)
+
+    def eigh(self) -> tuple[np.ndarray, np.ndarray]:
+        """(eigenvalues ascending, eigenvectors) of the scatter matrix, computed once."""
+        if self._eigh is None:
+            self._eigh = np.linalg.eigh(self.scatter)
+        return self._eigh
+
+    def leading_directions(self, dim: int) -> np.ndarray:
+        """[D, dim] eigenvectors of the `dim` largest eigenvalues, largest first."""
+        if self._eigh is not None:
+            return self._eigh[1][:, ::-1][:, :dim]
+        d = len(self.scatter)
+        return scipy.linalg.eigh(self.scatter, subset_by_index=[d - dim, d - 1])[1][:, ::-1]
 
 
 def _stats(features: np.ndarray, stats: FeatureStats | None) -> FeatureStats:
@@ -516,10 +530,10 @@ def h_score(
             return float(np.sum(counts * np.sum(diff * solved.T, axis=1)) / (n - 1))
     except np.linalg.LinAlgError:
         pass
-    eig, vectors = np.linalg.eigh(cov)
+    eig, vectors = st.eigh()  # shared with GBC's PCA
     keep = eig > rcond * max(eig.max(), 1e-300)
-    projected = diff @ vectors[:, keep]
-    return float(np.sum(counts[:, None] * projected**2 / eig[keep]) / (n - 1))
+    projected = (means - st.mean) @ vectors[:, keep]
+    return float(np.sum(counts[:, None] * projected**2 / eig[keep]))
 
 
 def pca(features: np.ndarray, dim: int, *, stats: FeatureStats | None = None) -> np.ndarray:
@@ -533,8 +547,7 @@ def pca(features: np.ndarray, dim: int, *, stats: FeatureStats | None = None) ->
         s, u = scipy.linalg.eigh(xc @ xc.T, subset_by_index=[n - dim, n - 1])
         return u[:, ::-1] * np.sqrt(np.maximum(s[::-1], 0.0))
     st = _stats(x, stats)
-    _, v = scipy.linalg.eigh(st.scatter, subset_by_index=[d - dim, d - 1])
-    return (x - st.mean) @ v[:, ::-1]
+    return (x - st.mean) @ st.leading_directions(dim)
 
 
 def bhattacharyya_distance(mean_a, var_a, mean_b, var_b) -> np.ndarray:

@@ -37,6 +37,7 @@ SOURCE = "source_top1"
 PARAMS = "parameters"
 BASELINES = (SOURCE, PARAMS)
 MIN_MODELS = 3
+FRACTION_METRICS = tuple(m for m in METRICS if m != "quadratic_kappa")
 SCORE_COLUMNS = ["model", "dataset", "predictor", "metric", "score", "score_se", "n_seeds", "x",
                  "wall_time_s"]  # fmt: skip
 AGREEMENT_COLUMNS = [
@@ -74,8 +75,11 @@ def predictor_scores(rows: pd.DataFrame) -> pd.DataFrame:
         wall_time_s=("wall_time_s", "sum"),
     ).reset_index()
     out["score_se"] = out["sd"] / np.sqrt(out["n_seeds"])
-    accuracy = out["metric"].isin(list(METRICS)).to_numpy()
-    out["x"] = out["score"].to_numpy(dtype=float)
+    # Scores in a metric that is a fraction (accuracies, mAP) go in log odds, as the measured
+    # transfer; the others (LogME, ..., and Cohen's κ, which can be negative) stay as they are.
+    score = out["score"].to_numpy(dtype=float)
+    accuracy = out["metric"].isin(FRACTION_METRICS).to_numpy()
+    out["x"] = score
     out.loc[accuracy, "x"] = stats.logit(out.loc[accuracy, "score"].to_numpy(dtype=float))
     return out[SCORE_COLUMNS]
 

@@ -30,6 +30,7 @@ import scipy.stats  # noqa: E402
 from transfer_tf.analysis import figures, stats  # noqa: E402
 from transfer_tf.analysis.tables import PROTOCOL_NAMES  # noqa: E402
 from transfer_tf.metrics import METRICS  # noqa: E402
+from transfer_tf.protocols.predictor_sweep import PREDICTORS  # noqa: E402
 
 PROTOCOL = "predictors"
 GROUND_TRUTH = ("logreg", "finetune")
@@ -222,7 +223,8 @@ def agreement_table(
     datasets = sorted(set(scores["dataset"]))
     every = pd.concat([scores, baseline_scores(model_table, datasets)], ignore_index=True)
     source = every[every["predictor"] == SOURCE].set_index(["dataset", "model"])["x"]
-    order = {p: i for i, p in enumerate(dict.fromkeys([*BASELINES, *scores["predictor"]]))}
+    names = [*BASELINES, *PREDICTORS, *sorted(set(scores["predictor"]) - set(PREDICTORS))]
+    order = {p: i for i, p in enumerate(names)}  # baselines, then the protocol's order
     rows = []
     for protocol in GROUND_TRUTH:
         truth = best[best["protocol"] == protocol].set_index(["dataset", "model"])["logit"]
@@ -275,7 +277,9 @@ def cost_table(scores: pd.DataFrame, results_df: pd.DataFrame) -> pd.DataFrame:
                         & pd.to_numeric(results_df.get("per_class"), errors="coerce").isna()]  # fmt: skip
     logreg_time = logreg.groupby(["model", "dataset"])["wall_time_s"].sum()
     rows = []
-    for predictor, group in scores.groupby("predictor", sort=False):
+    known = [*PREDICTORS, *sorted(set(scores["predictor"]) - set(PREDICTORS))]
+    for predictor in [p for p in known if p in set(scores["predictor"])]:
+        group = scores[scores["predictor"] == predictor]
         both = group.set_index(["model", "dataset"])["wall_time_s"]
         keys = both.index.intersection(logreg_time.index)
         if len(keys):

@@ -78,6 +78,10 @@ def test_quick_study_writes_complete_tables(quick_study):
     assert subsets[["dataset", "per_class"]].values.tolist() == [["sklearn_digits", 5]]
     assert subsets[["finetune", "logreg", "scratch"]].notna().all(axis=None)
     assert "fig9_subset_size" in headline["figures"]
+    # Beyond the paper: the predictors ran on every source's features and the report scores them.
+    predictors = pd.read_csv(report / "predictor_scores.csv")
+    assert set(predictors["model"]) == models
+    assert {"knn", "logme", "leep", "nce", "hscore", "gbc"} <= set(predictors["predictor"])
     # The last lines name the report and how to open TensorBoard.
     tail = stdout.strip().splitlines()[-3:]
     assert any("TensorBoard" in line for line in tail)
@@ -90,7 +94,7 @@ def test_quick_study_resumes_with_every_step_done(quick_study):
     proc = _study(study_dir)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     progress = [line for line in proc.stdout.splitlines() if re.match(r"\[study\] \d+/\d+ ", line)]
-    assert len(progress) == 21 and all("already done" in line for line in progress), progress
+    assert len(progress) == 24 and all("already done" in line for line in progress), progress
     assert sorted(os.listdir(study_dir / "results" / "logreg")) == before
 
 

@@ -117,3 +117,20 @@ def test_external_sources_and_own_datasets_plan_without_export(tmp_path):
         plan.plan_study(plan.StudyConfig(study_dir=str(tmp_path), target_datasets=(),
                                          external_models=cfg.external_models,
                                          finetune_models=("hub_net",)))  # fmt: skip
+
+
+def test_predictor_steps_follow_each_features_step(tmp_path):
+    """`--predictors`: one transfer-predictors step per source x target after its features step;
+    registry models pass their SavedModel (LEEP / NCE need its logits); the report waits for them."""
+    steps = _plan(tmp_path, predictors=True, predictors_flags=("--blas_threads=1",))
+    found = {n: s for n, s in steps.items() if n.startswith("predictors-")}
+    labels = ("efficientnet_lite0", "mobilenet_v1_fair", "mobilenet_v1_inception_default")
+    assert set(found) == {f"predictors-{m}-{d}" for m in labels
+                          for d in ("sklearn_digits", "skimage_textures")}  # fmt: skip
+    step = found["predictors-mobilenet_v1_fair-skimage_textures"]
+    assert step.deps == ("features-mobilenet_v1_fair-skimage_textures",)
+    flags = _flags(step)
+    assert flags["saved_model"] == str(tmp_path / "saved_models" / "mobilenet_v1_fair")
+    assert flags["settings"] == "fair" and flags["blas_threads"] == "1"
+    assert set(found) <= set(steps["analyze"].deps)
+    assert not [n for n in _plan(tmp_path) if n.startswith("predictors-")]

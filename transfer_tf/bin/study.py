@@ -88,6 +88,12 @@ flags.DEFINE_boolean(
     "split_grid_cells", False,
     "Each fine-tune / scratch grid cell as its own step (--stage=grid), then the sweep's final "
     "cell: spreads one sweep over a cluster.")
+flags.DEFINE_boolean(
+    "predictors", False,
+    "Beyond the paper: also run transfer-predictors (kNN, few-shot probes, LogME, LEEP, NCE, "
+    "H-score, GBC) on each source's features of each target; the report scores them against "
+    "the measured transfer.")
+flags.DEFINE_list("predictors_flags", [], "Extra flags for transfer-predictors (e.g. --blas_threads=1).")
 flags.DEFINE_boolean("dry_run", False, "Print the planned commands and exit.")
 
 
@@ -102,6 +108,8 @@ def config_from_flags() -> plan.StudyConfig:
         public_models=tuple(FLAGS.public_models),
         external_models=tuple(FLAGS.external_models),
         own_datasets=tuple(FLAGS.own_datasets),
+        predictors=FLAGS.predictors,
+        predictors_flags=tuple(FLAGS.predictors_flags),
         pretrain_models=tuple(FLAGS.pretrain_models),
         pretrain_settings=tuple(FLAGS.pretrain_settings),
         pretrain_flagfile=_abspath(FLAGS.pretrain_flagfile),

@@ -72,6 +72,10 @@ class StudyConfig:
     analyze_flags: tuple[str, ...] = ()
     # Clusters: each fine-tune / scratch grid cell as its own step (`split_sweep`).
     split_grid_cells: bool = False
+    # Beyond the paper (issue 19): cheap transfer predictors per source model x target, scored
+    # against the study's own ground truth in the report.
+    predictors: bool = False
+    predictors_flags: tuple[str, ...] = ()  # e.g. --blas_threads=1 when steps share the cores
 
     def targets(self) -> tuple[str, ...]:
         """The registry targets, then the user's own datasets."""
@@ -219,6 +223,27 @@ def external_feature_steps(cfg: StudyConfig, externals) -> list[Step]:
     return steps
 
 
+def predictor_steps(cfg: StudyConfig, models, externals) -> list[Step]:
+    """`transfer-predictors` on each source's features of each target (`--predictors`); registry
+    models pass their SavedModel, whose serving_default logits LEEP / NCE need (external sources
+    have none, and the step says it skips those two)."""
+    if not cfg.predictors:
+        return []
+    steps = []
+    for label, identity, extra in [
+        *[(m.label, (f"--architecture={m.architecture}", f"--settings={m.settings}"),
+           (f"--saved_model={cfg.path('saved_models', m.label)}",)) for m in models],
+        *[(e.label, ("--settings=external",), ()) for e in externals],
+    ]:  # fmt: skip
+        for dataset in cfg.targets():
+            steps.append(Step(f"predictors-{label}-{dataset}", (
+                "transfer-predictors", f"--features_dir={cfg.path('features', label, dataset)}",
+                f"--results_dir={cfg.path('results')}", f"--model={label}", *identity, *extra,
+                *cfg.predictors_flags,
+            ), deps=(f"features-{label}-{dataset}",), num_cpus=2))
+    return steps
+
+
 def external_finetune_steps(cfg: StudyConfig, e: ExternalSource, add_sweep) -> list[Step]:
     """Fine-tuning a .keras source (a SavedModel's network cannot be rebuilt for training)."""
     if not e.is_keras:
@@ -342,6 +367,7 @@ def plan_study(cfg: StudyConfig) -> list[Step]:
         into.extend(split_sweep(step, grids[protocol]))
 
     steps += external_feature_steps(cfg, externals.values())
+    steps += predictor_steps(cfg, models, externals.values())
     for label in cfg.finetune_models:
         if label in externals:
             steps += external_finetune_steps(cfg, externals[label], add_sweep)
@@ -376,7 +402,7 @@ def plan_study(cfg: StudyConfig) -> list[Step]:
                 ), deps=(f"records-{dataset}",), num_cpus=2))
 
     sweeps = [s.name for s in steps if s.argv[0] in (
-        "transfer-logreg", "transfer-finetune", "transfer-scratch")]
+        "transfer-logreg", "transfer-finetune", "transfer-scratch", "transfer-predictors")]
     pretrains = [s.name for s in steps if s.argv[0] == "transfer-pretrain"]
     steps.append(Step("model-table", (
         "python", "-m", "transfer_tf.study.model_table", f"--study_dir={cfg.study_dir}",

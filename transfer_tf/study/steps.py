@@ -32,6 +32,7 @@ BINARIES = {
     "transfer-finetune": "transfer_tf.bin.finetune",
     "transfer-scratch": "transfer_tf.bin.scratch",
     "transfer-analyze": "transfer_tf.bin.analyze",
+    "transfer-predictors": "transfer_tf.bin.predictors",
 }
 
 

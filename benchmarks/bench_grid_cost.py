@@ -39,11 +39,15 @@ flags.DEFINE_integer("batch_size", 8, "Batch per timed step on this machine.")
 flags.DEFINE_integer("warmup_steps", 2, "Steps before timing (tracing).")
 flags.DEFINE_integer("steps", 4, "Timed steps per model and round.")
 flags.DEFINE_integer(
-    "rounds", 2, "Rounds over all models; a model's best round counts (other jobs on a shared "
-    "machine only slow a round down)."
+    "rounds",
+    2,
+    "Rounds over all models; a model's best round counts (other jobs on a shared "
+    "machine only slow a round down).",
 )
 flags.DEFINE_enum(
-    "gpu_anchor", "a100_tf32", [*GPU_ANCHORS, "measured"],
+    "gpu_anchor",
+    "a100_tf32",
+    [*GPU_ANCHORS, "measured"],
     "Published ResNet-50 throughput to scale by, or 'measured' when this machine is the GPU.",
 )
 flags.DEFINE_string("output", None, "Also write the report (JSON) here.")
@@ -68,11 +72,22 @@ def time_model(name: str, scratch: str) -> dict:
 
     size = get_spec(name).input_size
     config = TrainConfig(
-        model=name, dataset="synthetic", records_dir=scratch, num_classes=100, input_size=size,
-        batch_size=FLAGS.batch_size, train_steps=10**9, learning_rate=0.01,
-        optimizer="sgd_nesterov", lr_schedule="cosine", weight_decay=1e-5, ema_decay=0.0,
-        eval_split=None, checkpoint_input=False, num_train_examples=100_000,
-    )  # fmt: skip
+        model=name,
+        dataset="synthetic",
+        records_dir=scratch,
+        num_classes=100,
+        input_size=size,
+        batch_size=FLAGS.batch_size,
+        train_steps=10**9,
+        learning_rate=0.01,
+        optimizer="sgd_nesterov",
+        lr_schedule="cosine",
+        weight_decay=1e-5,
+        ema_decay=0.0,
+        eval_split=None,
+        checkpoint_input=False,
+        num_train_examples=100_000,
+    )
 
     def synthetic_input_fn(cfg, split, *, training, batch_size, repeat):
         rng = np.random.default_rng(0)
@@ -90,10 +105,14 @@ def time_model(name: str, scratch: str) -> dict:
     del trainer
     keras.backend.clear_session()
     return {
-        "model": name, "input_size": size, "batch_size": FLAGS.batch_size,
-        "timed_steps": FLAGS.steps, "steps_per_sec": FLAGS.steps / seconds,
-        "images_per_sec": FLAGS.steps * FLAGS.batch_size / seconds, "setup_s": setup,
-    }  # fmt: skip
+        "model": name,
+        "input_size": size,
+        "batch_size": FLAGS.batch_size,
+        "timed_steps": FLAGS.steps,
+        "steps_per_sec": FLAGS.steps / seconds,
+        "images_per_sec": FLAGS.steps * FLAGS.batch_size / seconds,
+        "setup_s": setup,
+    }
 
 
 def main(argv):
@@ -122,18 +141,27 @@ def main(argv):
             total[kind] += row[f"gpu_hours_{kind}"]
         row["cpu_hours_all_here"] = sum(IMAGES.values()) / row["images_per_sec"] / 3600
     report = {
-        "gpu_anchor": FLAGS.gpu_anchor, "anchor_resnet50_images_per_sec": anchor,
-        "images_per_model": IMAGES, "gpu_hours_total": {**total, "all": sum(total.values())},
-        "cpu_count": os.cpu_count(), "models": rows,
-    }  # fmt: skip
-    print(f"{'model':20s} {'size':>4s} {'cpu img/s':>9s} {'gpu img/s*':>10s} "
-          f"{'pretrain':>9s} {'finetune':>9s} {'scratch':>9s}  (GPU-hours*)")  # fmt: skip
+        "gpu_anchor": FLAGS.gpu_anchor,
+        "anchor_resnet50_images_per_sec": anchor,
+        "images_per_model": IMAGES,
+        "gpu_hours_total": {**total, "all": sum(total.values())},
+        "cpu_count": os.cpu_count(),
+        "models": rows,
+    }
+    print(
+        f"{'model':20s} {'size':>4s} {'cpu img/s':>9s} {'gpu img/s*':>10s} "
+        f"{'pretrain':>9s} {'finetune':>9s} {'scratch':>9s}  (GPU-hours*)"
+    )
     for r in rows:
-        print(f"{r['model']:20s} {r['input_size']:4d} {r['images_per_sec']:9.2f} "
-              f"{r['gpu_images_per_sec_est']:10.0f} {r['gpu_hours_pretrain']:9.0f} "
-              f"{r['gpu_hours_finetune']:9.0f} {r['gpu_hours_scratch']:9.0f}")  # fmt: skip
-    print(f"total GPU-hours* ({FLAGS.gpu_anchor}): " + ", ".join(
-        f"{k} {v:,.0f}" for k, v in report["gpu_hours_total"].items()))  # fmt: skip
+        print(
+            f"{r['model']:20s} {r['input_size']:4d} {r['images_per_sec']:9.2f} "
+            f"{r['gpu_images_per_sec_est']:10.0f} {r['gpu_hours_pretrain']:9.0f} "
+            f"{r['gpu_hours_finetune']:9.0f} {r['gpu_hours_scratch']:9.0f}"
+        )
+    print(
+        f"total GPU-hours* ({FLAGS.gpu_anchor}): "
+        + ", ".join(f"{k} {v:,.0f}" for k, v in report["gpu_hours_total"].items())
+    )
     if FLAGS.output:
         with open(FLAGS.output, "w") as f:
             json.dump(report, f, indent=1)

@@ -74,8 +74,14 @@ def run_ours(splits, grid, tol, max_iter):
     )
     final = final_problem.fit(grid[best], models[best], tol=tol, max_iter=max_iter)
     seconds = time.perf_counter() - start
-    return dict(seconds=seconds, best=best, val=val, test=top1(y_te, final.predict(x_te)),
-                models=models, problem=problem)  # fmt: skip
+    return dict(
+        seconds=seconds,
+        best=best,
+        val=val,
+        test=top1(y_te, final.predict(x_te)),
+        models=models,
+        problem=problem,
+    )
 
 
 def run_sklearn(splits, grid, tol, max_iter):
@@ -95,8 +101,9 @@ def run_sklearn(splits, grid, tol, max_iter):
         c = logreg.l2_to_c(grid[best], len(x_trva))
         final = LogisticRegression(C=c, tol=tol, max_iter=max_iter).fit(x_trva, y_trva)
     seconds = time.perf_counter() - start
-    return dict(seconds=seconds, best=best, val=val, test=top1(y_te, final.predict(x_te)),
-                models=models)  # fmt: skip
+    return dict(
+        seconds=seconds, best=best, val=val, test=top1(y_te, final.predict(x_te)), models=models
+    )
 
 
 def main():
@@ -130,12 +137,17 @@ def main():
     order = np.random.default_rng(args.seed).permutation(len(x))
     x, y = x[order], y[order]
     n_tr, n_va = int(0.55 * len(x)), int(0.2 * len(x))
-    splits = [(x[:n_tr], y[:n_tr]), (x[n_tr : n_tr + n_va], y[n_tr : n_tr + n_va]),
-              (x[n_tr + n_va :], y[n_tr + n_va :])]  # fmt: skip
+    splits = [
+        (x[:n_tr], y[:n_tr]),
+        (x[n_tr : n_tr + n_va], y[n_tr : n_tr + n_va]),
+        (x[n_tr + n_va :], y[n_tr + n_va :]),
+    ]
     grid = logreg.l2_grid(args.num_l2)
-    print(f"features {args.features}: train {n_tr}, val {n_va}, test {len(x) - n_tr - n_va}, "
-          f"dim {x.shape[1]}, {len(grid)} λ, tol {args.tol}, max_iter {args.max_iter}, "
-          f"BLAS threads {args.blas_threads or 'default'}")  # fmt: skip
+    print(
+        f"features {args.features}: train {n_tr}, val {n_va}, test {len(x) - n_tr - n_va}, "
+        f"dim {x.shape[1]}, {len(grid)} λ, tol {args.tol}, max_iter {args.max_iter}, "
+        f"BLAS threads {args.blas_threads or 'default'}"
+    )
 
     ours = run_ours(splits, grid, args.tol, args.max_iter)
     ref = run_sklearn(splits, grid, args.tol, args.max_iter)
@@ -147,15 +159,21 @@ def main():
         reference = problem.objective_of(as_ours)
         gaps.append((mine.objective - reference) / reference)
     gaps = np.array(gaps)
-    print(f"transfer_tf  {ours['seconds']:7.2f} s  chosen λ={grid[ours['best']]:.3g} "
-          f"(val {ours['val'][ours['best']]:.4f})  test top-1 {ours['test']:.4f}  "
-          f"iterations {sum(m.iterations for m in ours['models'])}")  # fmt: skip
-    print(f"scikit-learn {ref['seconds']:7.2f} s  chosen λ={grid[ref['best']]:.3g} "
-          f"(val {ref['val'][ref['best']]:.4f})  test top-1 {ref['test']:.4f}  "
-          f"iterations {sum(int(m.n_iter_[0]) for m in ref['models'])}")  # fmt: skip
-    print(f"speed ratio {ref['seconds'] / ours['seconds']:.1f}x; choices {abs(ours['best'] - ref['best'])} "
-          f"grid steps apart; objective (ours − sklearn)/sklearn: max {gaps.max():+.1e}, "
-          f"median {np.median(gaps):+.1e}")  # fmt: skip
+    print(
+        f"transfer_tf  {ours['seconds']:7.2f} s  chosen λ={grid[ours['best']]:.3g} "
+        f"(val {ours['val'][ours['best']]:.4f})  test top-1 {ours['test']:.4f}  "
+        f"iterations {sum(m.iterations for m in ours['models'])}"
+    )
+    print(
+        f"scikit-learn {ref['seconds']:7.2f} s  chosen λ={grid[ref['best']]:.3g} "
+        f"(val {ref['val'][ref['best']]:.4f})  test top-1 {ref['test']:.4f}  "
+        f"iterations {sum(int(m.n_iter_[0]) for m in ref['models'])}"
+    )
+    print(
+        f"speed ratio {ref['seconds'] / ours['seconds']:.1f}x; choices {abs(ours['best'] - ref['best'])} "
+        f"grid steps apart; objective (ours − sklearn)/sklearn: max {gaps.max():+.1e}, "
+        f"median {np.median(gaps):+.1e}"
+    )
 
 
 if __name__ == "__main__":

@@ -98,8 +98,10 @@ def main() -> None:
         synthetic_features(args) if args.features == "synthetic" else digits_lite0_features(args)
     )
     shapes = {s: x.shape for s, (x, _) in splits.items()}
-    print(f"features: {args.features} {shapes}, {len(np.unique(splits['train'][1]))} classes, "
-          f"BLAS threads: {args.blas_threads or 'default'}")  # fmt: skip
+    print(
+        f"features: {args.features} {shapes}, {len(np.unique(splits['train'][1]))} classes, "
+        f"BLAS threads: {args.blas_threads or 'default'}"
+    )
     start = time.time()
     head = np.random.default_rng(1).normal(size=(shapes["train"][1], 1000)).astype(np.float32)
     logits = np.concatenate([splits["train"][0], splits["val"][0]]) @ head
@@ -111,20 +113,35 @@ def main() -> None:
             start = time.time()
             if run == "predictors":
                 records = predictor_sweep.run_predictors(
-                    splits, os.path.join(root, run), model="m", dataset="d", metric="top1",
-                    source_logits=lambda: logits, fewshot_seeds=args.fewshot_seeds, progress=False,
-                )  # fmt: skip
+                    splits,
+                    os.path.join(root, run),
+                    model="m",
+                    dataset="d",
+                    metric="top1",
+                    source_logits=lambda: logits,
+                    fewshot_seeds=args.fewshot_seeds,
+                    progress=False,
+                )
                 predictor_elapsed = time.time() - start
                 continue
-            final = logreg.run_logreg(splits, os.path.join(root, run), model="m", dataset="d",
-                                      metric="top1", tol=args.tol, progress=False)  # fmt: skip
+            final = logreg.run_logreg(
+                splits,
+                os.path.join(root, run),
+                model="m",
+                dataset="d",
+                metric="top1",
+                tol=args.tol,
+                progress=False,
+            )
             frame = results.load(os.path.join(root, run))
             sweeps.append((frame["wall_time_s"].sum(), time.time() - start, len(frame)))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     sweep_time = float(np.mean([s[0] for s in sweeps]))
-    print(f"logistic-regression sweep ({sweeps[0][2]} cells): {sweeps[0][0]:.1f} s, then "
-          f"{sweeps[1][0]:.1f} s; mean {sweep_time:.1f} s; test top-1 {final['test_metric']:.4f}")  # fmt: skip
+    print(
+        f"logistic-regression sweep ({sweeps[0][2]} cells): {sweeps[0][0]:.1f} s, then "
+        f"{sweeps[1][0]:.1f} s; mean {sweep_time:.1f} s; test top-1 {final['test_metric']:.4f}"
+    )
     by_name: dict[str, list] = {}
     for record in records:
         by_name.setdefault(record["hparams"]["predictor"], []).append(record)
@@ -139,8 +156,10 @@ def main() -> None:
     print(
         f"| **all predictors** | {len(records)} | {total:.2f} s | **{total / sweep_time:.2%}** | |"
     )
-    print(f"\nwall clock of run_predictors: {predictor_elapsed:.1f} s; stand-in source logits "
-          f"(features x 1000-way head): {logits_time:.2f} s")  # fmt: skip
+    print(
+        f"\nwall clock of run_predictors: {predictor_elapsed:.1f} s; stand-in source logits "
+        f"(features x 1000-way head): {logits_time:.2f} s"
+    )
 
 
 if __name__ == "__main__":

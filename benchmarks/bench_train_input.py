@@ -49,12 +49,20 @@ def main(argv):
             FLAGS.dataset, records_dir, max_per_class=FLAGS.max_per_class, splits=("train",)
         )
     config = TrainConfig(
-        model=FLAGS.model, dataset=FLAGS.dataset, records_dir=records_dir,
-        input_size=FLAGS.input_size, batch_size=FLAGS.batch_size, train_steps=10**9,
-        learning_rate=0.016, ema_decay=0.9999, weight_decay=4e-5, eval_split=None,
-        checkpoint_input=False, num_train_examples=split_size(records_dir, FLAGS.dataset, "train"),
+        model=FLAGS.model,
+        dataset=FLAGS.dataset,
+        records_dir=records_dir,
+        input_size=FLAGS.input_size,
+        batch_size=FLAGS.batch_size,
+        train_steps=10**9,
+        learning_rate=0.016,
+        ema_decay=0.9999,
+        weight_decay=4e-5,
+        eval_split=None,
+        checkpoint_input=False,
+        num_train_examples=split_size(records_dir, FLAGS.dataset, "train"),
         **dataset_fields(FLAGS.dataset),
-    )  # fmt: skip
+    )
 
     def synthetic_input_fn(cfg, split, *, training, batch_size, repeat):
         rng = np.random.default_rng(0)

@@ -23,13 +23,16 @@ def _clopper_pearson(k, n):
     return low, high
 
 
-@pytest.mark.parametrize("wins, total, verdict", [
-    (16, 20, HOLDS),         # CI 0.563-0.943: above 1/2 and reaches 179/192 = 0.932
-    (15, 20, FAILS),         # CI 0.509-0.913: wholly below the paper's 0.932
-    (6, 6, HOLDS),           # CI 0.541-1
-    (5, 5, INCONCLUSIVE),    # CI 0.478-1: includes 1/2
-    (3, 20, FAILS),          # logistic regression wins: below 1/2
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "wins, total, verdict",
+    [
+        (16, 20, HOLDS),  # CI 0.563-0.943: above 1/2 and reaches 179/192 = 0.932
+        (15, 20, FAILS),  # CI 0.509-0.913: wholly below the paper's 0.932
+        (6, 6, HOLDS),  # CI 0.541-1
+        (5, 5, INCONCLUSIVE),  # CI 0.478-1: includes 1/2
+        (3, 20, FAILS),  # logistic regression wins: below 1/2
+    ],
+)
 def test_win_rate_verdict_against_179_of_192(wins, total, verdict):
     low, high = _clopper_pearson(wins, total)
     interval = stats.binomial_proportion(wins, total)
@@ -71,13 +74,16 @@ def _fit(r, low, high, n_models=3):
     return {"r": r, "r_ci": (low, high), "p": 0.5, "spearman_rho": r, "n_models": n_models}
 
 
-@pytest.mark.parametrize("low, high, verdict", [
-    (-1.0, 1.0, INCONCLUSIVE),    # r = -0.73 over three models: was "does not hold"
-    (0.0, 0.999, INCONCLUSIVE),   # touches zero
-    (0.001, 0.99, HOLDS),         # just above zero, reaches the paper's 0.99
-    (0.2, 0.989, FAILS),          # above zero, wholly below the paper's 0.99
-    (-0.9, -0.2, FAILS),          # a negative correlation
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "low, high, verdict",
+    [
+        (-1.0, 1.0, INCONCLUSIVE),  # r = -0.73 over three models: was "does not hold"
+        (0.0, 0.999, INCONCLUSIVE),  # touches zero
+        (0.001, 0.99, HOLDS),  # just above zero, reaches the paper's 0.99
+        (0.2, 0.989, FAILS),  # above zero, wholly below the paper's 0.99
+        (-0.9, -0.2, FAILS),  # a negative correlation
+    ],
+)
 def test_correlation_verdict_needs_its_ci_above_zero(low, high, verdict):
     finding = findings.correlation_finding("logreg", _fit(-0.73, low, high), None)
     assert finding.verdict == verdict and finding.ours.endswith(f": {verdict}.")
@@ -90,20 +96,27 @@ def test_correlation_finding_without_a_fit_cannot_be_checked():
 
 def _wilcoxon_rows(n_datasets, n_significant, n_models):
     p_min = stats.wilcoxon_min_attainable_p(n_models)
-    return pd.DataFrame({
-        "comparison": "finetune vs logreg", "n_models": n_models,
-        "wilcoxon_min_attainable_p": p_min, "mean_logit_difference": 0.3,
-        "wilcoxon_p": [p_min if i < n_significant else 0.2 for i in range(n_datasets)],
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "comparison": "finetune vs logreg",
+            "n_models": n_models,
+            "wilcoxon_min_attainable_p": p_min,
+            "mean_logit_difference": 0.3,
+            "wilcoxon_p": [p_min if i < n_significant else 0.2 for i in range(n_datasets)],
+        }
+    )
 
 
-@pytest.mark.parametrize("n_datasets, n_significant, n_models, verdict", [
-    (12, 11, 16, HOLDS),          # the paper's 11 of 12
-    (12, 10, 16, FAILS),          # one short
-    (3, 3, 8, HOLDS),             # 8 models: the smallest p is 2 / 2^8 < 0.01
-    (3, 2, 8, FAILS),             # 2 of 3 < 11 of 12
-    (3, 3, 7, INCONCLUSIVE),      # 7 models cannot reach p < 0.01 (2 / 2^7 = 0.016)
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "n_datasets, n_significant, n_models, verdict",
+    [
+        (12, 11, 16, HOLDS),  # the paper's 11 of 12
+        (12, 10, 16, FAILS),  # one short
+        (3, 3, 8, HOLDS),  # 8 models: the smallest p is 2 / 2^8 < 0.01
+        (3, 2, 8, FAILS),  # 2 of 3 < 11 of 12
+        (3, 3, 7, INCONCLUSIVE),  # 7 models cannot reach p < 0.01 (2 / 2^7 = 0.016)
+    ],
+)
 def test_per_dataset_significance_against_11_of_12(n_datasets, n_significant, n_models, verdict):
     finding = findings.wilcoxon_finding(_wilcoxon_rows(n_datasets, n_significant, n_models))
     assert finding.verdict == verdict
@@ -116,12 +129,23 @@ def test_significance_in_the_wrong_direction_does_not_count():
     assert findings.wilcoxon_finding(pd.DataFrame()).verdict == UNCHECKED
 
 
-@pytest.mark.parametrize("ci, verdict", [
-    ((1.2, 30.0), HOLDS), ((2.0, 10.0), FAILS), ((0.8, 20.0), INCONCLUSIVE), ((0.2, 0.9), FAILS),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "ci, verdict",
+    [
+        ((1.2, 30.0), HOLDS),
+        ((2.0, 10.0), FAILS),
+        ((0.8, 20.0), INCONCLUSIVE),
+        ((0.2, 0.9), FAILS),
+    ],
+)
 def test_convergence_verdict_against_17x(ci, verdict):
-    conv = {"n_pairs": 5, "finetune_steps_geomean": 10.0, "scratch_steps_geomean": 50.0,
-            "speedup": 5.0, "speedup_ci": ci}  # fmt: skip
+    conv = {
+        "n_pairs": 5,
+        "finetune_steps_geomean": 10.0,
+        "scratch_steps_geomean": 50.0,
+        "speedup": 5.0,
+        "speedup_ci": ci,
+    }
     assert findings.convergence_finding(conv).verdict == verdict
     one = {k: v for k, v in conv.items() if k != "speedup_ci"} | {"n_pairs": 1}
     assert findings.convergence_finding(one).verdict == INCONCLUSIVE
@@ -142,8 +166,11 @@ def test_geometric_mean_ratio_matches_a_t_interval_on_log_ratios():
 
 
 def test_scratch_correlates_less_and_its_size_split():
-    fits = {"logreg": _fit(0.95, 0.9, 0.99), "finetune": _fit(0.9, 0.8, 0.97),
-            "scratch": _fit(0.5, 0.2, 0.8)}  # fmt: skip
+    fits = {
+        "logreg": _fit(0.95, 0.9, 0.99),
+        "finetune": _fit(0.9, 0.8, 0.97),
+        "scratch": _fit(0.5, 0.2, 0.8),
+    }
     assert findings.scratch_correlation_finding(fits).verdict == HOLDS  # 0.9 above 0.2-0.8
     fits["scratch"] = _fit(0.8, 0.6, 0.95)
     assert findings.scratch_correlation_finding(fits).verdict == INCONCLUSIVE
@@ -151,8 +178,11 @@ def test_scratch_correlates_less_and_its_size_split():
     assert findings.scratch_correlation_finding(fits).verdict == FAILS
 
     def by_size(small, large):
-        return {"small": {"fit": small, "reason": None, "datasets": ["a", "b", "c"]},
-                "large": {"fit": large, "reason": None, "datasets": ["d", "e"]}, "unknown": []}  # fmt: skip
+        return {
+            "small": {"fit": small, "reason": None, "datasets": ["a", "b", "c"]},
+            "large": {"fit": large, "reason": None, "datasets": ["d", "e"]},
+            "unknown": [],
+        }
 
     split = by_size(_fit(0.29, -0.2, 0.7), _fit(0.86, 0.6, 0.95))
     finding = findings.scratch_size_finding(split)
@@ -173,16 +203,30 @@ def _sample(name, silhouette, spread=0.01, paired=True):
     rng = np.random.default_rng(len(name))
     values = silhouette + spread * rng.standard_normal(30)
     labels = np.arange(30) % 10 if paired else rng.permutation(30) % 10
-    return {"name": name, "silhouette": float(values.mean()), "n_classes": 10, "n_examples": 30,
-            "labels": labels, "silhouette_values": values}  # fmt: skip
+    return {
+        "name": name,
+        "silhouette": float(values.mean()),
+        "n_classes": 10,
+        "n_examples": 30,
+        "labels": labels,
+        "silhouette_values": values,
+    }
 
 
 def test_feature_space_majority_and_tie():
-    info = pd.DataFrame({"model": ["a_fair", "a_default", "b_fair", "b_default"],
-                         "architecture": ["a", "a", "b", "b"],
-                         "settings": ["fair", "inception_default"] * 2}).set_index("model", drop=False)  # fmt: skip
-    samples = [_sample("a_fair/x", 0.3), _sample("a_default/x", 0.1),
-               _sample("b_fair/x", 0.1), _sample("b_default/x", 0.2)]  # fmt: skip
+    info = pd.DataFrame(
+        {
+            "model": ["a_fair", "a_default", "b_fair", "b_default"],
+            "architecture": ["a", "a", "b", "b"],
+            "settings": ["fair", "inception_default"] * 2,
+        }
+    ).set_index("model", drop=False)
+    samples = [
+        _sample("a_fair/x", 0.3),
+        _sample("a_default/x", 0.1),
+        _sample("b_fair/x", 0.1),
+        _sample("b_default/x", 0.2),
+    ]
     finding = findings.feature_space_finding(samples, info)
     assert finding.verdict == INCONCLUSIVE and "1 of 2 pairs" in finding.ours
     assert "our measure, not the paper's" in finding.ours
@@ -207,27 +251,39 @@ def _effects(*rows):
     return pd.DataFrame(list(rows), columns=comparisons.EFFECT_COLUMNS)
 
 
-@pytest.mark.parametrize("rows, verdict", [
-    ([("a", "logreg", 3, 0.5, 0.01), ("a", "finetune", 3, 0.1, 0.3)], HOLDS),
-    ([("a", "logreg", 3, 0.5, 0.01)], HOLDS),                   # no fine-tuning to compare
-    ([("a", "logreg", 3, 0.5, 0.01), ("a", "finetune", 3, 0.6, 0.01)], FAILS),  # as large
-    ([("a", "logreg", 3, -0.5, 0.01)], FAILS),                  # clearly the other way
-    ([("a", "logreg", 3, 0.5, 0.2)], INCONCLUSIVE),             # p >= 0.05
-    ([("a", "logreg", 1, 0.5, np.nan)], INCONCLUSIVE),          # one dataset: no test
-    ([("a", "logreg", 3, 0.5, 0.01), ("b", "logreg", 3, 0.5, 0.2)], INCONCLUSIVE),  # 1 of 2
-    ([], UNCHECKED),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "rows, verdict",
+    [
+        ([("a", "logreg", 3, 0.5, 0.01), ("a", "finetune", 3, 0.1, 0.3)], HOLDS),
+        ([("a", "logreg", 3, 0.5, 0.01)], HOLDS),  # no fine-tuning to compare
+        ([("a", "logreg", 3, 0.5, 0.01), ("a", "finetune", 3, 0.6, 0.01)], FAILS),  # as large
+        ([("a", "logreg", 3, -0.5, 0.01)], FAILS),  # clearly the other way
+        ([("a", "logreg", 3, 0.5, 0.2)], INCONCLUSIVE),  # p >= 0.05
+        ([("a", "logreg", 1, 0.5, np.nan)], INCONCLUSIVE),  # one dataset: no test
+        ([("a", "logreg", 3, 0.5, 0.01), ("b", "logreg", 3, 0.5, 0.2)], INCONCLUSIVE),  # 1 of 2
+        ([], UNCHECKED),
+    ],
+)
 def test_settings_verdict_needs_a_clear_effect_on_most_architectures(rows, verdict):
     assert findings.settings_finding(_effects(*rows)).verdict == verdict
 
 
 def test_settings_effect_tests_match_a_paired_t_test():
     logits = {"fair": [1.0, 0.5, 2.0], "inception_default": [0.6, 0.4, 1.5]}
-    best = pd.DataFrame([
-        {"protocol": "logreg", "architecture": "a", "settings": s, "model": f"a_{s}",
-         "dataset": d, "logit": v}
-        for s, values in logits.items() for d, v in zip("xyz", values, strict=True)
-    ])  # fmt: skip
+    best = pd.DataFrame(
+        [
+            {
+                "protocol": "logreg",
+                "architecture": "a",
+                "settings": s,
+                "model": f"a_{s}",
+                "dataset": d,
+                "logit": v,
+            }
+            for s, values in logits.items()
+            for d, v in zip("xyz", values, strict=True)
+        ]
+    )
     row = comparisons.settings_effect_tests(best, "logreg").iloc[0]
     ref = scipy_stats.ttest_rel(logits["fair"], logits["inception_default"])
     assert (row["n_datasets"], row["t_p"]) == (3, pytest.approx(ref.pvalue))

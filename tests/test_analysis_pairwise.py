@@ -161,25 +161,72 @@ def test_top_model_tests_use_each_datasets_metric(tmp_path):
     ml_a, ml_b = multi + rng.normal(size=multi.shape), rng.normal(size=multi.shape)
     rows = [
         # test_metric only ranks the models; the tests read the predictions files.
-        {"dataset": "pets", "model": "a", "metric": "mean_per_class", "test_metric": 0.9,
-         "predictions_path": _write(tmp_path, "pa", y_true=y_true, y_pred=pred_a)},
-        {"dataset": "pets", "model": "b", "metric": "mean_per_class", "test_metric": 0.8,
-         "predictions_path": _write(tmp_path, "pb", y_true=y_true, y_pred=pred_b)},
+        {
+            "dataset": "pets",
+            "model": "a",
+            "metric": "mean_per_class",
+            "test_metric": 0.9,
+            "predictions_path": _write(tmp_path, "pa", y_true=y_true, y_pred=pred_a),
+        },
+        {
+            "dataset": "pets",
+            "model": "b",
+            "metric": "mean_per_class",
+            "test_metric": 0.8,
+            "predictions_path": _write(tmp_path, "pb", y_true=y_true, y_pred=pred_b),
+        },
         # VOC: logistic regression stores 0/1 decisions as y_pred and scores as y_score.
-        {"dataset": "voc", "model": "a", "metric": "map11", "test_metric": 0.7,
-         "predictions_path": _write(tmp_path, "va", y_true=multi, y_pred=(ml_a > 0).astype(np.int8),
-                                    y_score=ml_a.astype(np.float32))},
-        {"dataset": "voc", "model": "b", "metric": "map11", "test_metric": 0.6,
-         "predictions_path": _write(tmp_path, "vb", y_true=multi, y_pred=ml_b.astype(np.float32))},
-        {"dataset": "top", "model": "a", "metric": "top1", "test_metric": 0.9,
-         "predictions_path": _write(tmp_path, "ta", y_true=y_true, y_pred=pred_a)},
-        {"dataset": "top", "model": "b", "metric": "top1", "test_metric": 0.8,
-         "predictions_path": _write(tmp_path, "tb", y_true=y_true[::-1], y_pred=pred_b)},
-        {"dataset": "kappa", "model": "a", "metric": "quadratic_kappa", "test_metric": 0.9,
-         "predictions_path": None},
-        {"dataset": "kappa", "model": "b", "metric": "quadratic_kappa", "test_metric": 0.8,
-         "predictions_path": None},
-    ]  # fmt: skip
+        {
+            "dataset": "voc",
+            "model": "a",
+            "metric": "map11",
+            "test_metric": 0.7,
+            "predictions_path": _write(
+                tmp_path,
+                "va",
+                y_true=multi,
+                y_pred=(ml_a > 0).astype(np.int8),
+                y_score=ml_a.astype(np.float32),
+            ),
+        },
+        {
+            "dataset": "voc",
+            "model": "b",
+            "metric": "map11",
+            "test_metric": 0.6,
+            "predictions_path": _write(
+                tmp_path, "vb", y_true=multi, y_pred=ml_b.astype(np.float32)
+            ),
+        },
+        {
+            "dataset": "top",
+            "model": "a",
+            "metric": "top1",
+            "test_metric": 0.9,
+            "predictions_path": _write(tmp_path, "ta", y_true=y_true, y_pred=pred_a),
+        },
+        {
+            "dataset": "top",
+            "model": "b",
+            "metric": "top1",
+            "test_metric": 0.8,
+            "predictions_path": _write(tmp_path, "tb", y_true=y_true[::-1], y_pred=pred_b),
+        },
+        {
+            "dataset": "kappa",
+            "model": "a",
+            "metric": "quadratic_kappa",
+            "test_metric": 0.9,
+            "predictions_path": None,
+        },
+        {
+            "dataset": "kappa",
+            "model": "b",
+            "metric": "quadratic_kappa",
+            "test_metric": 0.8,
+            "predictions_path": None,
+        },
+    ]
     table = pairwise.top_model_tests(_best(rows), 2000, 0).set_index("dataset")
     assert list(table.columns) == [c for c in pairwise.COLUMNS if c != "dataset"]
     pets = table.loc["pets"]
@@ -197,8 +244,15 @@ def test_top_model_tests_use_each_datasets_metric(tmp_path):
 
 def test_multi_label_decisions_without_scores_are_named(tmp_path):
     multi = np.eye(4)[np.arange(8) % 4]
-    rows = [{"dataset": "voc", "model": m, "metric": "map11", "test_metric": t,
-             "predictions_path": _write(tmp_path, m, y_true=multi, y_pred=multi.astype(np.int8))}
-            for m, t in (("a", 0.9), ("b", 0.8))]  # fmt: skip
+    rows = [
+        {
+            "dataset": "voc",
+            "model": m,
+            "metric": "map11",
+            "test_metric": t,
+            "predictions_path": _write(tmp_path, m, y_true=multi, y_pred=multi.astype(np.int8)),
+        }
+        for m, t in (("a", 0.9), ("b", 0.8))
+    ]
     note = pairwise.top_model_tests(_best(rows), 100, 0)["note"].iloc[0]
     assert "float scores" in note

@@ -52,8 +52,9 @@ def test_pearson_rows_equal_numpy():
 def test_intervals_perfect_random_and_coverage():
     rng = np.random.default_rng(2)
     y = rng.normal(size=15)
-    perfect = A.rank_agreement(np.exp(y), y, source=y + rng.normal(scale=2.0, size=15),
-                               num_bootstrap=500)  # fmt: skip
+    perfect = A.rank_agreement(
+        np.exp(y), y, source=y + rng.normal(scale=2.0, size=15), num_bootstrap=500
+    )
     # A monotone predictor agrees on every resample: τ = 1 with the interval [1, 1].
     assert perfect["weighted_tau"] == 1.0
     assert (perfect["tau_low"], perfect["tau_high"]) == pytest.approx((1, 1), abs=1e-12)
@@ -70,8 +71,13 @@ def test_intervals_perfect_random_and_coverage():
     beats = 0
     for study in range(100):
         truth = rng.normal(size=12)
-        row = A.rank_agreement(truth + rng.normal(size=12), truth,
-                               source=truth + rng.normal(size=12), num_bootstrap=300, seed=study)  # fmt: skip
+        row = A.rank_agreement(
+            truth + rng.normal(size=12),
+            truth,
+            source=truth + rng.normal(size=12),
+            num_bootstrap=300,
+            seed=study,
+        )
         beats += row["diff_low"] > 0
     assert beats <= 8
     few = A.rank_agreement([1.0, 2.0], [2.0, 3.0])
@@ -79,12 +85,17 @@ def test_intervals_perfect_random_and_coverage():
 
 
 def test_predictor_scores_average_seeds_and_put_accuracies_in_log_odds():
-    rows = pd.DataFrame({
-        "protocol": "predictors", "model": "m", "dataset": "d",
-        "hp.predictor": ["fewshot_5"] * 5 + ["logme"],
-        "metric": ["top1"] * 5 + ["logme"],
-        "test_metric": [0.5, 0.6, 0.7, 0.8, 0.9, -1.25], "wall_time_s": [1.0] * 5 + [2.0],
-    })  # fmt: skip
+    rows = pd.DataFrame(
+        {
+            "protocol": "predictors",
+            "model": "m",
+            "dataset": "d",
+            "hp.predictor": ["fewshot_5"] * 5 + ["logme"],
+            "metric": ["top1"] * 5 + ["logme"],
+            "test_metric": [0.5, 0.6, 0.7, 0.8, 0.9, -1.25],
+            "wall_time_s": [1.0] * 5 + [2.0],
+        }
+    )
     scores = A.predictor_scores(rows).set_index("predictor")
     few = scores.loc["fewshot_5"]
     assert few["score"] == pytest.approx(0.7) and few["n_seeds"] == 5
@@ -94,8 +105,9 @@ def test_predictor_scores_average_seeds_and_put_accuracies_in_log_odds():
 
 
 def test_parameter_counts_from_the_table_or_the_registry():
-    table = pd.DataFrame({"model": ["a", "b"], "architecture": ["mobilenet_v2", "custom"],
-                          "params": [3.5e6, np.nan]})  # fmt: skip
+    table = pd.DataFrame(
+        {"model": ["a", "b"], "architecture": ["mobilenet_v2", "custom"], "params": [3.5e6, np.nan]}
+    )
     assert A.parameter_counts(table).tolist()[0] == 3.5e6
     from transfer_tf.models import get_spec
 
@@ -115,38 +127,70 @@ def _study(rng):
     predictors: 'planted' is a monotone function of the logistic-regression result, 'random'
     is unrelated; the source top-1 is the truth plus heavy noise."""
     quality = rng.normal(size=MODELS)
-    table = pd.DataFrame({
-        "model": [f"m{i}" for i in range(MODELS)], "architecture": [f"a{i}" for i in range(MODELS)],
-        "settings": "fair", "top1_source": "synthetic",
-        "imagenet_top1": stats.inverse_logit(1.0 + 0.4 * (quality + 1.5 * rng.normal(size=MODELS))),
-        "params": np.exp(rng.normal(16, 1, size=MODELS)),
-    })  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "model": [f"m{i}" for i in range(MODELS)],
+            "architecture": [f"a{i}" for i in range(MODELS)],
+            "settings": "fair",
+            "top1_source": "synthetic",
+            "imagenet_top1": stats.inverse_logit(
+                1.0 + 0.4 * (quality + 1.5 * rng.normal(size=MODELS))
+            ),
+            "params": np.exp(rng.normal(16, 1, size=MODELS)),
+        }
+    )
     rows, truth = [], {}
     for d, dataset in enumerate(DATASETS):
         for protocol, shift in (("logreg", 0.0), ("finetune", 0.5)):
             logit = d * 0.3 + shift + quality + 0.3 * rng.normal(size=MODELS)
             for i in range(MODELS):
                 truth[protocol, f"m{i}", dataset] = logit[i]
-                rows.append(dict(protocol=protocol, model=f"m{i}", architecture=f"a{i}",
-                                 settings="fair", dataset=dataset, metric="top1", stage="final",
-                                 test_metric=float(stats.inverse_logit(logit[i])), seed=0,
-                                 per_class=np.nan, wall_time_s=100.0,
-                                 cell_id=f"{protocol}-{i}-{dataset}"))  # fmt: skip
+                rows.append(
+                    dict(
+                        protocol=protocol,
+                        model=f"m{i}",
+                        architecture=f"a{i}",
+                        settings="fair",
+                        dataset=dataset,
+                        metric="top1",
+                        stage="final",
+                        test_metric=float(stats.inverse_logit(logit[i])),
+                        seed=0,
+                        per_class=np.nan,
+                        wall_time_s=100.0,
+                        cell_id=f"{protocol}-{i}-{dataset}",
+                    )
+                )
         for i in range(MODELS):
-            for predictor, value in (("planted", np.exp(truth["logreg", f"m{i}", dataset])),
-                                     ("random", rng.normal())):  # fmt: skip
-                rows.append(dict(protocol="predictors", model=f"m{i}", architecture=f"a{i}",
-                                 settings="fair", dataset=dataset, metric=predictor,
-                                 stage="final", test_metric=value, seed=0, per_class=np.nan,
-                                 wall_time_s=1.0, cell_id=f"p-{predictor}-{i}-{dataset}",
-                                 **{"hp.predictor": predictor}))  # fmt: skip
+            for predictor, value in (
+                ("planted", np.exp(truth["logreg", f"m{i}", dataset])),
+                ("random", rng.normal()),
+            ):
+                rows.append(
+                    dict(
+                        protocol="predictors",
+                        model=f"m{i}",
+                        architecture=f"a{i}",
+                        settings="fair",
+                        dataset=dataset,
+                        metric=predictor,
+                        stage="final",
+                        test_metric=value,
+                        seed=0,
+                        per_class=np.nan,
+                        wall_time_s=1.0,
+                        cell_id=f"p-{predictor}-{i}-{dataset}",
+                        **{"hp.predictor": predictor},
+                    )
+                )
     return pd.DataFrame(rows), table
 
 
 def test_synthetic_study_with_planted_agreement_through_the_report(tmp_path):
     results_df, table = _study(np.random.default_rng(3))
-    headline = report.write_report(results_df, table, str(tmp_path), num_bootstrap=400,
-                                   permutation_samples=200)  # fmt: skip
+    headline = report.write_report(
+        results_df, table, str(tmp_path), num_bootstrap=400, permutation_samples=200
+    )
     agreement = pd.read_csv(tmp_path / "predictor_agreement.csv")
     assert set(agreement["predictor"]) == {"planted", "random", A.SOURCE, A.PARAMS}
     planted = agreement[(agreement["predictor"] == "planted") & (agreement["protocol"] == "logreg")]
@@ -159,13 +203,18 @@ def test_synthetic_study_with_planted_agreement_through_the_report(tmp_path):
     # The τ values are scipy's on the same models.
     best = results_df[results_df["protocol"] == "finetune"]
     for dataset in DATASETS:
-        row = agreement[(agreement["predictor"] == "planted") & (agreement["protocol"] == "finetune")
-                        & (agreement["dataset"] == dataset)].iloc[0]  # fmt: skip
+        row = agreement[
+            (agreement["predictor"] == "planted")
+            & (agreement["protocol"] == "finetune")
+            & (agreement["dataset"] == dataset)
+        ].iloc[0]
         truth = best[best["dataset"] == dataset].sort_values("model")
-        scores = results_df[(results_df["hp.predictor"] == "planted")
-                            & (results_df["dataset"] == dataset)].sort_values("model")  # fmt: skip
-        expected = scipy.stats.weightedtau(scores["test_metric"].to_numpy(),
-                                           stats.logit(truth["test_metric"].to_numpy())).statistic  # fmt: skip
+        scores = results_df[
+            (results_df["hp.predictor"] == "planted") & (results_df["dataset"] == dataset)
+        ].sort_values("model")
+        expected = scipy.stats.weightedtau(
+            scores["test_metric"].to_numpy(), stats.logit(truth["test_metric"].to_numpy())
+        ).statistic
         assert row["weighted_tau"] == pytest.approx(expected, abs=1e-12)
         assert row["n_models"] == MODELS
     summary = pd.read_csv(tmp_path / "predictor_summary.csv").set_index(["protocol", "predictor"])
@@ -180,8 +229,12 @@ def test_synthetic_study_with_planted_agreement_through_the_report(tmp_path):
     assert "## Beyond the paper: cheap transfer predictors" in text
     assert "## Cost of the predictors" in text
     # The paper's analysis is unchanged by the predictor rows beside it.
-    without = report.write_report(results_df[results_df["protocol"] != "predictors"], table,
-                                  str(tmp_path / "without"), num_bootstrap=400,
-                                  permutation_samples=200)  # fmt: skip
+    without = report.write_report(
+        results_df[results_df["protocol"] != "predictors"],
+        table,
+        str(tmp_path / "without"),
+        num_bootstrap=400,
+        permutation_samples=200,
+    )
     assert without["correlations"] == headline["correlations"]
     assert "predictors_vs_transfer" not in without["figures"]

@@ -26,12 +26,24 @@ PER_CLASS = (5, 10, 20, 40)
 
 def _model_table() -> pd.DataFrame:
     rows = [
-        {"model": f"m{i}", "architecture": f"arch{i}", "settings": "fair",
-         "imagenet_top1": float(t), "top1_source": "synthetic"}
+        {
+            "model": f"m{i}",
+            "architecture": f"arch{i}",
+            "settings": "fair",
+            "imagenet_top1": float(t),
+            "top1_source": "synthetic",
+        }
         for i, t in enumerate(FAIR_TOP1)
-    ]  # fmt: skip
-    rows.append({"model": "m0_default", "architecture": "arch0", "settings": "inception_default",
-                 "imagenet_top1": 0.705, "top1_source": "synthetic"})  # fmt: skip
+    ]
+    rows.append(
+        {
+            "model": "m0_default",
+            "architecture": "arch0",
+            "settings": "inception_default",
+            "imagenet_top1": 0.705,
+            "top1_source": "synthetic",
+        }
+    )
     return pd.DataFrame(rows)
 
 
@@ -56,9 +68,18 @@ def _cells(table: pd.DataFrame, truth: dict) -> tuple[list[dict], dict]:
     cells, outputs = [], {}
     info = table.set_index("model")
     for (protocol, model, dataset), value in truth.items():
-        cell = {"protocol": protocol, "model": model, "architecture": info.loc[model, "architecture"],
-                "settings": info.loc[model, "settings"], "dataset": dataset, "metric": "top1",
-                "stage": "final", "hparams": {"lr": 0.1}, "seed": 0, "per_class": None}  # fmt: skip
+        cell = {
+            "protocol": protocol,
+            "model": model,
+            "architecture": info.loc[model, "architecture"],
+            "settings": info.loc[model, "settings"],
+            "dataset": dataset,
+            "metric": "top1",
+            "stage": "final",
+            "hparams": {"lr": 0.1},
+            "seed": 0,
+            "per_class": None,
+        }
         cells.append(cell)
         outputs[sweep.cell_id(cell)] = ("final", value)
         if protocol == "logreg":  # A grid cell that must not enter the test tables.
@@ -132,8 +153,15 @@ def study(tmp_path_factory):
     _write_features(str(root / "features"), rng)
     table.to_csv(root / "models.csv", index=False)
     frame = results.load(str(root / "results"))
-    headline = report.write_report(frame, table, str(root / "report"), str(root / "features"),
-                                   num_bootstrap=400, permutation_samples=2000, tsne_max_iter=300)  # fmt: skip
+    headline = report.write_report(
+        frame,
+        table,
+        str(root / "report"),
+        str(root / "features"),
+        num_bootstrap=400,
+        permutation_samples=2000,
+        tsne_max_iter=300,
+    )
     return {"root": root, "frame": frame, "table": table, "headline": headline}
 
 
@@ -212,8 +240,11 @@ def _steps_to_90(history) -> float:
 
 def test_convergence_and_subset_findings(study):
     frame = study["frame"]
-    runs = frame[(frame["stage"] == "final") & frame["per_class"].isna()
-                 & frame["protocol"].isin(["finetune", "scratch"])]  # fmt: skip
+    runs = frame[
+        (frame["stage"] == "final")
+        & frame["per_class"].isna()
+        & frame["protocol"].isin(["finetune", "scratch"])
+    ]
     oracle = {(r.protocol, r.model, r.dataset): _steps_to_90(r.history) for r in runs.itertuples()}
     ft = np.array([oracle[k] for k in sorted(oracle) if k[0] == "finetune"])
     sc = np.array([oracle["scratch", m, d] for p, m, d in sorted(oracle) if p == "finetune"])
@@ -247,11 +278,22 @@ def test_convergence_and_subset_findings(study):
 
 
 EXPECTED_FIGURES = (
-    "fig1", "fig2_logreg", "fig2_finetune", "fig2_scratch", "fig2_logreg_datasets",
-    "fig2_finetune_datasets", "fig2_scratch_datasets", "fig3_settings_logreg",
-    "fig5_settings_finetune", "fig6_protocols", "fig7_scratch_vs_finetune", "fig8_convergence",
-    "fig9_subset_size", "fig4_tsne", "fig4_class_separation",
-)  # fmt: skip
+    "fig1",
+    "fig2_logreg",
+    "fig2_finetune",
+    "fig2_scratch",
+    "fig2_logreg_datasets",
+    "fig2_finetune_datasets",
+    "fig2_scratch_datasets",
+    "fig3_settings_logreg",
+    "fig5_settings_finetune",
+    "fig6_protocols",
+    "fig7_scratch_vs_finetune",
+    "fig8_convergence",
+    "fig9_subset_size",
+    "fig4_tsne",
+    "fig4_class_separation",
+)
 
 
 def _assert_not_blank(path):
@@ -287,8 +329,14 @@ def test_missing_protocols_skip_figures_with_reasons(study, tmp_path):
     only_logreg = frame[frame["protocol"] == "logreg"]
     headline = report.write_report(only_logreg, study["table"], str(tmp_path), num_bootstrap=50)
     skipped = headline["skipped"]
-    for name in ("fig2_scratch", "fig6_protocols", "fig7_scratch_vs_finetune", "fig8_convergence",
-                 "fig4_tsne", "fig5_settings_finetune"):  # fmt: skip
+    for name in (
+        "fig2_scratch",
+        "fig6_protocols",
+        "fig7_scratch_vs_finetune",
+        "fig8_convergence",
+        "fig4_tsne",
+        "fig5_settings_finetune",
+    ):
         assert name in skipped and skipped[name], name
     assert "fig2_logreg" in headline["figures"]
     verdicts = {f["finding"]: f["verdict"] for f in headline["findings"]}
@@ -313,20 +361,37 @@ def test_bad_inputs_name_the_problem(study, tmp_path):
 def test_transfer_analyze_binary(study, tmp_path):
     root = study["root"]
     out = subprocess.run(
-        [sys.executable, "-m", "transfer_tf.bin.analyze", f"--results_dir={root / 'results'}",
-         f"--model_table={root / 'models.csv'}", f"--output_dir={tmp_path}",
-         "--num_bootstrap=100", "--permutation_samples=200"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "transfer_tf.bin.analyze",
+            f"--results_dir={root / 'results'}",
+            f"--model_table={root / 'models.csv'}",
+            f"--output_dir={tmp_path}",
+            "--num_bootstrap=100",
+            "--permutation_samples=200",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"report: {tmp_path / 'report.html'}" in out.stdout
     assert "r[logreg/fair] = " in out.stdout and "finetune_beats_logreg: " in out.stdout
     assert (tmp_path / "report.md").exists()
     bad = subprocess.run(
-        [sys.executable, "-m", "transfer_tf.bin.analyze", f"--results_dir={root / 'nowhere'}",
-         f"--model_table={root / 'models.csv'}", f"--output_dir={tmp_path}"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "transfer_tf.bin.analyze",
+            f"--results_dir={root / 'nowhere'}",
+            f"--model_table={root / 'models.csv'}",
+            f"--output_dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert bad.returncode != 0 and "nowhere" in bad.stderr
 
 
@@ -342,9 +407,17 @@ def test_tiny_study_from_a_plain_dataframe(tmp_path):
             path = tmp_path / f"{protocol}-{model}.predictions.npz"
             np.savez(path, y_true=y_true, y_pred=np.random.default_rng(0).random((20, 4)))
             acc = float(stats.inverse_logit(2 * stats.logit(t) + shift))
-            rows.append({"protocol": protocol, "model": model, "dataset": "voc2007",
-                         "metric": "map11", "stage": "final", "test_metric": acc,
-                         "predictions_path": str(path)})  # fmt: skip
+            rows.append(
+                {
+                    "protocol": protocol,
+                    "model": model,
+                    "dataset": "voc2007",
+                    "metric": "map11",
+                    "stage": "final",
+                    "test_metric": acc,
+                    "predictions_path": str(path),
+                }
+            )
     headline = report.write_report(
         pd.DataFrame(rows), table, str(tmp_path / "out"), num_bootstrap=50
     )
@@ -357,8 +430,14 @@ def test_tiny_study_from_a_plain_dataframe(tmp_path):
     assert (mc["difference"] == 0).all() and (mc["p_value"] == 1).all()
     for name in ("fig2_logreg", "fig2_finetune", "fig1", "fig6_protocols"):
         _assert_not_blank(headline["figures"][name])
-    for name in ("fig2_scratch", "fig7_scratch_vs_finetune", "fig8_convergence", "fig9_subset_size",
-                 "fig3_settings_logreg", "fig4_tsne"):  # fmt: skip
+    for name in (
+        "fig2_scratch",
+        "fig7_scratch_vs_finetune",
+        "fig8_convergence",
+        "fig9_subset_size",
+        "fig3_settings_logreg",
+        "fig4_tsne",
+    ):
         assert headline["skipped"][name], name
 
 
@@ -366,26 +445,51 @@ def test_models_from_different_source_datasets_are_never_correlated_together(tmp
     """Published ImageNet checkpoints beside models pretrained on another source (the mini-study):
     each settings group gets its own r; an "all models" r across sources is not computed."""
     table = pd.DataFrame(
-        [{"model": f"pub{i}", "settings": "public", "imagenet_top1": t,
-          "source_dataset": "imagenet2012"} for i, t in enumerate((0.75, 0.767, 0.775))]
-        + [{"model": f"here{i}", "settings": "fair", "imagenet_top1": t,
-            "source_dataset": "fashion_mnist"} for i, t in enumerate((0.80, 0.85, 0.90))]
-    )  # fmt: skip
-    rows = [{"protocol": "logreg", "model": row.model, "dataset": dataset, "metric": "top1",
-             "stage": "final", "test_metric": float(stats.inverse_logit(
-                 stats.logit(row.imagenet_top1) + offset + 0.01 * i))}
-            for i, row in enumerate(table.itertuples())
-            for dataset, offset in (("d0", 0.5), ("d1", -0.2))]  # fmt: skip
-    headline = report.write_report(pd.DataFrame(rows), table, str(tmp_path / "out"),
-                                   num_bootstrap=50)  # fmt: skip
+        [
+            {
+                "model": f"pub{i}",
+                "settings": "public",
+                "imagenet_top1": t,
+                "source_dataset": "imagenet2012",
+            }
+            for i, t in enumerate((0.75, 0.767, 0.775))
+        ]
+        + [
+            {
+                "model": f"here{i}",
+                "settings": "fair",
+                "imagenet_top1": t,
+                "source_dataset": "fashion_mnist",
+            }
+            for i, t in enumerate((0.80, 0.85, 0.90))
+        ]
+    )
+    rows = [
+        {
+            "protocol": "logreg",
+            "model": row.model,
+            "dataset": dataset,
+            "metric": "top1",
+            "stage": "final",
+            "test_metric": float(
+                stats.inverse_logit(stats.logit(row.imagenet_top1) + offset + 0.01 * i)
+            ),
+        }
+        for i, row in enumerate(table.itertuples())
+        for dataset, offset in (("d0", 0.5), ("d1", -0.2))
+    ]
+    headline = report.write_report(
+        pd.DataFrame(rows), table, str(tmp_path / "out"), num_bootstrap=50
+    )
     correlations = headline["correlations"]
     assert set(correlations) == {"logreg/fair", "logreg/public"}
     assert correlations["logreg/fair"]["n_models"] == correlations["logreg/public"]["n_models"] == 3
     # With fewer than 3 models per group (the quick mini-study), nothing is correlated at all.
     few = table[table["model"].isin(["pub0", "here0", "here1"])]
     rows_few = [r for r in rows if r["model"] in set(few["model"])]
-    headline = report.write_report(pd.DataFrame(rows_few), few, str(tmp_path / "few"),
-                                   num_bootstrap=50)  # fmt: skip
+    headline = report.write_report(
+        pd.DataFrame(rows_few), few, str(tmp_path / "few"), num_bootstrap=50
+    )
     assert headline["correlations"] == {}
     assert "different source datasets" in headline["skipped"]["fig2_logreg"]
 
@@ -405,30 +509,53 @@ def test_axis_names_the_source_the_accuracy_was_measured_on():
 
 def test_the_model_table_names_the_settings_of_its_models(tmp_path):
     """A sweep may label a settings mix it does not recognise "custom"; the table's label wins."""
-    table = pd.DataFrame({"model": ["a", "b", "c"], "settings": ["inception_default"] * 3,
-                          "imagenet_top1": [0.7, 0.75, 0.8]})  # fmt: skip
-    rows = [{"protocol": "finetune", "model": m, "dataset": d, "metric": "top1",
-             "stage": "final", "test_metric": t + off, "settings": "custom"}
-            for m, t in zip("abc", (0.7, 0.75, 0.8), strict=True)
-            for d, off in (("d0", 0.05), ("d1", 0.1))]  # fmt: skip
-    headline = report.write_report(pd.DataFrame(rows), table, str(tmp_path / "out"),
-                                   num_bootstrap=50)  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "model": ["a", "b", "c"],
+            "settings": ["inception_default"] * 3,
+            "imagenet_top1": [0.7, 0.75, 0.8],
+        }
+    )
+    rows = [
+        {
+            "protocol": "finetune",
+            "model": m,
+            "dataset": d,
+            "metric": "top1",
+            "stage": "final",
+            "test_metric": t + off,
+            "settings": "custom",
+        }
+        for m, t in zip("abc", (0.7, 0.75, 0.8), strict=True)
+        for d, off in (("d0", 0.05), ("d1", 0.1))
+    ]
+    headline = report.write_report(
+        pd.DataFrame(rows), table, str(tmp_path / "out"), num_bootstrap=50
+    )
     assert set(headline["correlations"]) == {"finetune/inception_default", "finetune/all"}
 
 
 def _sample(name, silhouette, n_classes=10):
     """A class sample whose 30 per-example silhouettes scatter by 0.01 around `silhouette`."""
     values = silhouette + 0.01 * np.random.default_rng(len(name)).standard_normal(30)
-    return {"name": name, "silhouette": silhouette, "n_classes": n_classes, "n_examples": 30,
-            "labels": np.arange(30) % n_classes, "silhouette_values": values}  # fmt: skip
+    return {
+        "name": name,
+        "silhouette": silhouette,
+        "n_classes": n_classes,
+        "n_examples": 30,
+        "labels": np.arange(30) % n_classes,
+        "silhouette_values": values,
+    }
 
 
 def test_fig4_pairs_one_architectures_two_settings_on_the_same_dataset():
-    info = pd.DataFrame({
-        "model": ["a_fair", "a_default", "b_fair", "b_default", "pub"],
-        "architecture": ["a", "a", "b", "b", "pub"],
-        "settings": ["fair", "inception_default", "fair", "inception_default", "public"],
-    }).set_index("model", drop=False)  # fmt: skip
+    info = pd.DataFrame(
+        {
+            "model": ["a_fair", "a_default", "b_fair", "b_default", "pub"],
+            "architecture": ["a", "a", "b", "b", "pub"],
+            "settings": ["fair", "inception_default", "fair", "inception_default", "public"],
+        }
+    ).set_index("model", drop=False)
     samples = [
         _sample("a_default/digits", 0.10),
         _sample("a_default/faces", 0.5, n_classes=2),
@@ -473,15 +600,23 @@ def test_class_sample_silhouette_matches_sklearn_and_rejects_bad_shapes():
         separation.class_sample(features, np.ones((len(labels), 2)), name="x")
 
 
-@pytest.mark.parametrize("gaps, holds", [
-    ((0.8, 0.1), True),     # a benefit that shrinks
-    ((0.2, 0.5), False),    # a benefit that grows
-    ((-0.47, -0.49), False),  # no benefit at all: nothing to shrink
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "gaps, holds",
+    [
+        ((0.8, 0.1), True),  # a benefit that shrinks
+        ((0.2, 0.5), False),  # a benefit that grows
+        ((-0.47, -0.49), False),  # no benefit at all: nothing to shrink
+    ],
+)
 def test_fig9_finding_needs_a_benefit_that_shrinks(gaps, holds):
     verdict = "holds" if holds else "does not hold"
-    table = pd.DataFrame({"dataset": ["d", "d", "e"], "per_class": [16, 4, 4],
-                          "finetune_minus_scratch": [gaps[1], gaps[0], 9.0]})  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "dataset": ["d", "d", "e"],
+            "per_class": [16, 4, 4],
+            "finetune_minus_scratch": [gaps[1], gaps[0], 9.0],
+        }
+    )
     finding = findings.subset_finding(table)
     assert finding.verdict == verdict and f"on {int(holds)} of 1 datasets" in finding.ours
     assert findings.subset_finding(table[table["dataset"] == "e"]).verdict == "cannot be checked"

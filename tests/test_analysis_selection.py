@@ -12,8 +12,16 @@ from transfer_tf.protocols import sweep
 
 
 def _cell(stage, hparams, *, protocol="finetune", model="m", dataset="d", seed=0, per_class=None):
-    return {"protocol": protocol, "model": model, "dataset": dataset, "metric": "top1",
-            "stage": stage, "hparams": hparams, "seed": seed, "per_class": per_class}  # fmt: skip
+    return {
+        "protocol": protocol,
+        "model": model,
+        "dataset": dataset,
+        "metric": "top1",
+        "stage": stage,
+        "hparams": hparams,
+        "seed": seed,
+        "per_class": per_class,
+    }
 
 
 def _write(results_dir, scored: list[tuple[dict, float]]) -> dict:
@@ -26,8 +34,13 @@ def _write(results_dir, scored: list[tuple[dict, float]]) -> dict:
             return {"val_metric": value}
         y_true = np.arange(100) % 4
         correct = np.arange(100) < round(100 * value)
-        return {"test_metric": value,
-                "predictions": {"y_true": y_true, "y_pred": np.where(correct, y_true, 0 + (y_true == 0))}}  # fmt: skip
+        return {
+            "test_metric": value,
+            "predictions": {
+                "y_true": y_true,
+                "y_pred": np.where(correct, y_true, 0 + (y_true == 0)),
+            },
+        }
 
     sweep.run_cells([c for c, _ in scored], str(results_dir), run, progress=False)
     return {sweep.cell_id(c): c for c, _ in scored}
@@ -64,8 +77,9 @@ def test_the_report_uses_the_validated_final_and_says_so(tmp_path):
     frame = _disagreeing_folder(tmp_path)
     frame = pd.concat([frame, frame.assign(model="m2")], ignore_index=True)
     table = pd.DataFrame({"model": ["m", "m2"], "imagenet_top1": [0.7, 0.8]})
-    headline = report.write_report(frame, table, str(tmp_path / "out"), num_bootstrap=20,
-                                   permutation_samples=50)  # fmt: skip
+    headline = report.write_report(
+        frame, table, str(tmp_path / "out"), num_bootstrap=20, permutation_samples=50
+    )
     best = pd.read_csv(tmp_path / "out" / "best_test_metric.csv")
     assert best["test_metric"].tolist() == [0.70, 0.70]
     assert (
@@ -108,10 +122,14 @@ def test_tied_validation_is_refused(tmp_path):
 
 def test_logreg_finals_match_their_grid_cells_by_l2_not_c(tmp_path):
     """The refit on train+val keeps λ (l2) but has another scikit-learn C = 1 / (λ n)."""
-    grid = [(_cell("grid", {"l2": 1.0, "C": 0.01}, protocol="logreg"), 0.6),
-            (_cell("grid", {"l2": 0.1, "C": 0.1}, protocol="logreg"), 0.9)]  # fmt: skip
-    finals = [(_cell("final", {"l2": 1.0, "C": 0.008}, protocol="logreg"), 0.95),
-              (_cell("final", {"l2": 0.1, "C": 0.08}, protocol="logreg"), 0.75)]  # fmt: skip
+    grid = [
+        (_cell("grid", {"l2": 1.0, "C": 0.01}, protocol="logreg"), 0.6),
+        (_cell("grid", {"l2": 0.1, "C": 0.1}, protocol="logreg"), 0.9),
+    ]
+    finals = [
+        (_cell("final", {"l2": 1.0, "C": 0.008}, protocol="logreg"), 0.95),
+        (_cell("final", {"l2": 0.1, "C": 0.08}, protocol="logreg"), 0.75),
+    ]
     _write(tmp_path / "results", grid + finals)
     row = tables.final_metrics(results.load(str(tmp_path / "results"))).iloc[0]
     assert (row["test_metric"], row["selection_val_metric"]) == (0.75, 0.9)
@@ -119,11 +137,13 @@ def test_logreg_finals_match_their_grid_cells_by_l2_not_c(tmp_path):
 
 def test_subset_finals_are_chosen_by_validation_too(tmp_path):
     scored = [
-        (_cell("grid", {"lr": 0.1}, per_class=5), 0.9), (_cell("grid", {"lr": 0.3}, per_class=5), 0.4),
-        (_cell("final", {"lr": 0.1}, per_class=5), 0.5), (_cell("final", {"lr": 0.3}, per_class=5), 0.6),
+        (_cell("grid", {"lr": 0.1}, per_class=5), 0.9),
+        (_cell("grid", {"lr": 0.3}, per_class=5), 0.4),
+        (_cell("final", {"lr": 0.1}, per_class=5), 0.5),
+        (_cell("final", {"lr": 0.3}, per_class=5), 0.6),
         # The full-data final of the same model is a separate choice.
         (_cell("final", {"lr": 0.3}), 0.8),
-    ]  # fmt: skip
+    ]
     _write(tmp_path / "results", scored)
     frame = results.load(str(tmp_path / "results"))
     subsets = tables.subset_results(frame)

@@ -116,8 +116,9 @@ def test_bookkeeping_tensors_are_passed_over_but_nothing_else(tmp_path):
 def test_bn_gamma_settings_that_the_checkpoint_lacks_are_named(slim_v1):
     _, prefix, _ = slim_v1
     with pytest.raises(CheckpointError, match=r"model weights unmatched.*BatchNorm/gamma"):
-        build_model("inception_v1", 1000, TrainingSettings(bn_scale=True), input_size=SIZE,
-                    weights=prefix)  # fmt: skip
+        build_model(
+            "inception_v1", 1000, TrainingSettings(bn_scale=True), input_size=SIZE, weights=prefix
+        )
 
 
 def test_damaged_checkpoints_are_one_clear_error(slim_v1, tmp_path):
@@ -163,8 +164,11 @@ def test_export_refuses_a_head_of_the_wrong_width(tmp_path):
     from transfer_tf.training.export import export_registry_model
 
     prefix = write_tf_checkpoint(str(tmp_path / "ten.ckpt"), _slim_tensors(classes=10))
-    with pytest.raises(ValueError, match=r"ten.ckpt has a 10-way classifier, not 1000-way: pass "
-                                         r"--num_classes=10"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"ten.ckpt has a 10-way classifier, not 1000-way: pass "
+        r"--num_classes=10",
+    ):
         export_registry_model("inception_v1", str(tmp_path / "sm"), weights=prefix)
     assert not (tmp_path / "sm").exists()
 
@@ -172,10 +176,19 @@ def test_export_refuses_a_head_of_the_wrong_width(tmp_path):
 def test_export_binary_bad_checkpoint_is_one_line_and_nonzero(tmp_path):
     (tmp_path / "broken.ckpt.index").write_bytes(b"\x00" * 64)
     proc = subprocess.run(
-        [sys.executable, "-m", "transfer_tf.bin.export", "--model=inception_v1",
-         f"--checkpoint={tmp_path / 'broken.ckpt'}", f"--export_dir={tmp_path / 'out'}"],
-        capture_output=True, text=True, timeout=300, env=dict(os.environ, CUDA_VISIBLE_DEVICES=""),
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "transfer_tf.bin.export",
+            "--model=inception_v1",
+            f"--checkpoint={tmp_path / 'broken.ckpt'}",
+            f"--export_dir={tmp_path / 'out'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, CUDA_VISIBLE_DEVICES=""),
+    )
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if "broken.ckpt" in line]
     assert errors and "damaged or truncated" in errors[0], proc.stderr[-2000:]
@@ -225,22 +238,47 @@ def test_finetune_from_a_checkpoint_runs_to_its_final_cell(slim_v1, tmp_path):
     records = tmp_path / "records"
     write_tfrecords("sklearn_digits", records, max_per_class=6)
     proc = subprocess.run(
-        [sys.executable, "-m", "transfer_tf.bin.finetune", "--model=inception_v1",
-         f"--checkpoint={prefix}", "--input_size=32", "--dataset=sklearn_digits",
-         f"--records_dir={records}", f"--results_dir={tmp_path / 'results'}",
-         "--learning_rates=0.01", "--weight_decays=0", "--train_steps=4", "--batch_size=8",
-         "--eval_every=2", "--checkpoint_every=4"],
-        capture_output=True, text=True, timeout=600, env=dict(os.environ, CUDA_VISIBLE_DEVICES=""),
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "transfer_tf.bin.finetune",
+            "--model=inception_v1",
+            f"--checkpoint={prefix}",
+            "--input_size=32",
+            "--dataset=sklearn_digits",
+            f"--records_dir={records}",
+            f"--results_dir={tmp_path / 'results'}",
+            "--learning_rates=0.01",
+            "--weight_decays=0",
+            "--train_steps=4",
+            "--batch_size=8",
+            "--eval_every=2",
+            "--checkpoint_every=4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, CUDA_VISIBLE_DEVICES=""),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     frame = results.load(str(tmp_path / "results"))
     assert set(frame["model"]) == {"inception_v1_checkpoint"}
     assert sorted(frame["stage"]) == ["final", "grid"]
     bad = subprocess.run(
-        [sys.executable, "-m", "transfer_tf.bin.finetune", "--model=inception_v1",
-         f"--checkpoint={tmp_path / 'missing.ckpt'}", "--dataset=sklearn_digits",
-         f"--records_dir={records}", f"--results_dir={tmp_path / 'bad'}"],
-        capture_output=True, text=True, timeout=300, env=dict(os.environ, CUDA_VISIBLE_DEVICES=""),
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "transfer_tf.bin.finetune",
+            "--model=inception_v1",
+            f"--checkpoint={tmp_path / 'missing.ckpt'}",
+            "--dataset=sklearn_digits",
+            f"--records_dir={records}",
+            f"--results_dir={tmp_path / 'bad'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, CUDA_VISIBLE_DEVICES=""),
+    )
     assert bad.returncode != 0 and "missing.ckpt: no such file" in bad.stderr
     assert not (tmp_path / "bad").exists()

@@ -85,8 +85,14 @@ def keras_references(tmp_path_factory, images):
         np.save(root / f"{scaling}.npy", SCALINGS[scaling](images.astype(np.float32)))
     for name, (net, kwargs, scaling) in KERAS_NETS.items():
         folders[name] = str(root / name)
-        jobs.append([f"--net={net}", f"--out_dir={folders[name]}",
-                     f"--images={root / f'{scaling}.npy'}", f"--kwargs={json.dumps(kwargs)}"])  # fmt: skip
+        jobs.append(
+            [
+                f"--net={net}",
+                f"--out_dir={folders[name]}",
+                f"--images={root / f'{scaling}.npy'}",
+                f"--kwargs={json.dumps(kwargs)}",
+            ]
+        )
     command = [sys.executable, "-c", _KERAS_BATCH, HERE, json.dumps(jobs)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -140,8 +146,9 @@ def _as_keras2_file(source: str, target: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v1", "mobilenet_v2"])
-def test_keras2_file_layout_names_depthwise_kernels_as_published(name, keras_references, images,
-                                                                 tmp_path):  # fmt: skip
+def test_keras2_file_layout_names_depthwise_kernels_as_published(
+    name, keras_references, images, tmp_path
+):
     folder = keras_references[name]
     keras2 = str(tmp_path / "keras2.h5")
     _as_keras2_file(os.path.join(folder, "weights.h5"), keras2)
@@ -169,12 +176,41 @@ def test_mobilenet_v2_140_file_into_mobilenet_v2_is_an_error_naming_file_and_sha
 
 # nets/mobilenet_v1.py `_CONV_DEFS`: Conv2d_0 (3x3, stride 2, 32), then 13 depthwise-separable
 # blocks (stride, depth).
-SLIM_V1_BLOCKS = [(1, 64), (2, 128), (1, 128), (2, 256), (1, 256), (2, 512), (1, 512), (1, 512),
-                  (1, 512), (1, 512), (1, 512), (2, 1024), (1, 1024)]  # fmt: skip
+SLIM_V1_BLOCKS = [
+    (1, 64),
+    (2, 128),
+    (1, 128),
+    (2, 256),
+    (1, 256),
+    (2, 512),
+    (1, 512),
+    (1, 512),
+    (1, 512),
+    (1, 512),
+    (1, 512),
+    (2, 1024),
+    (1, 1024),
+]
 # nets/mobilenet/mobilenet_v2.py `V2_DEF`: Conv (3x3, stride 2, 32); expanded_conv (no expansion,
 # 16); 16 expanded_conv blocks (stride, outputs), expansion 6; Conv_1 (1x1, 1280).
-SLIM_V2_BLOCKS = [(2, 24), (1, 24), (2, 32), (1, 32), (1, 32), (2, 64), (1, 64), (1, 64),
-                  (1, 64), (1, 96), (1, 96), (1, 96), (2, 160), (1, 160), (1, 160), (1, 320)]  # fmt: skip
+SLIM_V2_BLOCKS = [
+    (2, 24),
+    (1, 24),
+    (2, 32),
+    (1, 32),
+    (1, 32),
+    (2, 64),
+    (1, 64),
+    (1, 64),
+    (1, 64),
+    (1, 96),
+    (1, 96),
+    (1, 96),
+    (2, 160),
+    (1, 160),
+    (1, 160),
+    (1, 320),
+]
 BN_EPSILON = 0.001  # slim's batch_norm default; both arg scopes keep it
 CLASSES = 1001  # slim's ImageNet checkpoints: class 0 is "background"
 
@@ -198,8 +234,12 @@ class SlimTensors:
         self.tensors[f"{scope}/{'depthwise_weights' if depthwise else 'weights'}"] = kernel
         channels = shape[2] if depthwise else shape[3]
         if batch_norm:
-            for kind, low, high in (("gamma", 0.5, 1.5), ("beta", -0.2, 0.2),
-                                    ("moving_mean", -0.2, 0.2), ("moving_variance", 0.5, 1.5)):  # fmt: skip
+            for kind, low, high in (
+                ("gamma", 0.5, 1.5),
+                ("beta", -0.2, 0.2),
+                ("moving_mean", -0.2, 0.2),
+                ("moving_variance", 0.5, 1.5),
+            ):
                 value = self.rng.uniform(low, high, channels).astype(np.float32)
                 self.tensors[f"{scope}/BatchNorm/{kind}"] = value
         else:
@@ -242,8 +282,14 @@ def slim_mobilenet_v2_tensors(multiplier: float, seed=0) -> dict[str, np.ndarray
 
 def _bn(x, t, scope):
     bn = f"{scope}/BatchNorm"
-    return tf.nn.batch_normalization(x, t[f"{bn}/moving_mean"], t[f"{bn}/moving_variance"],
-                                     t[f"{bn}/beta"], t[f"{bn}/gamma"], BN_EPSILON)  # fmt: skip
+    return tf.nn.batch_normalization(
+        x,
+        t[f"{bn}/moving_mean"],
+        t[f"{bn}/moving_variance"],
+        t[f"{bn}/beta"],
+        t[f"{bn}/gamma"],
+        BN_EPSILON,
+    )
 
 
 def _conv(x, t, scope, stride=1, activation=tf.nn.relu6):
@@ -253,8 +299,9 @@ def _conv(x, t, scope, stride=1, activation=tf.nn.relu6):
 
 def _depthwise(x, t, scope, stride):
     kernel = t[f"{scope}/depthwise_weights"]
-    return tf.nn.relu6(_bn(tf.nn.depthwise_conv2d(x, kernel, [1, stride, stride, 1], "SAME"),
-                           t, scope))  # fmt: skip
+    return tf.nn.relu6(
+        _bn(tf.nn.depthwise_conv2d(x, kernel, [1, stride, stride, 1], "SAME"), t, scope)
+    )
 
 
 def _slim_logits(x, t, scope):
@@ -274,8 +321,9 @@ def slim_mobilenet_v1(t, x):
 
 def slim_mobilenet_v2(t, x):
     x = _conv(x, t, "MobilenetV2/Conv", stride=2)
-    blocks = [("expanded_conv", 1)] + [(f"expanded_conv_{i}", stride)
-                                       for i, (stride, _) in enumerate(SLIM_V2_BLOCKS, 1)]  # fmt: skip
+    blocks = [("expanded_conv", 1)] + [
+        (f"expanded_conv_{i}", stride) for i, (stride, _) in enumerate(SLIM_V2_BLOCKS, 1)
+    ]
     for block, stride in blocks:
         scope = f"MobilenetV2/{block}"
         inputs = x
@@ -298,8 +346,15 @@ SLIM_NETS = {
 
 # 200 px: the map entering Conv2d_6_depthwise is 25 (odd), where 'SAME' pads one pixel on both
 # sides; Keras' fixed bottom / right padding would give a 6x6 final map instead of slim's 7x7.
-@pytest.mark.parametrize("name, size", [("mobilenet_v1", 224), ("mobilenet_v1", 200),
-                                        ("mobilenet_v2", 224), ("mobilenet_v2_140", 224)])  # fmt: skip
+@pytest.mark.parametrize(
+    "name, size",
+    [
+        ("mobilenet_v1", 224),
+        ("mobilenet_v1", 200),
+        ("mobilenet_v2", 224),
+        ("mobilenet_v2_140", 224),
+    ],
+)
 def test_slim_checkpoint_equals_the_slim_network(name, size, tmp_path):
     make_tensors, network = SLIM_NETS[name]
     tensors = make_tensors()
@@ -318,10 +373,17 @@ def test_mobilenet_v1_pads_stride_2_convolutions_as_slim_does():
     assert small.get_layer("conv_pw_13_relu").output.shape[1:3] == (2, 2)
     model = build_model("mobilenet_v1", 10, input_size=200)
     assert model.get_layer("conv_pw_13_relu").output.shape[1:3] == (7, 7)
-    pads = {layer.name: layer.padding for layer in model.layers
-            if isinstance(layer, keras.layers.ZeroPadding2D)}  # fmt: skip
-    assert pads == {"conv_pad_2": ((0, 1), (0, 1)), "conv_pad_4": ((0, 1), (0, 1)),
-                    "conv_pad_6": ((1, 1), (1, 1)), "conv_pad_12": ((1, 1), (1, 1))}  # fmt: skip
+    pads = {
+        layer.name: layer.padding
+        for layer in model.layers
+        if isinstance(layer, keras.layers.ZeroPadding2D)
+    }
+    assert pads == {
+        "conv_pad_2": ((0, 1), (0, 1)),
+        "conv_pad_4": ((0, 1), (0, 1)),
+        "conv_pad_6": ((1, 1), (1, 1)),
+        "conv_pad_12": ((1, 1), (1, 1)),
+    }
 
 
 # Names copied from the slim sources (layer tables and scopes of nets/mobilenet_v1.py,
@@ -331,32 +393,43 @@ def test_mobilenet_v1_pads_stride_2_convolutions_as_slim_does():
 # project: 15) + Conv_1 5 + logits 2 = 262. BN has γ in both: mobilenet_v1_arg_scope sets
 # 'scale': True, V2_DEF's defaults set slim.batch_norm {'center': True, 'scale': True}.
 PUBLISHED = {
-    "mobilenet_v1": (137, [
-        "MobilenetV1/Conv2d_0/weights",
-        "MobilenetV1/Conv2d_0/BatchNorm/gamma",
-        "MobilenetV1/Conv2d_1_depthwise/depthwise_weights",
-        "MobilenetV1/Conv2d_1_depthwise/BatchNorm/moving_variance",
-        "MobilenetV1/Conv2d_13_pointwise/weights",
-        "MobilenetV1/Conv2d_13_pointwise/BatchNorm/beta",
-        "MobilenetV1/Logits/Conv2d_1c_1x1/weights",
-        "MobilenetV1/Logits/Conv2d_1c_1x1/biases",
-    ]),
-    "mobilenet_v2": (262, [
-        "MobilenetV2/Conv/weights",
-        "MobilenetV2/Conv/BatchNorm/gamma",
-        "MobilenetV2/expanded_conv/depthwise/depthwise_weights",
-        "MobilenetV2/expanded_conv/project/BatchNorm/moving_mean",
-        "MobilenetV2/expanded_conv_1/expand/weights",
-        "MobilenetV2/expanded_conv_16/project/weights",
-        "MobilenetV2/Conv_1/BatchNorm/moving_variance",
-        "MobilenetV2/Logits/Conv2d_1c_1x1/biases",
-    ]),
-}  # fmt: skip
+    "mobilenet_v1": (
+        137,
+        [
+            "MobilenetV1/Conv2d_0/weights",
+            "MobilenetV1/Conv2d_0/BatchNorm/gamma",
+            "MobilenetV1/Conv2d_1_depthwise/depthwise_weights",
+            "MobilenetV1/Conv2d_1_depthwise/BatchNorm/moving_variance",
+            "MobilenetV1/Conv2d_13_pointwise/weights",
+            "MobilenetV1/Conv2d_13_pointwise/BatchNorm/beta",
+            "MobilenetV1/Logits/Conv2d_1c_1x1/weights",
+            "MobilenetV1/Logits/Conv2d_1c_1x1/biases",
+        ],
+    ),
+    "mobilenet_v2": (
+        262,
+        [
+            "MobilenetV2/Conv/weights",
+            "MobilenetV2/Conv/BatchNorm/gamma",
+            "MobilenetV2/expanded_conv/depthwise/depthwise_weights",
+            "MobilenetV2/expanded_conv/project/BatchNorm/moving_mean",
+            "MobilenetV2/expanded_conv_1/expand/weights",
+            "MobilenetV2/expanded_conv_16/project/weights",
+            "MobilenetV2/Conv_1/BatchNorm/moving_variance",
+            "MobilenetV2/Logits/Conv2d_1c_1x1/biases",
+        ],
+    ),
+}
 
 # nets/mobilenet_v1.py's docstring table (100% MobileNet v1, 224): parameters per convolution.
-SLIM_V1_PARAMS = {"Conv2d_0": 864, "Conv2d_1_depthwise": 288, "Conv2d_1_pointwise": 2_048,
-                  "Conv2d_12_pointwise": 524_288, "Conv2d_13_depthwise": 9_216,
-                  "Conv2d_13_pointwise": 1_048_576}  # fmt: skip
+SLIM_V1_PARAMS = {
+    "Conv2d_0": 864,
+    "Conv2d_1_depthwise": 288,
+    "Conv2d_1_pointwise": 2_048,
+    "Conv2d_12_pointwise": 524_288,
+    "Conv2d_13_depthwise": 9_216,
+    "Conv2d_13_pointwise": 1_048_576,
+}
 SLIM_V1_CONV_TOTAL = 3_185_088
 
 
@@ -398,10 +471,14 @@ def test_slim_name_map_round_trip_and_published_names(name, tmp_path):
     np.testing.assert_allclose(
         loaded(x, training=False)["logits"].numpy(),
         source(x, training=False)["logits"].numpy(),
-        rtol=0, atol=1e-5,
-    )  # fmt: skip
+        rtol=0,
+        atol=1e-5,
+    )
     if name == "mobilenet_v1":
-        sizes = {n.split("/")[1]: v.size for n, v in tensors.items()
-                 if n.endswith("weights") and "/Logits/" not in n}  # fmt: skip
+        sizes = {
+            n.split("/")[1]: v.size
+            for n, v in tensors.items()
+            if n.endswith("weights") and "/Logits/" not in n
+        }
         assert {k: sizes[k] for k in SLIM_V1_PARAMS} == SLIM_V1_PARAMS
         assert sum(sizes.values()) == SLIM_V1_CONV_TOTAL

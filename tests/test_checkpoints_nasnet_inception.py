@@ -62,8 +62,12 @@ def _fresh_keras_session():
 #   prev_bn); conv0 + conv0_bn 5, final_layer/FC 2, the aux head 12 (proj, aux_bn0, Conv,
 #   aux_bn1, FC). Mobile: 16 cells, adjustments 79 -> 1040 + 79 + 5 + 2 + 12 = 1138; Large:
 #   22 cells, adjustments 109 -> 1430 + 109 + 5 + 2 + 12 = 1558.
-SLIM_TENSORS = {"inception_v4": 608, "inception_resnet_v2": 908, "nasnet_mobile": 1138,
-                "nasnet_large": 1558}  # fmt: skip
+SLIM_TENSORS = {
+    "inception_v4": 608,
+    "inception_resnet_v2": 908,
+    "nasnet_mobile": 1138,
+    "nasnet_large": 1558,
+}
 
 # Names copied from the slim sources (or from published code that reads these checkpoints), with
 # the shapes the sources give them at the native input size (heads 1001-way).
@@ -143,17 +147,36 @@ NASNET_STRAY_STEP = "cell_stem_0/comb_iter_0/left/global_step"
 # cell's own 1x1 of its input, 1: the previous cell's output, 2 + i: comb_iter_i's output).
 NASNET_CELLS = {
     "normal": (
-        ["separable_5x5_2", "separable_3x3_2", "separable_5x5_2", "separable_3x3_2",
-         "avg_pool_3x3", "none", "avg_pool_3x3", "avg_pool_3x3", "separable_3x3_2", "none"],
+        [
+            "separable_5x5_2",
+            "separable_3x3_2",
+            "separable_5x5_2",
+            "separable_3x3_2",
+            "avg_pool_3x3",
+            "none",
+            "avg_pool_3x3",
+            "avg_pool_3x3",
+            "separable_3x3_2",
+            "none",
+        ],
         [0, 1, 1, 1, 0, 1, 1, 1, 0, 0],
     ),
     "reduction": (
-        ["separable_5x5_2", "separable_7x7_2", "max_pool_3x3", "separable_7x7_2",
-         "avg_pool_3x3", "separable_5x5_2", "none", "avg_pool_3x3", "separable_3x3_2",
-         "max_pool_3x3"],
+        [
+            "separable_5x5_2",
+            "separable_7x7_2",
+            "max_pool_3x3",
+            "separable_7x7_2",
+            "avg_pool_3x3",
+            "separable_5x5_2",
+            "none",
+            "avg_pool_3x3",
+            "separable_3x3_2",
+            "max_pool_3x3",
+        ],
         [0, 1, 0, 1, 0, 1, 3, 2, 2, 0],
     ),
-}  # fmt: skip
+}
 # The concatenation that closes each slim block whose branches are `Branch_0`, `Branch_1`, ...
 BLOCK_CONCATENATIONS = {
     "inception_v4": r"^Mixed_\d[a-h]$",
@@ -196,10 +219,17 @@ def _slim_tensors(name, model, names, rng):
     tensors["global_step"] = np.array(123456, np.int64)
     if name in NASNET_AUX:
         scope, channels, pooled = NASNET_AUX[name]
-        aux = {"proj/weights": (1, 1, channels, 128), "Conv/weights": (pooled, pooled, 128, 768),
-               "FC/weights": (768, 1001), "FC/biases": (1001,),
-               **{f"aux_bn{i}/{k}": (128 if i == 0 else 768,) for i in (0, 1)
-                  for k in ("gamma", "beta", "moving_mean", "moving_variance")}}  # fmt: skip
+        aux = {
+            "proj/weights": (1, 1, channels, 128),
+            "Conv/weights": (pooled, pooled, 128, 768),
+            "FC/weights": (768, 1001),
+            "FC/biases": (1001,),
+            **{
+                f"aux_bn{i}/{k}": (128 if i == 0 else 768,)
+                for i in (0, 1)
+                for k in ("gamma", "beta", "moving_mean", "moving_variance")
+            },
+        }
         for key, shape in aux.items():
             tensors[f"{scope}/aux_logits/{key}"] = rng.normal(0, 0.1, shape).astype(np.float32)
         tensors[NASNET_STRAY_STEP] = np.array(123456, np.int64)
@@ -211,8 +241,12 @@ def _write_checkpoint(prefix, tensors):
     exact names) through the op the Saver runs, `SaveV2`: seconds where building a TF1 graph of
     the variables takes a minute for NASNet-Large."""
     names = sorted(tensors)
-    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names),
-                      tensors=[tensors[n] for n in names])  # fmt: skip
+    tf.raw_ops.SaveV2(
+        prefix=prefix,
+        tensor_names=names,
+        shape_and_slices=[""] * len(names),
+        tensors=[tensors[n] for n in names],
+    )
     return prefix
 
 
@@ -238,16 +272,16 @@ def _upstream(tensor):
 def _layer_scopes(model, names):
     """{layer name: slim scope} from the name map (the variable name without its last part,
     BatchNorm/ and the kind)."""
-    return {layer_of(path): re.sub(r"(/BatchNorm)?/[a-z_]+$", "", name)
-            for path, name in names.items()}  # fmt: skip
+    return {
+        layer_of(path): re.sub(r"(/BatchNorm)?/[a-z_]+$", "", name) for path, name in names.items()
+    }
 
 
 def _assert_branches_are_concatenated_in_order(name, model, names):
     """slim concatenates Branch_0, Branch_1, ... of a block in that order: the convolutions on
     the k-th input of a block's concatenation alone are all in `<block>/Branch_k/`."""
     scopes = _layer_scopes(model, names)
-    blocks = [layer for layer in model.layers
-              if re.match(BLOCK_CONCATENATIONS[name], layer.name)]  # fmt: skip
+    blocks = [layer for layer in model.layers if re.match(BLOCK_CONCATENATIONS[name], layer.name)]
     assert blocks
     for block in blocks:
         upstream = [_upstream(t) for t in _inputs(block)]
@@ -274,8 +308,9 @@ def _assert_nasnet_cells_read_slims_hidden_states(model, names):
         if not match:
             continue
         cell, index, side, kernel = match[1], int(match[2]), match[3], int(match[4])
-        operations, states = NASNET_CELLS["reduction" if "stem" in cell or "reduction" in cell
-                                          else "normal"]  # fmt: skip
+        operations, states = NASNET_CELLS[
+            "reduction" if "stem" in cell or "reduction" in cell else "normal"
+        ]
         position = 2 * index + (side == "right")
         assert operations[position] == f"separable_{kernel}x{kernel}_2", scope
         assert tuple(layer.depthwise_kernel.shape[:2]) == (kernel, kernel), scope
@@ -329,8 +364,9 @@ def test_slim_layout_round_trip_with_published_names_and_counts(name, tmp_path):
     expected, got = written(images, training=False), loaded(images, training=False)
     assert sorted(got) == sorted(expected)
     for output in expected:
-        np.testing.assert_allclose(got[output], expected[output], rtol=1e-5, atol=1e-5,
-                                   err_msg=f"{name} {output}")  # fmt: skip
+        np.testing.assert_allclose(
+            got[output], expected[output], rtol=1e-5, atol=1e-5, err_msg=f"{name} {output}"
+        )
     print(f"{name}: {len(model_tensors)} tensors, {time.perf_counter() - start:.0f} s")
 
 
@@ -393,8 +429,10 @@ def test_keras_h5_gives_keras_applications_logits(name, keras_reference, tmp_pat
     waited = time.perf_counter() - start
     ours = exported_logits(name, os.path.join(folder, "weights.h5"), str(tmp_path), images)
     difference = assert_logits_close(ours["logits"], reference, name)
-    print(f"{name}: max |logit difference| {difference:.1e} of the scale; waited {waited:.0f} s "
-          f"for the reference, exported and ran in {time.perf_counter() - start - waited:.0f} s")  # fmt: skip
+    print(
+        f"{name}: max |logit difference| {difference:.1e} of the scale; waited {waited:.0f} s "
+        f"for the reference, exported and ran in {time.perf_counter() - start - waited:.0f} s"
+    )
 
 
 @reads("nasnet_mobile")

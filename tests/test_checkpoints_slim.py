@@ -92,9 +92,16 @@ def _without_background(logits):
 
 @pytest.mark.parametrize(
     "name",
-    ["inception_v1", "bn_inception", "inception_v3", "resnet_50", "resnet_101", "resnet_152",
-     "vgg_16"],
-)  # fmt: skip
+    [
+        "inception_v1",
+        "bn_inception",
+        "inception_v3",
+        "resnet_50",
+        "resnet_101",
+        "resnet_152",
+        "vgg_16",
+    ],
+)
 def test_exported_model_from_a_slim_checkpoint_gives_slim_logits(name, references, tmp_path):
     out_dir, images, reference = references.get(name)
     ours = exported_logits(name, f"{out_dir}/model.ckpt", str(tmp_path / "export"), images)
@@ -107,8 +114,12 @@ def test_exported_model_from_a_slim_checkpoint_gives_slim_logits(name, reference
 @reads("inception_v3")
 def test_inception_v3_auxiliary_head_gives_slim_aux_logits(references):
     out_dir, images, reference = references.get("inception_v3")
-    model = build_model("inception_v3", 1000, TrainingSettings(bn_scale=False, aux_head=True),
-                        weights=f"{out_dir}/model.ckpt")  # fmt: skip
+    model = build_model(
+        "inception_v3",
+        1000,
+        TrainingSettings(bn_scale=False, aux_head=True),
+        weights=f"{out_dir}/model.ckpt",
+    )
     outputs = model(SCALINGS["inception"](images.astype(np.float32)), training=False)
     for key in ("logits", "aux_logits"):
         difference = assert_logits_close(
@@ -122,8 +133,9 @@ def test_inception_v3_auxiliary_head_gives_slim_aux_logits(references):
 @reads("inception_v3_keras")
 def test_inception_v3_from_the_keras_applications_file_gives_keras_logits(references, tmp_path):
     out_dir, images, reference = references.get("inception_v3_keras")
-    ours = exported_logits("inception_v3", f"{out_dir}/weights.h5", str(tmp_path / "export"),
-                           images)  # fmt: skip
+    ours = exported_logits(
+        "inception_v3", f"{out_dir}/weights.h5", str(tmp_path / "export"), images
+    )
     difference = assert_logits_close(ours["logits"], reference["logits"], "inception_v3 (Keras)")
     print(f"inception_v3 (Keras .h5): {difference:.1e}")
 

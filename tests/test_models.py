@@ -19,24 +19,57 @@ from transfer_tf.models import (
 )
 
 PAPER_MODELS = [
-    "inception_v1", "bn_inception", "inception_v3", "inception_v4", "inception_resnet_v2",
-    "resnet_50", "resnet_101", "resnet_152", "densenet_121", "densenet_169", "densenet_201",
-    "mobilenet_v1", "mobilenet_v2", "mobilenet_v2_140", "nasnet_mobile", "nasnet_large",
-]  # fmt: skip
+    "inception_v1",
+    "bn_inception",
+    "inception_v3",
+    "inception_v4",
+    "inception_resnet_v2",
+    "resnet_50",
+    "resnet_101",
+    "resnet_152",
+    "densenet_121",
+    "densenet_169",
+    "densenet_201",
+    "mobilenet_v1",
+    "mobilenet_v2",
+    "mobilenet_v2_140",
+    "nasnet_mobile",
+    "nasnet_large",
+]
 EXTRA_MODELS = ["vgg_16", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
 # Written here from TF-slim definitions (no Keras reference): the issue allows 4% on these.
 SLIM_ONLY = {"inception_v1", "bn_inception", "inception_v4"}
 # Feature (penultimate) widths as published by the architecture papers.
 PUBLISHED_FEATURE_DIM = {
-    "inception_v1": 1024, "bn_inception": 1024, "inception_v3": 2048, "inception_v4": 1536,
-    "inception_resnet_v2": 1536, "resnet_50": 2048, "resnet_101": 2048, "resnet_152": 2048,
-    "densenet_121": 1024, "densenet_169": 1664, "densenet_201": 1920, "mobilenet_v1": 1024,
-    "mobilenet_v2": 1280, "mobilenet_v2_140": 1792, "nasnet_mobile": 1056, "nasnet_large": 4032,
-    "vgg_16": 4096, "efficientnet_lite0": 1280, "efficientnet_lite1": 1280,
+    "inception_v1": 1024,
+    "bn_inception": 1024,
+    "inception_v3": 2048,
+    "inception_v4": 1536,
+    "inception_resnet_v2": 1536,
+    "resnet_50": 2048,
+    "resnet_101": 2048,
+    "resnet_152": 2048,
+    "densenet_121": 1024,
+    "densenet_169": 1664,
+    "densenet_201": 1920,
+    "mobilenet_v1": 1024,
+    "mobilenet_v2": 1280,
+    "mobilenet_v2_140": 1792,
+    "nasnet_mobile": 1056,
+    "nasnet_large": 4032,
+    "vgg_16": 4096,
+    "efficientnet_lite0": 1280,
+    "efficientnet_lite1": 1280,
     "efficientnet_lite2": 1280,
-}  # fmt: skip
-NATIVE_SIZE = {"inception_v3": 299, "inception_v4": 299, "inception_resnet_v2": 299,
-               "nasnet_large": 331, "efficientnet_lite1": 240, "efficientnet_lite2": 260}  # fmt: skip
+}
+NATIVE_SIZE = {
+    "inception_v3": 299,
+    "inception_v4": 299,
+    "inception_resnet_v2": 299,
+    "nasnet_large": 331,
+    "efficientnet_lite1": 240,
+    "efficientnet_lite2": 260,
+}
 
 
 def _bn_layers(model):
@@ -91,8 +124,10 @@ def test_model_table_row(name):
     model = build_model(name, 1000)
 
     params = count_params(model, spec.params_counted)
-    tolerance = max((0.04 if name in SLIM_ONLY else 0.01) * spec.published_params,
-                    _rounding_unit(spec.published_params) / 2)  # fmt: skip
+    tolerance = max(
+        (0.04 if name in SLIM_ONLY else 0.01) * spec.published_params,
+        _rounding_unit(spec.published_params) / 2,
+    )
     assert abs(params - spec.published_params) <= tolerance, (params, spec.published_params)
 
     assert spec.feature_dim == PUBLISHED_FEATURE_DIM[name]
@@ -140,8 +175,9 @@ def test_resnet_is_slim_resnet_v1_with_the_stride_in_each_blocks_last_unit():
         assert model.get_layer(f"{block}_unit{units}_conv1_conv").strides == (1, 1)
         assert model.get_layer(f"{block}_unit{units}_conv2_conv").strides == (2, 2)
         # The identity shortcut is subsampled there; the first unit's projection has stride 1.
-        assert isinstance(model.get_layer(f"{block}_unit{units}_shortcut"),
-                          keras.layers.MaxPooling2D)  # fmt: skip
+        assert isinstance(
+            model.get_layer(f"{block}_unit{units}_shortcut"), keras.layers.MaxPooling2D
+        )
         assert model.get_layer(f"{block}_unit1_shortcut_conv").strides == (1, 1)
     assert model.get_layer("block4_unit3_conv2_conv").strides == (1, 1)
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
@@ -272,8 +308,10 @@ def test_builds_under_mirrored_strategy():
     assert all(
         isinstance(w.value, tf.distribute.DistributedValues) for w in model.trainable_weights
     )
-    logits = strategy.run(lambda x: model(x, training=False)["logits"],
-                          args=(tf.constant(_random_images(32, batch=2)),))  # fmt: skip
+    logits = strategy.run(
+        lambda x: model(x, training=False)["logits"],
+        args=(tf.constant(_random_images(32, batch=2)),),
+    )
     assert strategy.experimental_local_results(logits)[0].shape == (2, 10)
 
 
@@ -281,13 +319,25 @@ def test_training_settings():
     assert TrainingSettings() == TrainingSettings.fair()
     fair = TrainingSettings.fair()
     assert (fair.bn_scale, fair.dropout_rate, fair.aux_head, fair.label_smoothing) == (
-        True, 0.0, False, 0.0)  # fmt: skip
+        True,
+        0.0,
+        False,
+        0.0,
+    )
     default = TrainingSettings.inception_default()
     assert (default.bn_scale, default.dropout_rate, default.aux_head, default.label_smoothing) == (
-        False, 0.2, True, 0.1)  # fmt: skip
+        False,
+        0.2,
+        True,
+        0.1,
+    )
     assert TrainingSettings.from_dict(default.to_dict()) == default
     assert default.to_dict() == {
-        "bn_scale": False, "dropout_rate": 0.2, "aux_head": True, "label_smoothing": 0.1}  # fmt: skip
+        "bn_scale": False,
+        "dropout_rate": 0.2,
+        "aux_head": True,
+        "label_smoothing": 0.1,
+    }
     with pytest.raises(ValueError, match="unknown keys \\['scale'\\]"):
         TrainingSettings.from_dict({"scale": True})
     with pytest.raises(ValueError, match="dropout_rate must be in"):
@@ -307,15 +357,19 @@ def test_preprocess_against_hand_computed_values():
         preprocess(pixels, "efficientnet_lite").numpy(), [[[-127.5 / 128, 0.0, 127.5 / 128]]]
     )
     np.testing.assert_allclose(  # BGR order, minus the Caffe ImageNet means
-        preprocess(pixels, "caffe").numpy(), [[[255 - 103.939, 127.5 - 116.779, 0 - 123.68]]],
-        rtol=1e-6)  # fmt: skip
+        preprocess(pixels, "caffe").numpy(),
+        [[[255 - 103.939, 127.5 - 116.779, 0 - 123.68]]],
+        rtol=1e-6,
+    )
     np.testing.assert_allclose(
         preprocess(pixels, "torch").numpy(),
-        [[[(0 - 0.485) / 0.229, (0.5 - 0.456) / 0.224, (1 - 0.406) / 0.225]]], rtol=1e-5)  # fmt: skip
+        [[[(0 - 0.485) / 0.229, (0.5 - 0.456) / 0.224, (1 - 0.406) / 0.225]]],
+        rtol=1e-5,
+    )
     assert preprocess(np.zeros((2, 8, 8, 3), np.uint8), "inception").dtype == tf.float32
     np.testing.assert_allclose(  # TF-slim's vgg_preprocessing: RGB order, minus the RGB means
-        preprocess(pixels, "vgg").numpy(), [[[0 - 123.68, 127.5 - 116.78, 255 - 103.94]]],
-        rtol=1e-6)  # fmt: skip
+        preprocess(pixels, "vgg").numpy(), [[[0 - 123.68, 127.5 - 116.78, 255 - 103.94]]], rtol=1e-6
+    )
     with pytest.raises(ValueError, match="unknown preprocessing 'vgg16'"):
         preprocess(pixels, "vgg16")
     with pytest.raises(ValueError, match="3 RGB channels"):

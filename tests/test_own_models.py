@@ -54,8 +54,14 @@ def own(tmp_path_factory):
             split = "train" if i < 5 else "val" if i < 7 else "test"
             _save(crop, root / "split_photos" / split / name / f"{i}.jpg")
     # A CSV of two-photo panels, multi-label: each panel shows the classes it was cut from.
-    pairs = [("chelsea",), ("coffee",), ("rocket",), ("chelsea", "coffee"), ("coffee", "rocket"),
-             ("chelsea", "rocket")]  # fmt: skip
+    pairs = [
+        ("chelsea",),
+        ("coffee",),
+        ("rocket",),
+        ("chelsea", "coffee"),
+        ("coffee", "rocket"),
+        ("chelsea", "rocket"),
+    ]
     rows = ["path,labels,split"]
     for i in range(24):
         names = pairs[i % 6]
@@ -66,8 +72,9 @@ def own(tmp_path_factory):
 
     records = root / "records"
     make_user_dataset("my_photos", records, scan_image_folder(root / "photos"), log=QUIET)
-    make_user_dataset("my_split_photos", records, scan_image_folder(root / "split_photos"),
-                      log=QUIET)  # fmt: skip
+    make_user_dataset(
+        "my_split_photos", records, scan_image_folder(root / "split_photos"), log=QUIET
+    )
     make_user_dataset("my_panels", records, read_csv(root / "panels.csv"), log=QUIET)
     return root
 
@@ -125,13 +132,24 @@ def toys(own):
 
 def test_tf_hub_style_saved_model_with_flags_for_size_scaling_and_key(own, toys, tmp_path):
     manifest = features.extract_features(
-        toys["hub"], str(own / "records"), "my_photos", str(tmp_path),
-        signature="image_feature_vector", output_key="feature_vector", input_size=SIZE,
-        scaling="unit", splits=["test"], log=QUIET, model="hub_toy",
-    )  # fmt: skip
+        toys["hub"],
+        str(own / "records"),
+        "my_photos",
+        str(tmp_path),
+        signature="image_feature_vector",
+        output_key="feature_vector",
+        input_size=SIZE,
+        scaling="unit",
+        splits=["test"],
+        log=QUIET,
+        model="hub_toy",
+    )
     assert manifest["image_size"] == [SIZE, SIZE] and manifest["input_dtype"] == "float32"
     assert (manifest["scaling"], manifest["output_key"], manifest["input_key"]) == (
-        "unit", "feature_vector", "inputs")  # fmt: skip
+        "unit",
+        "feature_vector",
+        "inputs",
+    )
     assert manifest["metric"] == "top1" and manifest["num_classes"] == 4
     with np.load(tmp_path / "test.npz") as data:
         feats, ids, labels = data["features"], data["ids"], data["labels"]
@@ -147,18 +165,22 @@ def test_tf_hub_style_saved_model_with_flags_for_size_scaling_and_key(own, toys,
     with pytest.raises(features.SignatureError, match="takes float32 images.*--scaling"):
         features.load_signature(hub, "image_feature_vector", "feature_vector", input_size=SIZE)
     with pytest.raises(features.SignatureError, match=r"outputs \['feature_vector', 'other'\]"):
-        features.load_signature(hub, "image_feature_vector", "features", input_size=SIZE,
-                                scaling="unit")  # fmt: skip
+        features.load_signature(
+            hub, "image_feature_vector", "features", input_size=SIZE, scaling="unit"
+        )
     with pytest.raises(ValueError, match="unknown scaling 'percent'; choose none, unit or"):
-        features.load_signature(hub, "image_feature_vector", "feature_vector", input_size=SIZE,
-                                scaling="percent")  # fmt: skip
+        features.load_signature(
+            hub, "image_feature_vector", "feature_vector", input_size=SIZE, scaling="percent"
+        )
 
 
 def test_keras_file_as_fixed_features_and_as_the_start_of_fine_tuning(own, toys, tmp_path):
-    source = keras_source.load_keras_features(toys["keras"], "pool", scaling="inception",
-                                              input_size=SIZE)  # fmt: skip
-    manifest = features.extract_features(source, str(own / "records"), "my_photos",
-                                         str(tmp_path / "pool"), splits=["val"], log=QUIET)  # fmt: skip
+    source = keras_source.load_keras_features(
+        toys["keras"], "pool", scaling="inception", input_size=SIZE
+    )
+    manifest = features.extract_features(
+        source, str(own / "records"), "my_photos", str(tmp_path / "pool"), splits=["val"], log=QUIET
+    )
     assert manifest["model"] == "toy" and manifest["feature_layer"] == "pool"
     with np.load(tmp_path / "pool" / "val.npz") as data:
         pooled, ids = data["features"], data["ids"]
@@ -166,8 +188,9 @@ def test_keras_file_as_fixed_features_and_as_the_start_of_fine_tuning(own, toys,
     x = np.stack([_eval_uint8(_photo(own, i), SIZE) for i in ids]).astype(np.float32)
     np.testing.assert_allclose(pooled, trunk(x / 127.5 - 1.0).numpy(), rtol=1e-4, atol=1e-5)
     # A convolutional map is global-average-pooled: the same as the model's own pooling layer.
-    conv = keras_source.load_keras_features(toys["keras"], "conv", scaling="inception",
-                                            input_size=SIZE)  # fmt: skip
+    conv = keras_source.load_keras_features(
+        toys["keras"], "conv", scaling="inception", input_size=SIZE
+    )
     assert conv.description["pooling"] == "global average"
     np.testing.assert_allclose(conv.features(tf.constant(x.astype(np.uint8))), pooled, atol=1e-5)
     with pytest.raises(features.SignatureError, match=r"no layer named 'fc7'.*pool \(None, 6\)"):
@@ -188,14 +211,29 @@ def test_keras_file_as_fixed_features_and_as_the_start_of_fine_tuning(own, toys,
 
     spec = get_dataset("my_photos", records_dir=own / "records")
     config = TrainConfig(
-        model="toy_keras", dataset="my_photos", records_dir=str(own / "records"),
-        num_classes=spec.num_classes, metric=spec.metric, input_size=SIZE,
-        preprocessing="inception", train_split="train", eval_split="val", batch_size=8,
-        train_steps=4, learning_rate=0.05, optimizer="sgd_nesterov", lr_schedule="cosine",
-        checkpoint_every=4, log_every=2, eval_every=0,
-    )  # fmt: skip
-    trainer = Trainer(config, str(tmp_path / "run"),
-                      model_builder=keras_source.keras_model_builder(toys["keras"], "pool"))  # fmt: skip
+        model="toy_keras",
+        dataset="my_photos",
+        records_dir=str(own / "records"),
+        num_classes=spec.num_classes,
+        metric=spec.metric,
+        input_size=SIZE,
+        preprocessing="inception",
+        train_split="train",
+        eval_split="val",
+        batch_size=8,
+        train_steps=4,
+        learning_rate=0.05,
+        optimizer="sgd_nesterov",
+        lr_schedule="cosine",
+        checkpoint_every=4,
+        log_every=2,
+        eval_every=0,
+    )
+    trainer = Trainer(
+        config,
+        str(tmp_path / "run"),
+        model_builder=keras_source.keras_model_builder(toys["keras"], "pool"),
+    )
     result = trainer.train()
     assert result.step == 4 and 0.0 <= result.final_metric <= 1.0
     tuned = trainer.model
@@ -206,10 +244,14 @@ def test_keras_file_as_fixed_features_and_as_the_start_of_fine_tuning(own, toys,
 
 def test_model_table_takes_a_given_source_accuracy(tmp_path):
     models, given = model_table.parse_models(
-        ["efficientnet_lite0:efficientnet_lite0:public", "hub_toy::external:0.5",
-         "keras_toy::external:0.25"],
-        top1_sources=["hub_toy=model card"], source_datasets=["keras_toy=places365"],
-    )  # fmt: skip
+        [
+            "efficientnet_lite0:efficientnet_lite0:public",
+            "hub_toy::external:0.5",
+            "keras_toy::external:0.25",
+        ],
+        top1_sources=["hub_toy=model card"],
+        source_datasets=["keras_toy=places365"],
+    )
     path = model_table.write_model_table(str(tmp_path), models, given)
     table = pd.read_csv(path).set_index("model")
     assert table.loc["hub_toy", "imagenet_top1"] == 0.5
@@ -234,14 +276,22 @@ def test_external_source_entries_of_a_study(toys):
         "input_size=224,scaling=unit,top1=0.803,top1_source=its model card"
     )
     assert hub.extract_flags() == [
-        f"--saved_model={toys['hub']}", "--model=hub_net", "--signature=image_feature_vector",
-        "--output_key=feature_vector", "--input_size=224", "--scaling=unit",
-    ]  # fmt: skip
+        f"--saved_model={toys['hub']}",
+        "--model=hub_net",
+        "--signature=image_feature_vector",
+        "--output_key=feature_vector",
+        "--input_size=224",
+        "--scaling=unit",
+    ]
     assert hub.model_table_entry() == "hub_net::external:0.803"
     assert hub.given() == {"top1": "0.803", "top1_source": "its model card"}
     net = parse_external_source(f"my_net={toys['keras']},feature_layer=pool,scaling=none")
-    assert net.extract_flags() == [f"--keras_model={toys['keras']}", "--model=my_net",
-                                   "--feature_layer=pool", "--scaling=none"]  # fmt: skip
+    assert net.extract_flags() == [
+        f"--keras_model={toys['keras']}",
+        "--model=my_net",
+        "--feature_layer=pool",
+        "--scaling=none",
+    ]
     assert net.model_table_entry() == "my_net::external" and net.given() is None
     for entry, message in [
         ("no_path", "expected LABEL=PATH"),
@@ -273,9 +323,14 @@ def test_own_photos_to_a_report_with_no_code_edits(own, toys, tmp_path):
     lite0 = export_registry_model("efficientnet_lite0", str(study / "saved_models" / "lite0"))
     source = features.load_signature(lite0)
     for name in DATASETS:
-        features.extract_features(source, str(records), name,
-                                  str(study / "features" / "lite0" / name), log=QUIET,
-                                  model="efficientnet_lite0")  # fmt: skip
+        features.extract_features(
+            source,
+            str(records),
+            name,
+            str(study / "features" / "lite0" / name),
+            log=QUIET,
+            model="efficientnet_lite0",
+        )
     # transfer-extract-features finds the user's dataset by name in --records_dir and reads a TF
     # Hub-style SavedModel with the flags of a study's --external_models entry.
     hub = parse_external_source(
@@ -286,20 +341,32 @@ def test_own_photos_to_a_report_with_no_code_edits(own, toys, tmp_path):
         f"keras_toy={toys['keras']},feature_layer=pool,scaling=inception,input_size={SIZE},top1=0.3"
     )
     for entry in (hub, net):
-        _run("transfer_tf.bin.extract_features", *entry.extract_flags(), f"--records_dir={records}",
-             "--dataset=my_photos", f"--features_dir={study / 'features' / entry.label / 'my_photos'}")  # fmt: skip
+        _run(
+            "transfer_tf.bin.extract_features",
+            *entry.extract_flags(),
+            f"--records_dir={records}",
+            "--dataset=my_photos",
+            f"--features_dir={study / 'features' / entry.label / 'my_photos'}",
+        )
     externals = {
-        "hub_toy": features.load_signature(toys["hub"], "image_feature_vector", "feature_vector",
-                                           input_size=SIZE, scaling="unit"),
-        "keras_toy": keras_source.load_keras_features(toys["keras"], "pool", scaling="inception",
-                                                      input_size=SIZE),
-    }  # fmt: skip
+        "hub_toy": features.load_signature(
+            toys["hub"], "image_feature_vector", "feature_vector", input_size=SIZE, scaling="unit"
+        ),
+        "keras_toy": keras_source.load_keras_features(
+            toys["keras"], "pool", scaling="inception", input_size=SIZE
+        ),
+    }
     for label, external in externals.items():
         for name in DATASETS:
             if name != "my_photos":  # made by the CLI above
-                features.extract_features(external, str(records), name,
-                                          str(study / "features" / label / name), log=QUIET,
-                                          model=label)  # fmt: skip
+                features.extract_features(
+                    external,
+                    str(records),
+                    name,
+                    str(study / "features" / label / name),
+                    log=QUIET,
+                    model=label,
+                )
     for label, external in externals.items():  # the CLI's features are the in-process ones
         with np.load(study / "features" / label / "my_photos" / "test.npz") as data:
             cli_features = data["features"]
@@ -308,9 +375,14 @@ def test_own_photos_to_a_report_with_no_code_edits(own, toys, tmp_path):
     keras_manifest = json.loads((study / "features/keras_toy/my_photos/manifest.json").read_text())
     assert keras_manifest["kind"] == "keras" and keras_manifest["feature_layer"] == "pool"
 
-    out = _run("transfer_tf.bin.logreg", f"--features_dir={study / 'features/lite0/my_photos'}",
-               f"--results_dir={study / 'results'}", "--architecture=efficientnet_lite0",
-               "--settings=public", "--num_l2=7")  # fmt: skip
+    out = _run(
+        "transfer_tf.bin.logreg",
+        f"--features_dir={study / 'features/lite0/my_photos'}",
+        f"--results_dir={study / 'results'}",
+        "--architecture=efficientnet_lite0",
+        "--settings=public",
+        "--num_l2=7",
+    )
     assert "logreg efficientnet_lite0 my_photos" in out
     runs = [("lite0", "my_split_photos"), ("lite0", "my_panels")]
     runs += [(label, name) for label in externals for name in DATASETS]
@@ -320,26 +392,51 @@ def test_own_photos_to_a_report_with_no_code_edits(own, toys, tmp_path):
         manifest = logreg.load_manifest(folder)
         logreg.run_logreg(
             {s: logreg.load_features(folder, s) for s in ("train", "val", "test")},
-            str(study / "results"), model=manifest["model"], dataset=name,
-            metric=manifest["metric"], settings=settings, l2s=logreg.l2_grid(7, 1e-4, 1e2),
+            str(study / "results"),
+            model=manifest["model"],
+            dataset=name,
+            metric=manifest["metric"],
+            settings=settings,
+            l2s=logreg.l2_grid(7, 1e-4, 1e2),
             architecture="efficientnet_lite0" if label == "lite0" else None,
-            progress=False, test_ids=logreg.load_ids(folder, "test"),
-        )  # fmt: skip
+            progress=False,
+            test_ids=logreg.load_ids(folder, "test"),
+        )
     # A short fine-tune on the user's photos, from the .keras file, through the binary.
-    out = _run("transfer_tf.bin.finetune", f"--init_keras_model={toys['keras']}",
-               "--feature_layer=pool", "--scaling=inception", f"--input_size={SIZE}",
-               "--dataset=my_photos", f"--records_dir={records}",
-               f"--results_dir={study / 'results'}", "--model_label=keras_toy",
-               "--learning_rates=0.05", "--weight_decays=0", "--train_steps=4", "--batch_size=8",
-               "--eval_every=2", "--checkpoint_every=4")  # fmt: skip
+    out = _run(
+        "transfer_tf.bin.finetune",
+        f"--init_keras_model={toys['keras']}",
+        "--feature_layer=pool",
+        "--scaling=inception",
+        f"--input_size={SIZE}",
+        "--dataset=my_photos",
+        f"--records_dir={records}",
+        f"--results_dir={study / 'results'}",
+        "--model_label=keras_toy",
+        "--learning_rates=0.05",
+        "--weight_decays=0",
+        "--train_steps=4",
+        "--batch_size=8",
+        "--eval_every=2",
+        "--checkpoint_every=4",
+    )
     assert "finetune: best learning_rate=0.05" in out
-    _run("transfer_tf.study.model_table", f"--study_dir={study}",
-         "--model=efficientnet_lite0:efficientnet_lite0:public",
-         f"--model={hub.model_table_entry()}", f"--model={net.model_table_entry()}",
-         f"--top1_source=hub_toy={hub.option('top1_source')}")  # fmt: skip
-    _run("transfer_tf.bin.analyze", f"--results_dir={study / 'results'}",
-         f"--model_table={study / 'model_table.csv'}", f"--output_dir={study / 'report'}",
-         "--num_bootstrap=50", "--permutation_samples=100")  # fmt: skip
+    _run(
+        "transfer_tf.study.model_table",
+        f"--study_dir={study}",
+        "--model=efficientnet_lite0:efficientnet_lite0:public",
+        f"--model={hub.model_table_entry()}",
+        f"--model={net.model_table_entry()}",
+        f"--top1_source=hub_toy={hub.option('top1_source')}",
+    )
+    _run(
+        "transfer_tf.bin.analyze",
+        f"--results_dir={study / 'results'}",
+        f"--model_table={study / 'model_table.csv'}",
+        f"--output_dir={study / 'report'}",
+        "--num_bootstrap=50",
+        "--permutation_samples=100",
+    )
 
     frame = results.load(str(study / "results"))
     tuned = frame[(frame.protocol == "finetune") & (frame.stage == "final")]
@@ -384,24 +481,33 @@ def test_a_study_of_own_photos_with_external_sources(own, toys, tmp_path):
     (another signature name and output key) and the .keras file as sources: features, logistic
     regression, a short fine-tune of the .keras file, the model table and the report."""
     grid = tmp_path / "tiny_grid.cfg"
-    grid.write_text("--learning_rates=0.05\n--weight_decays=0\n--train_steps=4\n--batch_size=8\n"
-                    "--eval_every=2\n--checkpoint_every=4\n")  # fmt: skip
+    grid.write_text(
+        "--learning_rates=0.05\n--weight_decays=0\n--train_steps=4\n--batch_size=8\n"
+        "--eval_every=2\n--checkpoint_every=4\n"
+    )
     study = tmp_path / "study"
     out = _run(
-        "transfer_tf.bin.study", f"--study_dir={study}", "--target_datasets=",
+        "transfer_tf.bin.study",
+        f"--study_dir={study}",
+        "--target_datasets=",
         f"--own_datasets=my_photos={own / 'photos'}",
         f"--external_models=hub_toy={toys['hub']},signature=image_feature_vector,"
         f"output_key=feature_vector,input_size={SIZE},scaling=unit,top1=0.5,top1_source=a card",
         f"--external_models=keras_toy={toys['keras']},feature_layer=pool,input_size={SIZE},"
         "scaling=inception,top1=0.3",
-        "--finetune_models=keras_toy", f"--finetune_flagfile={grid}", "--logreg_num_l2=5",
+        "--finetune_models=keras_toy",
+        f"--finetune_flagfile={grid}",
+        "--logreg_num_l2=5",
         "--analyze_flags=--num_bootstrap=50,--permutation_samples=100",
-    )  # fmt: skip
+    )
     assert "report" in out
     frame = results.load(str(study / "results"))
     final = frame[frame.stage == "final"]
     assert sorted(zip(final.protocol, final.model, strict=True)) == [
-        ("finetune", "keras_toy"), ("logreg", "hub_toy"), ("logreg", "keras_toy")]
+        ("finetune", "keras_toy"),
+        ("logreg", "hub_toy"),
+        ("logreg", "keras_toy"),
+    ]
     assert set(final.dataset) == {"my_photos"} and set(final.settings) == {"external"}
     table = pd.read_csv(study / "model_table.csv").set_index("model")
     assert table.loc["hub_toy", "imagenet_top1"] == 0.5

@@ -73,8 +73,9 @@ def test_knn_multi_label_scores_are_neighbour_label_fractions():
     sk_idx = nn.kneighbors(x_q, return_distance=False)
     ours = P.cosine_neighbours(x_ref, x_q, 7, chunk_rows=4)  # chunks of 4 queries
     np.testing.assert_array_equal(ours, sk_idx)
-    np.testing.assert_allclose(P.knn_scores(ours, labels, 7, 5), labels[sk_idx].mean(axis=1),
-                               rtol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(
+        P.knn_scores(ours, labels, 7, 5), labels[sk_idx].mean(axis=1), rtol=1e-6
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,8 +107,16 @@ def test_fewshot_probe_fits_shots_per_class_chooses_l2_on_val_like_a_direct_solv
     l2s = np.logspace(-3, 3, 7)
     results_by_seed = []
     for seed in range(5):
-        r = P.fewshot_ridge(s["train"], s["val"], s["test"], TOP1, shots=shots, seed=seed,
-                            num_classes=5, l2_grid=l2s)  # fmt: skip
+        r = P.fewshot_ridge(
+            s["train"],
+            s["val"],
+            s["test"],
+            TOP1,
+            shots=shots,
+            seed=seed,
+            num_classes=5,
+            l2_grid=l2s,
+        )
         results_by_seed.append(r)
         support_labels = s["train"][1][r.support]
         assert np.array_equal(np.bincount(support_labels, minlength=5), [shots] * 5)
@@ -123,8 +132,9 @@ def test_fewshot_probe_fits_shots_per_class_chooses_l2_on_val_like_a_direct_solv
         np.testing.assert_array_equal(r.y_pred, np.argmax(P.l2_normalize(s["test"][0]) @ w + b, 1))
     supports = [tuple(r.support) for r in results_by_seed]
     assert len(set(supports)) == 5  # five different draws
-    again = P.fewshot_ridge(s["train"], s["val"], s["test"], TOP1, shots=shots, seed=2,
-                            num_classes=5, l2_grid=l2s)  # fmt: skip
+    again = P.fewshot_ridge(
+        s["train"], s["val"], s["test"], TOP1, shots=shots, seed=2, num_classes=5, l2_grid=l2s
+    )
     np.testing.assert_array_equal(again.support, results_by_seed[2].support)
 
 
@@ -137,10 +147,16 @@ def test_leep_by_hand():
     y = np.array([0, 0, 1, 1])
     # P(y, z) = Σᵢ θᵢz [yᵢ = y] / 4: [[0.35, 0.15], [0.10, 0.40]]; P(z) = [0.45, 0.55];
     # P(y | z): y = 0: [7/9, 3/11], y = 1: [2/9, 8/11].
-    expected = np.mean(np.log([
-        0.8 * 7 / 9 + 0.2 * 3 / 11, 0.6 * 7 / 9 + 0.4 * 3 / 11,
-        0.3 * 2 / 9 + 0.7 * 8 / 11, 0.1 * 2 / 9 + 0.9 * 8 / 11,
-    ]))  # fmt: skip
+    expected = np.mean(
+        np.log(
+            [
+                0.8 * 7 / 9 + 0.2 * 3 / 11,
+                0.6 * 7 / 9 + 0.4 * 3 / 11,
+                0.3 * 2 / 9 + 0.7 * 8 / 11,
+                0.1 * 2 / 9 + 0.9 * 8 / 11,
+            ]
+        )
+    )
     assert P.leep(theta, y) == pytest.approx(expected, abs=1e-12)
     assert P.leep(theta, y + 5) == pytest.approx(expected, abs=1e-12)  # label values don't matter
     with pytest.raises(P.PredictorError, match="softmax of the logits"):
@@ -206,9 +222,14 @@ def published_fixed_point_logme(f, targets, epsilon=1e-5, tol=1e-3, max_iter=11)
             alpha, beta = gamma / (m2 + epsilon), (n - gamma) / (res2 + epsilon)
             if abs(alpha / beta - t) / t <= tol:
                 break
-        evidence = (d / 2 * np.log(alpha) + n / 2 * np.log(beta)
-                    - 0.5 * np.sum(np.log(alpha + beta * sigma)) - beta / 2 * res2
-                    - alpha / 2 * m2 - n / 2 * np.log(2 * np.pi))  # fmt: skip
+        evidence = (
+            d / 2 * np.log(alpha)
+            + n / 2 * np.log(beta)
+            - 0.5 * np.sum(np.log(alpha + beta * sigma))
+            - beta / 2 * res2
+            - alpha / 2 * m2
+            - n / 2 * np.log(2 * np.pi)
+        )
         evidences.append(evidence / n)
     return float(np.mean(evidences))
 
@@ -277,8 +298,9 @@ def test_logme_is_larger_for_linearly_separable_labels():
 def _bc_integral(m1, s1, m2, s2):
     """∫ √(N(x; m1, s1²) N(x; m2, s2²)) dx numerically."""
     density = scipy_stats.norm.pdf
-    return integrate.quad(lambda t: np.sqrt(density(t, m1, s1) * density(t, m2, s2)), -60, 60,
-                          epsabs=1e-13)[0]  # fmt: skip
+    return integrate.quad(
+        lambda t: np.sqrt(density(t, m1, s1) * density(t, m2, s2)), -60, 60, epsabs=1e-13
+    )[0]
 
 
 def _two_point_class(mean, std):
@@ -302,8 +324,9 @@ def test_gbc_two_gaussians_closed_form():
     means, stds = ([0.0, 1.0], [1.0, -0.5]), ([1.0, 0.5], [2.0, 1.5])
     x = np.r_[_two_point_class(means[0], stds[0]), _two_point_class(means[1], stds[1])]
     y = np.r_[[0] * 4, [1] * 4]
-    product = np.prod([_bc_integral(means[0][d], stds[0][d], means[1][d], stds[1][d])
-                       for d in range(2)])  # fmt: skip
+    product = np.prod(
+        [_bc_integral(means[0][d], stds[0][d], means[1][d], stds[1][d]) for d in range(2)]
+    )
     assert P.gbc(x, y, pca_dim=None, gaussian="diagonal") == pytest.approx(-2 * product, rel=1e-9)
     # Spherical: each class's mean variance in every dimension (the log-determinant counts both).
     sph = [np.sqrt(np.mean(np.square(s))) for s in stds]
@@ -341,15 +364,31 @@ def test_protocol_writes_one_cell_per_predictor_and_resumes(tmp_path):
         return np.concatenate([s["train"][0], s["val"][0]]) @ head
 
     records = predictor_sweep.run_predictors(
-        s, str(tmp_path), model="m", dataset="ds", metric="top1", source_logits=source_logits,
-        progress=False, log=lambda _: None,
-    )  # fmt: skip
+        s,
+        str(tmp_path),
+        model="m",
+        dataset="ds",
+        metric="top1",
+        source_logits=source_logits,
+        progress=False,
+        log=lambda _: None,
+    )
     assert calls == [1]  # LEEP and NCE share one forward pass
     frame = results.load(str(tmp_path))
     assert set(frame["protocol"]) == {"predictors"} and len(frame) == 1 + 4 * 5 + 5
     counts = frame.groupby("hp.predictor").size().to_dict()
-    assert counts == {"knn": 1, "fewshot_1": 5, "fewshot_5": 5, "fewshot_10": 5, "fewshot_25": 5,
-                      "logme": 1, "leep": 1, "nce": 1, "hscore": 1, "gbc": 1}  # fmt: skip
+    assert counts == {
+        "knn": 1,
+        "fewshot_1": 5,
+        "fewshot_5": 5,
+        "fewshot_10": 5,
+        "fewshot_25": 5,
+        "logme": 1,
+        "leep": 1,
+        "nce": 1,
+        "hscore": 1,
+        "gbc": 1,
+    }
     by_name = {r["hparams"]["predictor"]: r for r in records}
     trva_x = np.concatenate([s["train"][0], s["val"][0]])
     trva_y = np.r_[s["train"][1], s["val"][1]]
@@ -368,9 +407,14 @@ def test_protocol_writes_one_cell_per_predictor_and_resumes(tmp_path):
     assert seeds == [0, 1, 2, 3, 4]
     # A rerun reads every cell back: nothing runs, the logits are not computed again.
     again = predictor_sweep.run_predictors(
-        s, str(tmp_path), model="m", dataset="ds", metric="top1", source_logits=source_logits,
+        s,
+        str(tmp_path),
+        model="m",
+        dataset="ds",
+        metric="top1",
+        source_logits=source_logits,
         progress=False,
-    )  # fmt: skip
+    )
     assert calls == [1] and again == records
 
 
@@ -380,10 +424,16 @@ def test_protocol_skips_what_a_dataset_cannot_support(tmp_path):
     s["train"] = (s["train"][0][keep], s["train"][1][keep])  # class 2: 3 training examples
     logged = []
     records = predictor_sweep.run_predictors(
-        s, str(tmp_path), model="m", dataset="ds", metric="top1",
-        predictors=["knn", "fewshot", "logme", "hscore", "gbc"], fewshot_seeds=2,
-        progress=False, log=logged.append,
-    )  # fmt: skip
+        s,
+        str(tmp_path),
+        model="m",
+        dataset="ds",
+        metric="top1",
+        predictors=["knn", "fewshot", "logme", "hscore", "gbc"],
+        fewshot_seeds=2,
+        progress=False,
+        log=logged.append,
+    )
     names = sorted({r["hparams"]["predictor"] for r in records})
     assert names == ["fewshot_1", "gbc", "hscore", "knn", "logme"]
     assert len(logged) == 3 and all("smallest training class has 3 examples" in m for m in logged)
@@ -392,9 +442,15 @@ def test_protocol_skips_what_a_dataset_cannot_support(tmp_path):
     multi = {k: (x, (rng.random((len(x), 4)) < 0.5).astype(np.int8)) for k, (x, _) in s.items()}
     logged.clear()
     records = predictor_sweep.run_predictors(
-        multi, str(tmp_path / "voc"), model="m", dataset="voc", metric="map11",
-        predictors=["knn", "fewshot_1", "logme", "hscore"], progress=False, log=logged.append,
-    )  # fmt: skip
+        multi,
+        str(tmp_path / "voc"),
+        model="m",
+        dataset="voc",
+        metric="map11",
+        predictors=["knn", "fewshot_1", "logme", "hscore"],
+        progress=False,
+        log=logged.append,
+    )
     assert sorted(r["hparams"]["predictor"] for r in records) == ["knn", "logme"]
     assert len(logged) == 2 and all("multi-label" in m for m in logged)
 
@@ -405,8 +461,9 @@ def test_bad_input_is_a_one_line_error(tmp_path):
     x[[3, 7], 1] = np.nan
     bad = dict(s, val=(x, s["val"][1]))
     with pytest.raises(P.PredictorError, match=r"ds val: 2 examples have NaN .* rows \[3, 7\]"):
-        predictor_sweep.run_predictors(bad, str(tmp_path), model="m", dataset="ds",
-                                       metric="top1", progress=False)  # fmt: skip
+        predictor_sweep.run_predictors(
+            bad, str(tmp_path), model="m", dataset="ds", metric="top1", progress=False
+        )
     one = dict(s)
     labels = s["train"][1].copy()
     labels[labels == 3] = 0
@@ -414,23 +471,43 @@ def test_bad_input_is_a_one_line_error(tmp_path):
     one["train"] = (s["train"][0], labels)
     one["val"] = (s["val"][0], np.where(s["val"][1] == 3, 1, s["val"][1]))
     with pytest.raises(P.PredictorError) as error:
-        predictor_sweep.run_predictors(one, str(tmp_path), model="m", dataset="ds",
-                                       metric="top1", predictors=["gbc"], progress=False)  # fmt: skip
+        predictor_sweep.run_predictors(
+            one,
+            str(tmp_path),
+            model="m",
+            dataset="ds",
+            metric="top1",
+            predictors=["gbc"],
+            progress=False,
+        )
     message = str(error.value)
     assert "\n" not in message and "class 3 has 1 example" in message and "GBC" in message
     # The default list skips what cannot run here and says why.
     logged = []
     records = predictor_sweep.run_predictors(
-        one, str(tmp_path / "lenient"), model="m", dataset="ds", metric="top1", fewshot_seeds=1,
-        progress=False, log=logged.append,
-    )  # fmt: skip
+        one,
+        str(tmp_path / "lenient"),
+        model="m",
+        dataset="ds",
+        metric="top1",
+        fewshot_seeds=1,
+        progress=False,
+        log=logged.append,
+    )
     ran = {r["hparams"]["predictor"] for r in records}
     assert ran == {"knn", "fewshot_1", "logme", "hscore"}
     assert any("skipping gbc: ds train+val: class 3 has 1 example" in m for m in logged)
     assert any("skipping leep: needs the source model's logits" in m for m in logged)
     with pytest.raises(P.PredictorError, match="leep, nce need the source model's logits"):
-        predictor_sweep.run_predictors(s, str(tmp_path), model="m", dataset="ds", metric="top1",
-                                       predictors=["leep", "nce"], progress=False)  # fmt: skip
+        predictor_sweep.run_predictors(
+            s,
+            str(tmp_path),
+            model="m",
+            dataset="ds",
+            metric="top1",
+            predictors=["leep", "nce"],
+            progress=False,
+        )
     with pytest.raises(P.PredictorError, match="unknown predictor 'logme2'"):
         predictor_sweep.check_predictors(["logme2"])
     assert not os.path.exists(tmp_path / "predictors")  # the errors wrote nothing
@@ -439,8 +516,12 @@ def test_bad_input_is_a_one_line_error(tmp_path):
 def _write_features(folder, splits, **manifest):
     os.makedirs(folder, exist_ok=True)
     for split, (x, y) in splits.items():
-        np.savez(os.path.join(folder, f"{split}.npz"), features=x.astype(np.float32), labels=y,
-                 ids=np.array([f"{split}/{i}" for i in range(len(y))]))  # fmt: skip
+        np.savez(
+            os.path.join(folder, f"{split}.npz"),
+            features=x.astype(np.float32),
+            labels=y,
+            ids=np.array([f"{split}/{i}" for i in range(len(y))]),
+        )
     with open(os.path.join(folder, "manifest.json"), "w") as f:
         json.dump(manifest, f)
 
@@ -449,8 +530,14 @@ def _write_features(folder, splits, **manifest):
 def test_cli(tmp_path):
     s = _splits(seed=11)
     _write_features(tmp_path / "feats", s, model="toy", dataset="toyset", metric="top1")
-    cmd = [sys.executable, "-m", "transfer_tf.bin.predictors", f"--features_dir={tmp_path / 'feats'}",
-           f"--results_dir={tmp_path / 'results'}", "--fewshot_seeds=2"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "transfer_tf.bin.predictors",
+        f"--features_dir={tmp_path / 'feats'}",
+        f"--results_dir={tmp_path / 'results'}",
+        "--fewshot_seeds=2",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "skipping leep: needs the source model's logits" in done.stdout
@@ -459,10 +546,19 @@ def test_cli(tmp_path):
     assert sweep.PROTOCOLS[-1] == "predictors"
     x = s["test"][0].copy()
     x[0, 0] = np.inf
-    _write_features(tmp_path / "bad", dict(s, test=(x, s["test"][1])), model="toy",
-                    dataset="toyset", metric="top1")  # fmt: skip
-    bad = subprocess.run(cmd[:3] + [f"--features_dir={tmp_path / 'bad'}"] + cmd[4:],
-                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    _write_features(
+        tmp_path / "bad",
+        dict(s, test=(x, s["test"][1])),
+        model="toy",
+        dataset="toyset",
+        metric="top1",
+    )
+    bad = subprocess.run(
+        cmd[:3] + [f"--features_dir={tmp_path / 'bad'}"] + cmd[4:],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert bad.returncode == 1
     lines = bad.stderr.strip().splitlines()
     assert lines == [lines[0]] and lines[0].startswith("transfer-predictors: error: toyset test")
@@ -500,17 +596,28 @@ def exported(tmp_path_factory):
 
     module = Export()
     full, features_only = root / "full", root / "features_only"
-    tf.saved_model.save(module, str(full), signatures={
-        "serving_default": module.serving_default, "features": module.features})  # fmt: skip
+    tf.saved_model.save(
+        module,
+        str(full),
+        signatures={"serving_default": module.serving_default, "features": module.features},
+    )
     tf.saved_model.save(module, str(features_only), signatures={"features": module.features})
     records = root / "records"
     write_tfrecords("sklearn_digits", records, max_per_class=2)  # 20 / 20 / 20 images
-    features.extract_features(str(full), str(records), "sklearn_digits", str(root / "feats"),
-                              log=lambda _: None)  # fmt: skip
+    features.extract_features(
+        str(full), str(records), "sklearn_digits", str(root / "feats"), log=lambda _: None
+    )
     # The oracle: the same signature read by the features extractor, as a features file.
-    features.extract_features(str(full), str(records), "sklearn_digits", str(root / "logits"),
-                              signature="serving_default", output_key="logits",
-                              splits=["train", "val"], log=lambda _: None)  # fmt: skip
+    features.extract_features(
+        str(full),
+        str(records),
+        "sklearn_digits",
+        str(root / "logits"),
+        signature="serving_default",
+        output_key="logits",
+        splits=["train", "val"],
+        log=lambda _: None,
+    )
     return dict(root=root, full=str(full), features_only=str(features_only))
 
 
@@ -519,17 +626,23 @@ def test_leep_and_nce_read_the_source_logits_through_serving_default(exported, t
 
     feats = str(exported["root"] / "feats")
     splits = {s: logreg.load_features(feats, s) for s in ("train", "val", "test")}
-    logits = np.concatenate([logreg.load_features(str(exported["root"] / "logits"), s)[0]
-                             for s in ("train", "val")])  # fmt: skip
+    logits = np.concatenate(
+        [logreg.load_features(str(exported["root"] / "logits"), s)[0] for s in ("train", "val")]
+    )
     got = predictor_sweep.load_source_logits(exported["full"], feats, log=lambda _: None)
     np.testing.assert_allclose(got, logits, rtol=1e-6)
     assert os.path.exists(os.path.join(feats, "source_logits.train.npz"))
     records = predictor_sweep.run_predictors(
-        splits, str(tmp_path), model="toy", dataset="sklearn_digits", metric="top1",
-        predictors=["leep", "nce"], progress=False,
+        splits,
+        str(tmp_path),
+        model="toy",
+        dataset="sklearn_digits",
+        metric="top1",
+        predictors=["leep", "nce"],
+        progress=False,
         # Cached: the SavedModel is not opened again (this path does not exist).
         source_logits=lambda: predictor_sweep.load_source_logits("/nonexistent", feats),
-    )  # fmt: skip
+    )
     labels = np.r_[splits["train"][1], splits["val"][1]]
     probs = scipy.special.softmax(logits.astype(np.float64), axis=1)
     by_name = {r["hparams"]["predictor"]: r["test_metric"] for r in records}
@@ -548,11 +661,17 @@ def test_a_features_only_savedmodel_is_a_one_line_error_before_any_cell(exported
     splits = {s: logreg.load_features(str(feats), s) for s in ("train", "val", "test")}
     with pytest.raises(P.PredictorError) as error:
         predictor_sweep.run_predictors(
-            splits, str(tmp_path / "results"), model="toy", dataset="sklearn_digits",
-            metric="top1", predictors=["knn", "leep"], progress=False,
+            splits,
+            str(tmp_path / "results"),
+            model="toy",
+            dataset="sklearn_digits",
+            metric="top1",
+            predictors=["knn", "leep"],
+            progress=False,
             source_logits=lambda: predictor_sweep.load_source_logits(
-                exported["features_only"], str(feats)),
-        )  # fmt: skip
+                exported["features_only"], str(feats)
+            ),
+        )
     message = str(error.value)
     assert "\n" not in message and "features-only" in message and "['features']" in message
     assert not os.path.exists(tmp_path / "results" / "predictors")  # kNN did not run either

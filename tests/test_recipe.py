@@ -14,8 +14,14 @@ SETTINGS = {"bn_scale": True, "dropout_rate": 0.2, "aux_head": False, "label_smo
 
 def _recipe(**changes):
     source = source_from_registry("mobilenet_v1", weights=None, input_size=32, settings=SETTINGS)
-    args = dict(dataset="sklearn_digits", grid=scratch_grid(2, 1), train_steps=6, batch_size=16,
-                per_class=5, crop_area_min=0.5)  # fmt: skip
+    args = dict(
+        dataset="sklearn_digits",
+        grid=scratch_grid(2, 1),
+        train_steps=6,
+        batch_size=16,
+        per_class=5,
+        crop_area_min=0.5,
+    )
     return make_recipe("scratch", source, **{**args, **changes})
 
 
@@ -26,13 +32,27 @@ def test_cells_keep_the_ids_of_the_untyped_sweeps():
         "scratch-mobilenet_v1-sklearn_digits-grid-n5-2f4e071dfcab7184",
     ]
     assert cells[0].identity() == {
-        "protocol": "scratch", "model": "mobilenet_v1", "architecture": "mobilenet_v1",
-        "settings": "custom", "dataset": "sklearn_digits", "metric": "top1", "per_class": 5,
-        "seed": 0, "stage": "grid",
-        "hparams": {"learning_rate": 0.001, "weight_decay": 10**-3.25, "train_steps": 6,
-                    "batch_size": 16, "dropout_rate": 0.2, "aux_head": False,
-                    "label_smoothing": 0.1, "crop_area_min": 0.5, "flip": False},
-    }  # fmt: skip
+        "protocol": "scratch",
+        "model": "mobilenet_v1",
+        "architecture": "mobilenet_v1",
+        "settings": "custom",
+        "dataset": "sklearn_digits",
+        "metric": "top1",
+        "per_class": 5,
+        "seed": 0,
+        "stage": "grid",
+        "hparams": {
+            "learning_rate": 0.001,
+            "weight_decay": 10**-3.25,
+            "train_steps": 6,
+            "batch_size": 16,
+            "dropout_rate": 0.2,
+            "aux_head": False,
+            "label_smoothing": 0.1,
+            "crop_area_min": 0.5,
+            "flip": False,
+        },
+    }
     final = cells[1].final()
     assert final.stage == "final" and final.identity()["hparams"] == cells[1].identity()["hparams"]
     # The trainer's L2 coefficient: the grid's weight decay divided by the learning rate.

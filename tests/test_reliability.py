@@ -40,19 +40,26 @@ def _png(seed: int, size: int = 12) -> bytes:
 
 def _manifest(dataset, split, shards, num_classes=NUM_CLASSES):
     return dict(
-        dataset=dataset, split=split, num_examples=sum(s["num_examples"] for s in shards),
-        num_classes=num_classes, multi_label=False, metric="top1",
-        class_names=[str(c) for c in range(num_classes)], shards=shards,
-    )  # fmt: skip
+        dataset=dataset,
+        split=split,
+        num_examples=sum(s["num_examples"] for s in shards),
+        num_classes=num_classes,
+        multi_label=False,
+        metric="top1",
+        class_names=[str(c) for c in range(num_classes)],
+        shards=shards,
+    )
 
 
 def _write_records(root, dataset="toy", *, seed=0, splits=COUNTS, num_shards=2):
     """Records through the data layer: 2 shards per split, labels i % 3, each with its manifest."""
     for split, n in splits.items():
-        examples = [(f"{split}-{i}", i % NUM_CLASSES, _png(seed * 100 + i), "test")
-                    for i in range(n)]  # fmt: skip
-        shards = write_split(root / dataset, split, examples, n, num_shards=num_shards,
-                             num_classes=NUM_CLASSES)  # fmt: skip
+        examples = [
+            (f"{split}-{i}", i % NUM_CLASSES, _png(seed * 100 + i), "test") for i in range(n)
+        ]
+        shards = write_split(
+            root / dataset, split, examples, n, num_shards=num_shards, num_classes=NUM_CLASSES
+        )
         write_manifest(manifest_path(root, dataset, split), _manifest(dataset, split, shards))
 
 
@@ -65,10 +72,16 @@ def _write_raw(root, dataset, split, records, labels, num_classes=NUM_CLASSES):
     with tf.io.TFRecordWriter(str(path)) as w:
         for r in records:
             w.write(r)
-    shard = {"file": path.name, "num_examples": len(records), "bytes": path.stat().st_size,
-             "sha256": files.sha256_file(str(path)), "labels": labels}  # fmt: skip
-    write_manifest(manifest_path(root, dataset, split), _manifest(dataset, split, [shard],
-                                                                  num_classes))  # fmt: skip
+    shard = {
+        "file": path.name,
+        "num_examples": len(records),
+        "bytes": path.stat().st_size,
+        "sha256": files.sha256_file(str(path)),
+        "labels": labels,
+    }
+    write_manifest(
+        manifest_path(root, dataset, split), _manifest(dataset, split, [shard], num_classes)
+    )
     return path
 
 
@@ -76,8 +89,10 @@ def _source():
     """A fixed 'network': the mean colour of each 8x8 image."""
     return features.FeatureSource(
         call=lambda images: tf.reduce_mean(tf.cast(images, tf.float32), axis=[1, 2]),
-        size=(8, 8), label="mean_rgb", description={},
-    )  # fmt: skip
+        size=(8, 8),
+        label="mean_rgb",
+        description={},
+    )
 
 
 # ---- no stale results -------------------------------------------------------------------------
@@ -85,9 +100,17 @@ def _source():
 
 def _cell(c=1.0, **kw):
     cell = dict(
-        protocol="logreg", model="m", architecture="a", settings="fair", dataset="d",
-        metric="top1", stage="grid", hparams={"l2": 1.0 / c, "C": c}, seed=0, per_class=None,
-    )  # fmt: skip
+        protocol="logreg",
+        model="m",
+        architecture="a",
+        settings="fair",
+        dataset="d",
+        metric="top1",
+        stage="grid",
+        hparams={"l2": 1.0 / c, "C": c},
+        seed=0,
+        per_class=None,
+    )
     cell.update(kw)
     return cell
 
@@ -143,8 +166,9 @@ def test_file_fingerprints_follow_the_bytes(tmp_path):
 def _fake_checkpoint(model_dir, content: bytes):
     ckpt = model_dir / "ckpt"
     ckpt.mkdir(parents=True, exist_ok=True)
-    (ckpt / "checkpoint").write_text('model_checkpoint_path: "ckpt-1"\n'
-                                     'all_model_checkpoint_paths: "ckpt-1"\n')  # fmt: skip
+    (ckpt / "checkpoint").write_text(
+        'model_checkpoint_path: "ckpt-1"\nall_model_checkpoint_paths: "ckpt-1"\n'
+    )
     (ckpt / "ckpt-1.index").write_bytes(content)
     (ckpt / "ckpt-1.data-00000-of-00001").write_bytes(content)
 
@@ -163,8 +187,14 @@ def test_finetune_cells_run_again_after_new_records_or_a_retrained_source(tmp_pa
         input_size=32,
         init_model_dir=str(source_dir),
     )
-    recipe = SweepRecipe(protocol="finetune", source=source, dataset="toy", metric="top1",
-                         grid=(GridPoint(0.1, 0.0),), train_steps=2)  # fmt: skip
+    recipe = SweepRecipe(
+        protocol="finetune",
+        source=source,
+        dataset="toy",
+        metric="top1",
+        grid=(GridPoint(0.1, 0.0),),
+        train_steps=2,
+    )
     seen = []
 
     def fake_run_cell(cell, records_dir, options, model_dir, strategy):
@@ -179,9 +209,13 @@ def test_finetune_cells_run_again_after_new_records_or_a_retrained_source(tmp_pa
     monkeypatch.setattr(finetune, "run_cell", fake_run_cell)
 
     def sweep_once():
-        return finetune.run_sweep(recipe, records_dir=str(records),
-                                  results_dir=str(tmp_path / "results"), strategy=object(),
-                                  progress=False)  # fmt: skip
+        return finetune.run_sweep(
+            recipe,
+            records_dir=str(records),
+            results_dir=str(tmp_path / "results"),
+            strategy=object(),
+            progress=False,
+        )
 
     first = sweep_once()
     assert [s for s, _ in seen] == ["grid", "final"] and first.test_metric == 0.27
@@ -216,8 +250,16 @@ def test_a_missing_shard_is_an_error_before_reading_not_a_hang(tmp_path):
     os.remove(tmp_path / "toy" / shard)
     for training in (True, False):
         with pytest.raises(CorruptRecordsError, match=f"shard .*{shard} is listed in .* missing"):
-            make_input(tmp_path, "toy", "train", image_size=8, preprocessing="inception",
-                       training=training, batch_size=2, repeat=training)  # fmt: skip
+            make_input(
+                tmp_path,
+                "toy",
+                "train",
+                image_size=8,
+                preprocessing="inception",
+                training=training,
+                batch_size=2,
+                repeat=training,
+            )
     with pytest.raises(CorruptRecordsError, match=shard):
         features.extract_split(_source(), str(tmp_path), "toy", "train")
 
@@ -229,8 +271,15 @@ def test_a_manifest_whose_counts_disagree_with_its_shards_is_one_clear_error(tmp
     manifest["num_examples"] = 7
     path.write_text(json.dumps(manifest))
     with pytest.raises(CorruptRecordsError, match="says 7 examples but its shards list 6"):
-        make_input(tmp_path, "toy", "train", image_size=8, preprocessing="inception",
-                   training=False, batch_size=2)  # fmt: skip
+        make_input(
+            tmp_path,
+            "toy",
+            "train",
+            image_size=8,
+            preprocessing="inception",
+            training=False,
+            batch_size=2,
+        )
 
 
 def test_extraction_names_the_shard_and_record_of_truncated_or_corrupt_shards(tmp_path):
@@ -238,8 +287,11 @@ def test_extraction_names_the_shard_and_record_of_truncated_or_corrupt_shards(tm
     arrays, _ = features.extract_split(_source(), str(tmp_path), "toy", "train", batch_size=4)
     assert arrays["features"].shape == (6, 3) and list(arrays["labels"]) == [0, 0, 1, 1, 2, 2]
     assert list(arrays["ids"]) == [f"train-{i}" for i in (0, 3, 1, 4, 2, 5)]  # shards interleaved
-    shard = tmp_path / "toy" / json.loads(manifest_path(tmp_path, "toy", "train").read_text())[
-        "shards"][1]["file"]  # fmt: skip
+    shard = (
+        tmp_path
+        / "toy"
+        / json.loads(manifest_path(tmp_path, "toy", "train").read_text())["shards"][1]["file"]
+    )
     whole = shard.read_bytes()
     record = len(whole) // 3
     data = bytearray(whole)
@@ -260,8 +312,9 @@ def test_extraction_names_the_shard_and_record_of_truncated_or_corrupt_shards(tm
 def test_an_undecodable_image_is_named_by_shard_and_record_id_in_extraction(tmp_path):
     good = [encode_example(_png(i), "png", 12, 12, f"ok-{i}", i % 3, False) for i in range(3)]
     # A JPEG's start and end markers around garbage: the cheap check passes, decoding fails.
-    bad = encode_example(JPEG_START + b"\x00garbage" * 20 + JPEG_END, "jpeg", 12, 12,
-                         "broken-photo-7", 1, False)  # fmt: skip
+    bad = encode_example(
+        JPEG_START + b"\x00garbage" * 20 + JPEG_END, "jpeg", 12, 12, "broken-photo-7", 1, False
+    )
     path = _write_raw(tmp_path, "toy", "train", [*good[:2], bad, good[2]], [0, 1, 1, 2])
     with pytest.raises(CorruptRecordsError) as err:
         features.extract_split(_source(), str(tmp_path), "toy", "train", batch_size=2)
@@ -270,22 +323,45 @@ def test_an_undecodable_image_is_named_by_shard_and_record_id_in_extraction(tmp_
 
 
 def test_a_label_outside_the_classes_is_refused_at_write_and_at_read(tmp_path):
-    with pytest.raises(ValueError, match=r"example 'x-42' \(photo.jpg\) has label 42, outside "
-                                         r"\[0, 10\)"):  # fmt: skip
-        write_split(tmp_path / "w", "train", [("x-42", 42, _png(0), "photo.jpg")], 1,
-                    num_classes=10)  # fmt: skip
-    records = [encode_example(_png(i), "png", 12, 12, f"r{i}", label, False)
-               for i, label in enumerate([3, 42, 7])]  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"example 'x-42' \(photo.jpg\) has label 42, outside "
+        r"\[0, 10\)",
+    ):
+        write_split(
+            tmp_path / "w", "train", [("x-42", 42, _png(0), "photo.jpg")], 1, num_classes=10
+        )
+    records = [
+        encode_example(_png(i), "png", 12, 12, f"r{i}", label, False)
+        for i, label in enumerate([3, 42, 7])
+    ]
     # The manifest lists the label: refused before reading.
     _write_raw(tmp_path, "listed", "train", records, [3, 42, 7], num_classes=10)
-    with pytest.raises(CorruptRecordsError, match="record number 1 of shard .* has label 42, "
-                                                  r"outside \[0, 10\)"):  # fmt: skip
-        make_input(tmp_path, "listed", "train", image_size=8, preprocessing="inception",
-                   training=False, batch_size=2)  # fmt: skip
+    with pytest.raises(
+        CorruptRecordsError,
+        match="record number 1 of shard .* has label 42, "
+        r"outside \[0, 10\)",
+    ):
+        make_input(
+            tmp_path,
+            "listed",
+            "train",
+            image_size=8,
+            preprocessing="inception",
+            training=False,
+            batch_size=2,
+        )
     # The manifest hides it: the record itself is refused, by id, in training and in extraction.
     path = _write_raw(tmp_path, "hidden", "train", records, [3, 4, 7], num_classes=10)
-    ds = make_input(tmp_path, "hidden", "train", image_size=8, preprocessing="inception",
-                    training=True, batch_size=2)  # fmt: skip
+    ds = make_input(
+        tmp_path,
+        "hidden",
+        "train",
+        image_size=8,
+        preprocessing="inception",
+        training=True,
+        batch_size=2,
+    )
     with pytest.raises(tf.errors.InvalidArgumentError, match=r'label \[42\] of record id \\"r1'):
         for _ in ds:
             pass
@@ -304,8 +380,10 @@ def test_a_damaged_predictions_file_or_cell_json_is_an_unfinished_cell(tmp_path)
     def run_fn(cell):
         calls.append(cell["stage"])
         if cell["stage"] == "final":
-            return {"test_metric": 0.5, "predictions": {"y_true": np.arange(50),
-                                                         "y_pred": np.arange(50)}}  # fmt: skip
+            return {
+                "test_metric": 0.5,
+                "predictions": {"y_true": np.arange(50), "y_pred": np.arange(50)},
+            }
         return {"val_metric": 0.5}
 
     cells = [_cell(1.0), _cell(1.0, stage="final")]
@@ -324,8 +402,9 @@ def test_a_damaged_predictions_file_or_cell_json_is_an_unfinished_cell(tmp_path)
     frame = results.load(str(tmp_path))
     assert len(frame) == 2 and frame.attrs[results.UNREADABLE] == []
     final = frame[frame.stage == "final"].iloc[0]
-    np.testing.assert_array_equal(results.load_predictions(final.predictions_path)["y_pred"],
-                                  np.arange(50))  # fmt: skip
+    np.testing.assert_array_equal(
+        results.load_predictions(final.predictions_path)["y_pred"], np.arange(50)
+    )
 
 
 # ---- locks ---------------------------------------------------------------------------------------
@@ -338,8 +417,10 @@ def test_a_cell_or_a_study_folder_in_use_by_another_run_is_refused(tmp_path):
     lock = files.exclusive_lock(str(tmp_path / ".locks" / f"{sweep.cell_id(cell)}.lock"), "x", "")
     with lock, pytest.raises(files.BusyError) as err:  # another run computes this cell
         sweep.run_cells([cell], str(tmp_path), lambda c: {"val_metric": 1.0}, progress=False)
-    assert f"sweep cell {sweep.cell_id(cell)} in {tmp_path} is in use by another process (pid " \
-        f"{os.getpid()} since" in str(err.value)  # fmt: skip
+    assert (
+        f"sweep cell {sweep.cell_id(cell)} in {tmp_path} is in use by another process (pid "
+        f"{os.getpid()} since" in str(err.value)
+    )
     assert "pass another --results_dir" in str(err.value)
     sweep.run_cells([cell], str(tmp_path), lambda c: {"val_metric": 1.0}, progress=False)  # free
     with study_lock(str(tmp_path)), pytest.raises(files.BusyError, match="study folder .* in use"):
@@ -396,15 +477,22 @@ def test_the_study_checks_names_when_it_plans_before_creating_anything(tmp_path)
 
     study_dir = tmp_path / "study"
     for kwargs, message in (
-        (dict(target_datasets=("sklearn_digitz",)), "--target_datasets: unknown dataset "
-                                                    "'sklearn_digitz'"),
-        (dict(pretrain_models=("mobilenet_v9",)), r"--pretrain_models: unknown model\(s\) "
-                                                  r"\['mobilenet_v9'\]"),
-        (dict(pretrain_models=("mobilenet_v1",), source_dataset="fashion_mnits"),
-         "--source_dataset: unknown dataset 'fashion_mnits'"),
+        (
+            dict(target_datasets=("sklearn_digitz",)),
+            "--target_datasets: unknown dataset 'sklearn_digitz'",
+        ),
+        (
+            dict(pretrain_models=("mobilenet_v9",)),
+            r"--pretrain_models: unknown model\(s\) "
+            r"\['mobilenet_v9'\]",
+        ),
+        (
+            dict(pretrain_models=("mobilenet_v1",), source_dataset="fashion_mnits"),
+            "--source_dataset: unknown dataset 'fashion_mnits'",
+        ),
         (dict(public_models=("efficientnet_lite9",)), "--public_models: unknown model"),
         (dict(scratch_models=("resnet_51",)), "--scratch_models: unknown model"),
-    ):  # fmt: skip
+    ):
         with pytest.raises(ValueError, match=message):
             plan.plan_study(plan.StudyConfig(study_dir=str(study_dir), **kwargs))
     assert not study_dir.exists()
@@ -433,22 +521,38 @@ def test_the_binaries_error_line_and_what_stays_a_traceback(capsys, monkeypatch)
         return cli.guard("transfer-x", main)
 
     cases = [
-        (ValueError("shard a.tfrecord is missing; re-create it\nmore detail"),
-         "transfer-x: error: shard a.tfrecord is missing; re-create it"),
-        (FileNotFoundError(2, "No such file or directory", "/data/x.npz"),
-         "transfer-x: error: /data/x.npz: no such file or directory; check the path the flags "
-         "name"),
-        (KeyError("unknown dataset 'digitz'; known datasets: ..."),
-         "transfer-x: error: unknown dataset 'digitz'; known datasets: ..."),
-        (tf.errors.InvalidArgumentError(None, None, 'assertion failed: [transfer_tf: label [42] '
-                                        'of record id \\"r1\\" in shard \\"s\\"]\n\t [[{{node A}}]]'),
-         'transfer-x: error: label [42] of record id "r1" in shard "s"'),
-        (tf.errors.DataLossError(None, None, "truncated record at 12\nstack"),
-         "transfer-x: error: DataLossError: truncated record at 12; check the files the flags "
-         "name"),
-        (files.BusyError("study folder /s is in use by another process (pid 7); wait"),
-         "transfer-x: error: study folder /s is in use by another process (pid 7); wait"),
-    ]  # fmt: skip
+        (
+            ValueError("shard a.tfrecord is missing; re-create it\nmore detail"),
+            "transfer-x: error: shard a.tfrecord is missing; re-create it",
+        ),
+        (
+            FileNotFoundError(2, "No such file or directory", "/data/x.npz"),
+            "transfer-x: error: /data/x.npz: no such file or directory; check the path the flags "
+            "name",
+        ),
+        (
+            KeyError("unknown dataset 'digitz'; known datasets: ..."),
+            "transfer-x: error: unknown dataset 'digitz'; known datasets: ...",
+        ),
+        (
+            tf.errors.InvalidArgumentError(
+                None,
+                None,
+                "assertion failed: [transfer_tf: label [42] "
+                'of record id \\"r1\\" in shard \\"s\\"]\n\t [[{{node A}}]]',
+            ),
+            'transfer-x: error: label [42] of record id "r1" in shard "s"',
+        ),
+        (
+            tf.errors.DataLossError(None, None, "truncated record at 12\nstack"),
+            "transfer-x: error: DataLossError: truncated record at 12; check the files the flags "
+            "name",
+        ),
+        (
+            files.BusyError("study folder /s is in use by another process (pid 7); wait"),
+            "transfer-x: error: study folder /s is in use by another process (pid 7); wait",
+        ),
+    ]
     for error, line in cases:
         with pytest.raises(SystemExit) as exit_:
             fails_with(error)([])

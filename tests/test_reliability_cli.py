@@ -32,8 +32,14 @@ def _env(**extra):
 
 
 def _run(module, *args, timeout=300):
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
-                          timeout=timeout, env=_env(), cwd=ROOT)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=_env(),
+        cwd=ROOT,
+    )
 
 
 def _one_error_line(proc, binary):
@@ -53,7 +59,7 @@ def test_bad_flag_values_are_one_line_at_parse_time():
         ("transfer_tf.bin.study", "transfer-study", "--subset_sizes=10,0"),
         ("transfer_tf.bin.extract_features", "transfer-extract-features", "--batch_size=0"),
         ("transfer_tf.bin.finetune", "transfer-finetune", "--train_steps=0"),
-    ):  # fmt: skip
+    ):
         line = _one_error_line(_run(module, flag), binary)
         assert f"flag {flag.split('=')[0]}=" in line, line
 
@@ -79,14 +85,29 @@ def test_a_truncated_saved_model_is_one_line_naming_it(tmp_path):
     data = saved / "variables" / "variables.data-00000-of-00001"
     data.write_bytes(data.read_bytes()[:100])
     png = tf.io.encode_png(np.zeros([8, 8, 3], np.uint8)).numpy()
-    shards = write_split(tmp_path / "rec" / "toy", "val", [("a", 0, png, "a"), ("b", 1, png, "b")],
-                         2, num_classes=2)  # fmt: skip
-    write_manifest(manifest_path(tmp_path / "rec", "toy", "val"), dict(
-        dataset="toy", split="val", num_examples=2, num_classes=2, multi_label=False,
-        metric="top1", shards=shards))  # fmt: skip
-    proc = _run("transfer_tf.bin.extract_features", f"--saved_model={saved}",
-                f"--records_dir={tmp_path / 'rec'}", "--dataset=toy", "--splits=val",
-                f"--features_dir={tmp_path / 'features'}")  # fmt: skip
+    shards = write_split(
+        tmp_path / "rec" / "toy", "val", [("a", 0, png, "a"), ("b", 1, png, "b")], 2, num_classes=2
+    )
+    write_manifest(
+        manifest_path(tmp_path / "rec", "toy", "val"),
+        dict(
+            dataset="toy",
+            split="val",
+            num_examples=2,
+            num_classes=2,
+            multi_label=False,
+            metric="top1",
+            shards=shards,
+        ),
+    )
+    proc = _run(
+        "transfer_tf.bin.extract_features",
+        f"--saved_model={saved}",
+        f"--records_dir={tmp_path / 'rec'}",
+        "--dataset=toy",
+        "--splits=val",
+        f"--features_dir={tmp_path / 'features'}",
+    )
     # One line: neither a traceback nor TensorFlow's "failed call to cuInit" on a CPU machine.
     line = _one_error_line(proc, "transfer-extract-features")
     assert f"SavedModel {saved} cannot be loaded" in line and "export it again" in line
@@ -100,26 +121,47 @@ def test_transfer_analyze_leaves_out_and_counts_damaged_cells(tmp_path):
     cells, outputs = [], {}
     for model, t in top1.items():
         for protocol, shift in (("logreg", 0.0), ("finetune", 0.05)):
-            cell = dict(protocol=protocol, model=model, architecture=model, settings="fair",
-                        dataset="d0", metric="top1", stage="final", hparams={"x": 1.0}, seed=0,
-                        per_class=None)  # fmt: skip
+            cell = dict(
+                protocol=protocol,
+                model=model,
+                architecture=model,
+                settings="fair",
+                dataset="d0",
+                metric="top1",
+                stage="final",
+                hparams={"x": 1.0},
+                seed=0,
+                per_class=None,
+            )
             right = rng.random(200) < t + shift
             outputs[sweep.cell_id(cell)] = {
                 "test_metric": float(right.mean()),
                 "predictions": {"y_true": y_true, "y_pred": np.where(right, y_true, 0)},
             }
             cells.append(cell)
-    sweep.run_cells(cells, str(tmp_path / "results"), lambda c: outputs[sweep.cell_id(c)],
-                    progress=False)  # fmt: skip
-    pd.DataFrame({"model": list(top1), "architecture": list(top1), "settings": "fair",
-                  "imagenet_top1": list(top1.values()), "top1_source": "test"}).to_csv(
-        tmp_path / "models.csv", index=False)  # fmt: skip
+    sweep.run_cells(
+        cells, str(tmp_path / "results"), lambda c: outputs[sweep.cell_id(c)], progress=False
+    )
+    pd.DataFrame(
+        {
+            "model": list(top1),
+            "architecture": list(top1),
+            "settings": "fair",
+            "imagenet_top1": list(top1.values()),
+            "top1_source": "test",
+        }
+    ).to_csv(tmp_path / "models.csv", index=False)
     # The best model's fine-tuning predictions: what the pairwise tests of the top models read.
     damaged = tmp_path / "results" / "finetune" / f"{sweep.cell_id(cells[5])}.predictions.npz"
     damaged.write_bytes(damaged.read_bytes()[:300])
-    proc = _run("transfer_tf.bin.analyze", f"--results_dir={tmp_path / 'results'}",
-                f"--model_table={tmp_path / 'models.csv'}", f"--output_dir={tmp_path / 'out'}",
-                "--num_bootstrap=20", "--permutation_samples=20")  # fmt: skip
+    proc = _run(
+        "transfer_tf.bin.analyze",
+        f"--results_dir={tmp_path / 'results'}",
+        f"--model_table={tmp_path / 'models.csv'}",
+        f"--output_dir={tmp_path / 'out'}",
+        "--num_bootstrap=20",
+        "--permutation_samples=20",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     assert "transfer-analyze: 1 cell file(s) under" in proc.stdout
@@ -143,8 +185,14 @@ def _children(pid: int) -> list[int]:
 
 def test_two_studies_never_share_a_folder_and_ctrl_c_stops_the_running_step(tmp_path):
     study_dir = tmp_path / "study"
-    command = [sys.executable, "-m", "transfer_tf.bin.study", f"--study_dir={study_dir}",
-               "--target_datasets=sklearn_digits", "--target_max_per_class=2"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "transfer_tf.bin.study",
+        f"--study_dir={study_dir}",
+        "--target_datasets=sklearn_digits",
+        "--target_max_per_class=2",
+    ]
     # Another transfer-study holds the folder: refused at once, in one line.
     study_dir.mkdir()
     with study_lock(str(study_dir)):
@@ -153,8 +201,9 @@ def test_two_studies_never_share_a_folder_and_ctrl_c_stops_the_running_step(tmp_
     assert f"study folder {study_dir} is in use by another process (pid {os.getpid()}" in line
     assert not (study_dir / "steps").exists() and not (study_dir / "logs").exists()
     # A running study: its first step (making the records) starts, then Ctrl-C.
-    study = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env=_env())  # fmt: skip
+    study = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()
+    )
     log = study_dir / "logs" / "records-sklearn_digits.log"
     deadline = time.time() + 180
     while time.time() < deadline and study.poll() is None and not _children(study.pid):
@@ -193,8 +242,11 @@ def _logreg_records_inputs() -> bool:
     return "inputs" in inspect.signature(logreg.run_logreg).parameters
 
 
-@pytest.mark.skipif(not _logreg_records_inputs(), reason="transfer-logreg does not record its "
-                    "inputs yet (protocols/logreg.py, bin/logreg.py: issue 20)")  # fmt: skip
+@pytest.mark.skipif(
+    not _logreg_records_inputs(),
+    reason="transfer-logreg does not record its "
+    "inputs yet (protocols/logreg.py, bin/logreg.py: issue 20)",
+)
 def test_transfer_logreg_on_other_features_runs_its_cells_again(tmp_path):
     rng = np.random.default_rng(0)
 
@@ -203,16 +255,25 @@ def test_transfer_logreg_on_other_features_runs_its_cells_again(tmp_path):
         for split, n in (("train", 120), ("val", 60), ("test", 60)):
             y = np.arange(n) % 3
             x = rng.normal(size=(n, 5)) + shift * y[:, None]
-            np.savez(path / f"{split}.npz", features=x.astype(np.float32), labels=y,
-                     ids=np.array([f"{split}/{i}" for i in range(n)]))  # fmt: skip
+            np.savez(
+                path / f"{split}.npz",
+                features=x.astype(np.float32),
+                labels=y,
+                ids=np.array([f"{split}/{i}" for i in range(n)]),
+            )
         (path / "manifest.json").write_text('{"model": "m", "dataset": "d", "metric": "top1"}')
 
     features_dir(tmp_path / "a", 1.0)
     features_dir(tmp_path / "b", 0.3)  # other features, the same recipe (cell ids)
 
     def logreg(features, results):
-        proc = _run("transfer_tf.bin.logreg", f"--features_dir={features}",
-                    f"--results_dir={results}", "--num_l2=3", "--blas_threads=1")  # fmt: skip
+        proc = _run(
+            "transfer_tf.bin.logreg",
+            f"--features_dir={features}",
+            f"--results_dir={results}",
+            "--num_l2=3",
+            "--blas_threads=1",
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         return proc.stdout
 
@@ -232,9 +293,18 @@ def test_a_study_step_rerun_after_a_flagfile_edit_keeps_its_export(tmp_path):
     flagfile = tmp_path / "export.cfg"
     flagfile.write_text("# the export's flags\n--num_classes=10\n")
     export_dir = tmp_path / "saved_models" / "m"
-    step = Step("export-m", ("transfer-export", "--model=mobilenet_v1", "--weights=",
-                             "--input_size=32", f"--flagfile={flagfile}",
-                             f"--export_dir={export_dir}", "--replace"))  # fmt: skip
+    step = Step(
+        "export-m",
+        (
+            "transfer-export",
+            "--model=mobilenet_v1",
+            "--weights=",
+            "--input_size=32",
+            f"--flagfile={flagfile}",
+            f"--export_dir={export_dir}",
+            "--replace",
+        ),
+    )
     state = str(tmp_path / "state")
     assert not run_step(step, state, env=_env())["skipped"]
     written = (export_dir / "saved_model.pb").stat().st_mtime_ns

@@ -23,9 +23,18 @@ pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
 
 def _study(study_dir, *extra):
     return subprocess.run(
-        [sys.executable, "-m", "transfer_tf.bin.study", "--flagfile=flags/demo/quick.cfg",
-         f"--study_dir={study_dir}", *extra],
-        cwd=ROOT, capture_output=True, text=True, timeout=1500,
+        [
+            sys.executable,
+            "-m",
+            "transfer_tf.bin.study",
+            "--flagfile=flags/demo/quick.cfg",
+            f"--study_dir={study_dir}",
+            *extra,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1500,
     )
 
 
@@ -50,8 +59,12 @@ def test_quick_study_writes_complete_tables(quick_study):
     assert set(zip(best["protocol"], best["model"], best["dataset"], strict=True)) == expected
     assert best["test_metric"].between(0, 1).all() and best["test_metric"].notna().all()
     # The logistic-regression sweeps used the paper's full 45-value grid.
-    cells = pd.concat([pd.DataFrame([json.loads(p.read_text())])
-                       for p in (study_dir / "results" / "logreg").glob("*.json")])
+    cells = pd.concat(
+        [
+            pd.DataFrame([json.loads(p.read_text())])
+            for p in (study_dir / "results" / "logreg").glob("*.json")
+        ]
+    )
     cells["per_class"] = cells["per_class"].fillna(0).astype(int)  # 0: the whole training set
     grid = cells[cells["stage"] == "grid"].groupby(["model", "per_class"]).size()
     assert (grid == 45).all()
@@ -108,7 +121,15 @@ def test_dry_run_plans_every_binary(tmp_path):
     proc = _study(tmp_path / "s", "--dry_run")
     assert proc.returncode == 0, proc.stderr[-3000:]
     binaries = {line.split()[0] for line in proc.stdout.splitlines() if line.startswith("    ")}
-    assert binaries == {"transfer-make-tfrecords", "transfer-pretrain", "transfer-export",
-                        "transfer-extract-features", "transfer-logreg", "transfer-finetune",
-                        "transfer-scratch", "python", "transfer-analyze"}
+    assert binaries == {
+        "transfer-make-tfrecords",
+        "transfer-pretrain",
+        "transfer-export",
+        "transfer-extract-features",
+        "transfer-logreg",
+        "transfer-finetune",
+        "transfer-scratch",
+        "python",
+        "transfer-analyze",
+    }
     assert not (tmp_path / "s").exists()

@@ -13,19 +13,24 @@ from transfer_tf.study.steps import Step, StepFailed, run_step, topological_orde
 
 
 def _write_step(name, path, text, deps=()):
-    code = (f"import os; p={str(path)!r}; t=p+'.tmp'; open(t,'w').write({text!r}); "
-            "os.replace(t, p)")
+    code = f"import os; p={str(path)!r}; t=p+'.tmp'; open(t,'w').write({text!r}); os.replace(t, p)"
     return Step(name, ("python", "-c", code), deps=tuple(deps))
 
 
 def _concat_step(name, inputs, output, deps):
-    code = (f"out=''.join(open(p).read() for p in {[str(p) for p in inputs]!r}); "
-            f"open({str(output)!r},'w').write(out)")
+    code = (
+        f"out=''.join(open(p).read() for p in {[str(p) for p in inputs]!r}); "
+        f"open({str(output)!r},'w').write(out)"
+    )
     return Step(name, ("python", "-c", code), deps=tuple(deps))
 
 
 def test_topological_order_puts_deps_first_and_rejects_bad_graphs():
-    a, b, c = Step("a", ("python",)), Step("b", ("python",), ("a",)), Step("c", ("python",), ("b", "a"))
+    a, b, c = (
+        Step("a", ("python",)),
+        Step("b", ("python",), ("a",)),
+        Step("c", ("python",), ("b", "a")),
+    )
     names = [s.name for s in topological_order([c, b, a])]
     assert names.index("a") < names.index("b") < names.index("c")
     with pytest.raises(ValueError, match="cycle: a -> b -> a"):
@@ -41,8 +46,9 @@ def test_topological_order_puts_deps_first_and_rejects_bad_graphs():
 def test_local_executor_runs_in_order_and_a_rerun_skips_finished_steps(tmp_path):
     state = str(tmp_path / "state")
     steps = [
-        _concat_step("join", [tmp_path / "a.txt", tmp_path / "b.txt"], tmp_path / "ab.txt",
-                     deps=["a", "b"]),
+        _concat_step(
+            "join", [tmp_path / "a.txt", tmp_path / "b.txt"], tmp_path / "ab.txt", deps=["a", "b"]
+        ),
         _write_step("a", tmp_path / "a.txt", "A"),
         _write_step("b", tmp_path / "b.txt", "B"),
     ]
@@ -63,8 +69,9 @@ def test_a_rerun_dependency_or_an_edited_flagfile_makes_a_step_run_again(tmp_pat
     state = str(tmp_path / "state")
     a = _write_step("a", tmp_path / "a.txt", "A")
     b = _write_step("b", tmp_path / "b.txt", "B")
-    join = _concat_step("join", [tmp_path / "a.txt", tmp_path / "b.txt"], tmp_path / "ab.txt",
-                        deps=["a", "b"])  # fmt: skip
+    join = _concat_step(
+        "join", [tmp_path / "a.txt", tmp_path / "b.txt"], tmp_path / "ab.txt", deps=["a", "b"]
+    )
     LocalExecutor().run([a, b, join], state)
     # "a" runs again (its command changed); "join" had finished before that: it is stale.
     a2 = _write_step("a", tmp_path / "a.txt", "A2")
@@ -123,8 +130,10 @@ if n == 0:
 tmp = {str(result)!r} + '.tmp'
 json.dump({{'attempt': n + 1}}, open(tmp, 'w')); os.replace(tmp, {str(result)!r})
 """
-    steps = [Step("slow", ("python", "-c", code)),
-             _write_step("after", tmp_path / "after.txt", "done", deps=["slow"])]
+    steps = [
+        Step("slow", ("python", "-c", code)),
+        _write_step("after", tmp_path / "after.txt", "done", deps=["slow"]),
+    ]
 
     def kill_first_worker():
         deadline = time.time() + 90
@@ -149,11 +158,11 @@ json.dump({{'attempt': n + 1}}, open(tmp, 'w')); os.replace(tmp, {str(result)!r}
 
 def test_ray_executor_reports_a_failing_step_without_retrying(tmp_path, ray_cluster):
     counter = tmp_path / "count.txt"
-    code = (f"open({str(counter)!r}, 'a').write('x'); import sys; print('broken input'); "
-            "sys.exit(2)")
+    code = f"open({str(counter)!r}, 'a').write('x'); import sys; print('broken input'); sys.exit(2)"
     with pytest.raises(StepFailed, match="(?s)step 'bad'.*broken input"):
-        RayExecutor(max_retries=3).run([Step("bad", ("python", "-c", code))],
-                                       str(tmp_path / "state"))
+        RayExecutor(max_retries=3).run(
+            [Step("bad", ("python", "-c", code))], str(tmp_path / "state")
+        )
     assert counter.read_text() == "x"
 
 

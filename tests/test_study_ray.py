@@ -62,10 +62,13 @@ def _env():
 
 def _split_plan(tmp_path, **kwargs):
     cfg = plan.StudyConfig(
-        study_dir=str(tmp_path / "study"), target_datasets=("sklearn_digits", "dtd"),
-        public_models=("efficientnet_lite0",), finetune_models=("efficientnet_lite0",),
-        scratch_models=("mobilenet_v1",), **kwargs,
-    )  # fmt: skip
+        study_dir=str(tmp_path / "study"),
+        target_datasets=("sklearn_digits", "dtd"),
+        public_models=("efficientnet_lite0",),
+        finetune_models=("efficientnet_lite0",),
+        scratch_models=("mobilenet_v1",),
+        **kwargs,
+    )
     return plan.plan_study(cfg), plan.plan_study(dataclasses.replace(cfg, split_grid_cells=False))
 
 
@@ -74,8 +77,12 @@ def _grid_of(steps):
     for step in steps:
         flags = dict(a[2:].split("=", 1) for a in step.argv if a.startswith("--") and "=" in a)
         assert flags["stage"] == "grid"
-        points.append({"learning_rate": float(flags["learning_rates"]),
-                       "weight_decay": float(flags["weight_decays"])})  # fmt: skip
+        points.append(
+            {
+                "learning_rate": float(flags["learning_rates"]),
+                "weight_decay": float(flags["weight_decays"]),
+            }
+        )
     return points
 
 
@@ -118,17 +125,23 @@ def test_planner_reads_only_the_grid_flags_as_the_binary_does(tmp_path):
     base = os.path.join(ROOT, "flags/finetune/finetune.cfg")
     nested = tmp_path / "nested.cfg"
     # Nested flagfile, last value wins, other flags of the binary ignored.
-    nested.write_text(f"--flagfile={base}\n--num_learning_rates=2\n--nono_decay_cell\n"
-                      "--train_steps=5\n--nokeep_runs\n--init_model_dir=/x\n")  # fmt: skip
+    nested.write_text(
+        f"--flagfile={base}\n--num_learning_rates=2\n--nono_decay_cell\n"
+        "--train_steps=5\n--nokeep_runs\n--init_model_dir=/x\n"
+    )
     assert plan.sweep_grid("finetune", str(nested)) == finetune_grid(2, 7, include_no_decay=False)
     assert len(plan.sweep_grid("finetune", str(nested))) == 14
     assert plan.sweep_grid("scratch", None) == scratch_grid(7, 8)
     explicit = tmp_path / "explicit.cfg"
-    explicit.write_text("--learning_rates=0.1,0.01\n--weight_decays=0,1e-4\n--num_learning_rates=5\n")
+    explicit.write_text(
+        "--learning_rates=0.1,0.01\n--weight_decays=0,1e-4\n--num_learning_rates=5\n"
+    )
     assert plan.sweep_grid("finetune", str(explicit)) == [
-        {"learning_rate": 0.1, "weight_decay": 0.0}, {"learning_rate": 0.1, "weight_decay": 1e-4},
-        {"learning_rate": 0.01, "weight_decay": 0.0}, {"learning_rate": 0.01, "weight_decay": 1e-4},
-    ]  # fmt: skip
+        {"learning_rate": 0.1, "weight_decay": 0.0},
+        {"learning_rate": 0.1, "weight_decay": 1e-4},
+        {"learning_rate": 0.01, "weight_decay": 0.0},
+        {"learning_rate": 0.01, "weight_decay": 1e-4},
+    ]
     # What the binary would reject, the planner rejects, naming the flagfile.
     for text, reason in [
         ("--learning_rates=0.1\n", "both --learning_rates and --weight_decays"),
@@ -148,16 +161,18 @@ def test_stage_grid_summary_and_bad_stage():
     result = finetune.SweepResult(
         grid=[{"cell_id": "a"}, {"cell_id": "b"}],
         best_hparams={"learning_rate": 0.1, "weight_decay": 1e-4},
-        best_val_metric=0.5, final=None,
-    )  # fmt: skip
+        best_val_metric=0.5,
+        final=None,
+    )
     assert result.test_metric is None
     assert sweep.summary_line("scratch", result) == (
         "scratch: best learning_rate=0.1 weight_decay=0.0001 (val 0.5000); 2 grid cell(s) done; "
         "no final cell (--stage=grid)"
     )
     source = source_from_registry("mobilenet_v1", weights=None, settings={})
-    recipe = finetune.make_recipe("scratch", source, dataset="sklearn_digits",
-                                  grid=scratch_grid(1, 1))  # fmt: skip
+    recipe = finetune.make_recipe(
+        "scratch", source, dataset="sklearn_digits", grid=scratch_grid(1, 1)
+    )
     with pytest.raises(ValueError, match=r"--stage='final': use one of \['all', 'grid'\]"):
         finetune.run_sweep(recipe, records_dir="/r", results_dir="/r", scope="final")
 
@@ -169,22 +184,35 @@ def test_stage_grid_summary_and_bad_stage():
 @pytest.mark.subprocess
 def test_paper_grid_flagfile_plans_the_full_grid_for_ray(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "transfer_tf.bin.study", "--flagfile=flags/scale/paper_grid.cfg",
-         f"--study_dir={tmp_path / 'paper'}", "--dry_run"],
-        cwd=ROOT, capture_output=True, text=True, env=_env(), timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "transfer_tf.bin.study",
+            "--flagfile=flags/scale/paper_grid.cfg",
+            f"--study_dir={tmp_path / 'paper'}",
+            "--dry_run",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     names = [line.split("  <-")[0] for line in out.stdout.splitlines() if "  <-" in line]
     models, datasets, cells = 16, 12, 56
     pretrained = models * 2  # fair and Inception-default settings (Fig. 3)
     expected = {
         "records": 1 + datasets,  # ImageNet + the 12 targets
-        "pretrain": pretrained, "export": pretrained,
-        "features": pretrained * datasets, "logreg": pretrained * datasets,
+        "pretrain": pretrained,
+        "export": pretrained,
+        "features": pretrained * datasets,
+        "logreg": pretrained * datasets,
         "finetune": models * datasets * (cells + 1),  # fair models only (Sec. 4.2)
         "scratch": models * datasets * (cells + 1),
-        "model-table": 1, "analyze": 1,
-    }  # fmt: skip
+        "model-table": 1,
+        "analyze": 1,
+    }
     counts = {}
     for name in names:
         kind = "model-table" if name == "model-table" else name.split("-")[0]
@@ -194,8 +222,10 @@ def test_paper_grid_flagfile_plans_the_full_grid_for_ray(tmp_path):
     assert sum("--stage=grid" in line for line in out.stdout.splitlines()) == 2 * 192 * 56
     assert "--learning_rates=0.0001 --weight_decays=1e-06 --stage=grid" in out.stdout
     commands = [line.split() for line in out.stdout.splitlines() if line.startswith("    ")]
-    for binary, flagfile in [("transfer-finetune", "flags/finetune/finetune.cfg"),
-                             ("transfer-scratch", "flags/finetune/scratch.cfg")]:  # fmt: skip
+    for binary, flagfile in [
+        ("transfer-finetune", "flags/finetune/finetune.cfg"),
+        ("transfer-scratch", "flags/finetune/scratch.cfg"),
+    ]:
         used = {a for c in commands if c[0] == binary for a in c if a.startswith("--flagfile=")}
         assert used == {f"--flagfile={os.path.join(ROOT, flagfile)}"}
 
@@ -223,8 +253,14 @@ for path in ["flags/pretrain/inception_v3_fair.cfg", "flags/scale/pretrain_multi
     out[path] = dict(config.to_dict(), peak=config.peak_learning_rate)
 print("RESULT " + json.dumps(out))
 """
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                         env=_env(), timeout=300)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     got = json.loads(out.stdout.split("RESULT ", 1)[1])
     fair = got.pop("flags/pretrain/inception_v3_fair.cfg")
@@ -233,8 +269,11 @@ print("RESULT " + json.dumps(out))
         assert c["peak"] == pytest.approx(0.041 * 4096 / 256), path  # linear scaling from 256
         assert c["train_steps"] == 31_280  # 100 epochs of 1,281,167 images
         assert c["settings"] == {
-            "bn_scale": True, "dropout_rate": 0.0, "aux_head": False, "label_smoothing": 0.0,
-        }  # fmt: skip
+            "bn_scale": True,
+            "dropout_rate": 0.0,
+            "aux_head": False,
+            "label_smoothing": 0.0,
+        }
         assert c["eval_split"] == "test" and c["checkpoint_input"] is False
         # The recipe of flags/pretrain/inception_v3_fair.cfg; only the device flags differ.
         differ = {k for k in c if c[k] != fair[k]}
@@ -263,21 +302,27 @@ def _planned_sweep(setup, name):
     root, flagfile = setup
     study_dir = root / name
     cfg = plan.StudyConfig(
-        study_dir=str(study_dir), target_datasets=("sklearn_digits",),
-        scratch_models=("mobilenet_v1",), scratch_flagfile=str(flagfile), pretrain_input_size=32,
+        study_dir=str(study_dir),
+        target_datasets=("sklearn_digits",),
+        scratch_models=("mobilenet_v1",),
+        scratch_flagfile=str(flagfile),
+        pretrain_input_size=32,
         split_grid_cells=True,
-    )  # fmt: skip
+    )
     steps = [s for s in plan.plan_study(cfg) if s.argv[0] == "transfer-scratch"]
     assert [s.name for s in steps] == [
-        "scratch-mobilenet_v1-sklearn_digits-grid0", "scratch-mobilenet_v1-sklearn_digits-grid1",
+        "scratch-mobilenet_v1-sklearn_digits-grid0",
+        "scratch-mobilenet_v1-sklearn_digits-grid1",
         "scratch-mobilenet_v1-sklearn_digits",
-    ]  # fmt: skip
+    ]
     # The records were written once by the fixture (the planner's records step runs the same
     # converter); the sweep steps read them through <study_dir>/records.
     study_dir.mkdir()
     os.symlink(root / "records", study_dir / "records")
-    steps = [dataclasses.replace(s, deps=tuple(d for d in s.deps if d.startswith("scratch-")))
-             for s in steps]  # fmt: skip
+    steps = [
+        dataclasses.replace(s, deps=tuple(d for d in s.deps if d.startswith("scratch-")))
+        for s in steps
+    ]
     return steps, study_dir
 
 
@@ -344,8 +389,13 @@ def ray_run(setup):
                         with open(f"/proc/{worker}/cmdline", "rb") as f:
                             worker_title = f.read().decode(errors="replace")
                         os.kill(worker, signal.SIGKILL)
-                        killed.update(step_pid=pid, worker=worker, worker_title=worker_title,
-                                      checkpoint=step, run_dir=run_dir)  # fmt: skip
+                        killed.update(
+                            step_pid=pid,
+                            worker=worker,
+                            worker_title=worker_title,
+                            checkpoint=step,
+                            run_dir=run_dir,
+                        )
                         return
             time.sleep(0.05)
 
@@ -359,8 +409,9 @@ def ray_run(setup):
         stop.set()
         killer.join()
         ray.shutdown()
-    return dict(steps=steps, study_dir=study_dir, done=done, killed=killed,
-                wall=time.time() - start)  # fmt: skip
+    return dict(
+        steps=steps, study_dir=study_dir, done=done, killed=killed, wall=time.time() - start
+    )
 
 
 def test_ray_retries_a_killed_cell_and_every_cell_ends_up_once(ray_run):
@@ -455,9 +506,13 @@ def test_adopt_marks_finished_outside_work_done_and_refuses_unfinished_work(setu
     study_dir.mkdir()
     os.symlink(root / "records", study_dir / "records")
     cfg = plan.StudyConfig(
-        study_dir=str(study_dir), source_dataset="sklearn_digits", pretrain_models=("mobilenet_v1",),
-        pretrain_settings=("fair",), pretrain_steps=2, target_datasets=("sklearn_digits",),
-    )  # fmt: skip
+        study_dir=str(study_dir),
+        source_dataset="sklearn_digits",
+        pretrain_models=("mobilenet_v1",),
+        pretrain_settings=("fair",),
+        pretrain_steps=2,
+        target_datasets=("sklearn_digits",),
+    )
     steps = [s for s in plan.plan_study(cfg) if s.name.startswith(("records-", "pretrain-"))]
     assert [s.name for s in steps] == ["records-sklearn_digits", "pretrain-mobilenet_v1_fair"]
     adopted, missing = adopt.adopt(steps, str(study_dir), ["records", "pretrain"])
@@ -467,8 +522,14 @@ def test_adopt_marks_finished_outside_work_done_and_refuses_unfinished_work(setu
     # A run of the planned architecture and settings, cut short at step 1 of 2: not adopted.
     model_dir = study_dir / "models" / "mobilenet_v1_fair"
     fair = {"bn_scale": True, "dropout_rate": 0.0, "aux_head": False, "label_smoothing": 0.0}
-    config = TrainConfig(model="mobilenet_v1", dataset="sklearn_digits", records_dir="/r",
-                         num_classes=10, train_steps=2, settings=fair)  # fmt: skip
+    config = TrainConfig(
+        model="mobilenet_v1",
+        dataset="sklearn_digits",
+        records_dir="/r",
+        num_classes=10,
+        train_steps=2,
+        settings=fair,
+    )
     save_config(config, str(model_dir))
     (model_dir / "ckpt").mkdir()
     (model_dir / "ckpt" / "checkpoint").write_text('model_checkpoint_path: "ckpt-1"\n')
@@ -486,12 +547,24 @@ def test_adopt_marks_finished_outside_work_done_and_refuses_unfinished_work(setu
     # study's own flags), and the study then skips both steps without running them.
     save_config(config, str(model_dir))
     out = subprocess.run(
-        [sys.executable, "-m", "transfer_tf.bin.adopt", f"--study_dir={study_dir}",
-         "--source_dataset=sklearn_digits", "--pretrain_models=mobilenet_v1",
-         "--pretrain_settings=fair", "--pretrain_steps=2", "--target_datasets=sklearn_digits",
-         "--adopt=records,pretrain"],
-        cwd=ROOT, capture_output=True, text=True, env=_env(), timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "transfer_tf.bin.adopt",
+            f"--study_dir={study_dir}",
+            "--source_dataset=sklearn_digits",
+            "--pretrain_models=mobilenet_v1",
+            "--pretrain_settings=fair",
+            "--pretrain_steps=2",
+            "--target_datasets=sklearn_digits",
+            "--adopt=records,pretrain",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "adopted pretrain-mobilenet_v1_fair" in out.stdout
     assert "1 step(s) adopted, 0 left to the study" in out.stdout  # records: adopted before

@@ -18,9 +18,17 @@ from transfer_tf.protocols import sweep
 
 def _cell(c=1.0, **kw):
     cell = dict(
-        protocol="logreg", model="toy_net", architecture="toy", settings="fair", dataset="digits",
-        metric="top1", stage="grid", hparams={"l2": 1.0 / c, "C": c}, seed=0, per_class=None,
-    )  # fmt: skip
+        protocol="logreg",
+        model="toy_net",
+        architecture="toy",
+        settings="fair",
+        dataset="digits",
+        metric="top1",
+        stage="grid",
+        hparams={"l2": 1.0 / c, "C": c},
+        seed=0,
+        per_class=None,
+    )
     cell.update(kw)
     return cell
 

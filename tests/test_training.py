@@ -51,12 +51,26 @@ def memory_input_fn(cfg, split, *, training, batch_size, repeat):
 
 def tiny_config(**changes):
     base = dict(
-        model="tiny", dataset="memory", records_dir="", num_classes=4, input_size=6,
-        preprocessing="inception", batch_size=8, train_steps=12, learning_rate=0.4,
-        optimizer="rmsprop", lr_schedule="exponential", warmup_epochs=0.5, decay_epochs=0.5,
-        weight_decay=1e-3, ema_decay=0.99, checkpoint_every=6, log_every=3, eval_split=None,
+        model="tiny",
+        dataset="memory",
+        records_dir="",
+        num_classes=4,
+        input_size=6,
+        preprocessing="inception",
+        batch_size=8,
+        train_steps=12,
+        learning_rate=0.4,
+        optimizer="rmsprop",
+        lr_schedule="exponential",
+        warmup_epochs=0.5,
+        decay_epochs=0.5,
+        weight_decay=1e-3,
+        ema_decay=0.99,
+        checkpoint_every=6,
+        log_every=3,
+        eval_split=None,
         bn_momentum=0.9,
-    )  # fmt: skip
+    )
     base.update(changes)
     return TrainConfig(**base)
 
@@ -147,18 +161,26 @@ def test_per_example_loss_label_smoothing_aux_and_multilabel():
     logits, aux = rng.normal(size=(2, 5, 4))
     labels = np.array([0, 3, 1, 2, 3])
     got = loop.per_example_loss(
-        tf.constant(labels), {"logits": tf.constant(logits), "aux_logits": tf.constant(aux)},
-        num_classes=4, multi_label=False, label_smoothing=0.1, aux_loss_weight=0.4,
-    )  # fmt: skip
+        tf.constant(labels),
+        {"logits": tf.constant(logits), "aux_logits": tf.constant(aux)},
+        num_classes=4,
+        multi_label=False,
+        label_smoothing=0.1,
+        aux_loss_weight=0.4,
+    )
     targets = np.eye(4)[labels] * 0.9 + 0.1 / 4
     want = _softmax_ce(logits, targets) + 0.4 * _softmax_ce(aux, targets)
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-5)
 
     hot = (rng.random((5, 4)) > 0.5).astype(np.float32)
     got = loop.per_example_loss(
-        tf.constant(hot), {"logits": tf.constant(logits)},
-        num_classes=4, multi_label=True, label_smoothing=0.0, aux_loss_weight=0.4,
-    )  # fmt: skip
+        tf.constant(hot),
+        {"logits": tf.constant(logits)},
+        num_classes=4,
+        multi_label=True,
+        label_smoothing=0.0,
+        aux_loss_weight=0.4,
+    )
     sig = 1 / (1 + np.exp(-logits))
     want = -(hot * np.log(sig) + (1 - hot) * np.log(1 - sig)).sum(axis=1)
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-5)
@@ -196,9 +218,15 @@ def test_ema_follows_tf_slim_decay_and_swaps_back():
 def test_one_sgd_step_is_the_gradient_of_the_global_batch_objective(tmp_path):
     """Loss = mean cross-entropy over the global batch + λ/2 Σ‖kernel‖²; w ← w − lr·∇."""
     cfg = tiny_config(
-        optimizer="sgd", momentum=0.0, lr_schedule="constant", warmup_epochs=0.0,
-        learning_rate=0.5, weight_decay=0.01, ema_decay=0.0, checkpoint_input=False,
-    )  # fmt: skip
+        optimizer="sgd",
+        momentum=0.0,
+        lr_schedule="constant",
+        warmup_epochs=0.0,
+        learning_rate=0.5,
+        weight_decay=0.01,
+        ema_decay=0.0,
+        checkpoint_input=False,
+    )
     trainer = Trainer(
         cfg, str(tmp_path / "run"), model_builder=tiny_builder, input_fn=memory_input_fn
     )
@@ -235,16 +263,49 @@ def test_one_sgd_step_is_the_gradient_of_the_global_batch_objective(tmp_path):
 def test_evaluation_steps_add_doubling_points_for_fig8():
     """A 20,000-step grid cell (eval_every 2,000) also evaluates at 50, 100, 200, ...: every gap
     up to the first regular evaluation is a factor of 2, down to 0.25% of the run."""
-    cfg = TrainConfig(model="m", dataset="d", records_dir="/r", num_classes=2, train_steps=20_000,
-                      eval_split="val", eval_every=2000, eval_log_spaced=True)  # fmt: skip
+    cfg = TrainConfig(
+        model="m",
+        dataset="d",
+        records_dir="/r",
+        num_classes=2,
+        train_steps=20_000,
+        eval_split="val",
+        eval_every=2000,
+        eval_log_spaced=True,
+    )
     assert loop.evaluation_steps(cfg, 20_000) == [
-        50, 100, 200, 400, 800, 1600, 2000, 3200, 4000, 6000, 6400, 8000, 10000, 12000, 12800,
-        14000, 16000, 18000, 20000,
-    ]  # fmt: skip
+        50,
+        100,
+        200,
+        400,
+        800,
+        1600,
+        2000,
+        3200,
+        4000,
+        6000,
+        6400,
+        8000,
+        10000,
+        12000,
+        12800,
+        14000,
+        16000,
+        18000,
+        20000,
+    ]
     plain = cfg.replace(eval_log_spaced=False)
     assert loop.evaluation_steps(plain, 20_000) == list(range(2000, 20_001, 2000))
     assert loop.evaluation_steps(cfg.replace(train_steps=100, eval_every=0), 100) == [
-        1, 2, 4, 8, 16, 32, 64, 100]
+        1,
+        2,
+        4,
+        8,
+        16,
+        32,
+        64,
+        100,
+    ]
     assert loop.evaluation_steps(cfg.replace(eval_split=None), 20_000) == []
 
 
@@ -344,9 +405,13 @@ def test_flagfiles_parse_into_the_papers_recipes():
     found = {}
     for kind in ("pretrain", "finetune"):
         proc = subprocess.run(
-            [sys.executable, "-c", FLAGFILE_CHECK, kind], cwd=root, capture_output=True,
-            text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
-        )  # fmt: skip
+            [sys.executable, "-c", FLAGFILE_CHECK, kind],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         found.update(json.loads(proc.stdout.split("RESULT ", 1)[1]))
     fair = found["flags/pretrain/inception_v3_fair.cfg"]

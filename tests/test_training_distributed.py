@@ -104,8 +104,11 @@ def _result(stdout: str, stderr: str) -> dict:
 def _run(script, model_dir, cpu_devices, variant="plain"):
     proc = subprocess.run(
         [sys.executable, str(script), str(model_dir), str(cpu_devices), variant],
-        capture_output=True, text=True, timeout=300, env=_env(),
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=_env(),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return _result(proc.stdout, proc.stderr)
 
@@ -170,7 +173,7 @@ def test_two_worker_multiworker_mirrored_matches_one_device(script, one_device, 
                 stderr=subprocess.PIPE,
                 text=True,
                 env=_env(TF_CONFIG=json.dumps(tf_config)),
-            )  # fmt: skip
+            )
         )
     results = []
     for proc in procs:

@@ -23,10 +23,18 @@ pytestmark = [pytest.mark.subprocess, pytest.mark.slow]
 STEPS = 200
 KILL_AFTER = 100
 ARGS = [
-    "--model=mobilenet_v1", "--input_size=32", "--dataset=fashion_mnist", "--batch_size=64",
-    f"--train_steps={STEPS}", "--learning_rate=0.128", "--ema_decay=0.99", "--bn_momentum=0.9",
-    f"--checkpoint_every={KILL_AFTER}", "--log_every=20", "--eval_split=val",
-]  # fmt: skip
+    "--model=mobilenet_v1",
+    "--input_size=32",
+    "--dataset=fashion_mnist",
+    "--batch_size=64",
+    f"--train_steps={STEPS}",
+    "--learning_rate=0.128",
+    "--ema_decay=0.99",
+    "--bn_momentum=0.9",
+    f"--checkpoint_every={KILL_AFTER}",
+    "--log_every=20",
+    "--eval_split=val",
+]
 
 
 def _free_port():
@@ -54,9 +62,13 @@ def records(tmp_path_factory):
 def killed_and_resumed(records, tmp_path_factory):
     model_dir = tmp_path_factory.mktemp("pretrain") / "mobilenet_v1_fmnist"
     command = [
-        sys.executable, "-m", "transfer_tf.bin.pretrain", *ARGS,
-        f"--records_dir={records}", f"--model_dir={model_dir}",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "transfer_tf.bin.pretrain",
+        *ARGS,
+        f"--records_dir={records}",
+        f"--model_dir={model_dir}",
+    ]
     first = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env()
     )
@@ -76,8 +88,12 @@ def killed_and_resumed(records, tmp_path_factory):
     start = time.time()
     second = subprocess.run(
         command + [f"--tensorboard_port={port}"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(), timeout=600,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=_env(),
+        timeout=600,
+    )
     assert second.returncode == 0, second.stdout[-4000:]
     return model_dir, first_log, second.stdout, port, time.time() - start
 

@@ -41,8 +41,13 @@ def run_reference(script: str, out_dir: str, images: np.ndarray, *args: str) -> 
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, "images.npy")
     np.save(path, images.astype(np.float32))
-    command = [sys.executable, os.path.join(HERE, script), f"--out_dir={out_dir}", f"--images={path}",
-               *args]  # fmt: skip
+    command = [
+        sys.executable,
+        os.path.join(HERE, script),
+        f"--out_dir={out_dir}",
+        f"--images={path}",
+        *args,
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=900)
     if done.returncode != 0:
         raise AssertionError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")

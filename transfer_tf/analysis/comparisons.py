@@ -59,10 +59,15 @@ def protocol_comparison_tables(best: pd.DataFrame) -> tuple[pd.DataFrame, pd.Dat
         se = _morey_or_zero(matrix)
         for protocol, mean, err in zip(matrix.index, matrix.mean(axis=1), se, strict=True):
             bars.append(
-                {"dataset": dataset, "protocol": protocol, "n_models": matrix.shape[1],
-                 "mean_logit": mean, "mean_accuracy": float(stats.inverse_logit(mean)),
-                 "morey_se": err}
-            )  # fmt: skip
+                {
+                    "dataset": dataset,
+                    "protocol": protocol,
+                    "n_models": matrix.shape[1],
+                    "mean_logit": mean,
+                    "mean_accuracy": float(stats.inverse_logit(mean)),
+                    "morey_se": err,
+                }
+            )
             for model, value in matrix.loc[protocol].items():
                 points.append(
                     {"dataset": dataset, "protocol": protocol, "model": model, "logit": value}
@@ -151,9 +156,15 @@ def subset_gap_table(subsets: pd.DataFrame) -> pd.DataFrame:
 
 
 VARIANT_COLUMNS = [
-    "architecture", "settings", "model", "n_datasets", "mean_logit", "morey_se", "source_logit",
+    "architecture",
+    "settings",
+    "model",
+    "n_datasets",
+    "mean_logit",
+    "morey_se",
+    "source_logit",
     "source_dataset",
-]  # fmt: skip
+]
 
 
 def settings_variant_table(best: pd.DataFrame, protocol: str) -> pd.DataFrame:
@@ -170,11 +181,17 @@ def settings_variant_table(best: pd.DataFrame, protocol: str) -> pd.DataFrame:
         info = arch_rows.drop_duplicates("model").set_index("model")
         for model, mean, err in zip(matrix.index, matrix.mean(axis=1), se, strict=True):
             rows.append(
-                {"architecture": architecture, "settings": str(info.loc[model, "settings"]),
-                 "model": model, "n_datasets": matrix.shape[1], "mean_logit": mean,
-                 "morey_se": err, "source_logit": info.loc[model, "source_logit"],
-                 "source_dataset": info.loc[model, "source_dataset"]}
-            )  # fmt: skip
+                {
+                    "architecture": architecture,
+                    "settings": str(info.loc[model, "settings"]),
+                    "model": model,
+                    "n_datasets": matrix.shape[1],
+                    "mean_logit": mean,
+                    "morey_se": err,
+                    "source_logit": info.loc[model, "source_logit"],
+                    "source_dataset": info.loc[model, "source_dataset"],
+                }
+            )
     return pd.DataFrame(rows, columns=VARIANT_COLUMNS)
 
 
@@ -197,7 +214,13 @@ def settings_effect_tests(best: pd.DataFrame, protocol: str) -> pd.DataFrame:
         p = np.nan
         if len(both) >= 2:
             p = stats.paired_t_test(both["fair"], both["inception_default"]).p_value
-        rows.append({"architecture": architecture, "protocol": protocol, "n_datasets": len(both),
-                     "fair_minus_default": float((both["fair"] - both["inception_default"]).mean()),
-                     "t_p": p})  # fmt: skip
+        rows.append(
+            {
+                "architecture": architecture,
+                "protocol": protocol,
+                "n_datasets": len(both),
+                "fair_minus_default": float((both["fair"] - both["inception_default"]).mean()),
+                "t_p": p,
+            }
+        )
     return pd.DataFrame(rows, columns=EFFECT_COLUMNS)

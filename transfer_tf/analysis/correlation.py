@@ -138,8 +138,15 @@ def size_split(datasets, train_sizes: dict, threshold: int) -> dict[str, list[st
     return split
 
 
-def correlate_by_size(best: pd.DataFrame, protocol: str, settings: str | None, train_sizes: dict,
-                      threshold: int, num_bootstrap: int, seed: int) -> dict:  # fmt: skip
+def correlate_by_size(
+    best: pd.DataFrame,
+    protocol: str,
+    settings: str | None,
+    train_sizes: dict,
+    threshold: int,
+    num_bootstrap: int,
+    seed: int,
+) -> dict:
     """r over the small and over the large datasets separately (Sec. 4.3 does this for scratch).
 
     Returns {"small": {"fit", "reason", "datasets"}, "large": {...}, "unknown": [datasets]}.
@@ -178,15 +185,19 @@ def _add_size_split(out: Correlations, best, train_sizes, threshold, num_bootstr
     """The scratch correlation on small and on large datasets (Sec. 4.3), headline group."""
     if "scratch" not in out.fits:
         return
-    out.by_size = correlate_by_size(best, "scratch", out.primary, train_sizes, threshold,
-                                    num_bootstrap, seed)  # fmt: skip
+    out.by_size = correlate_by_size(
+        best, "scratch", out.primary, train_sizes, threshold, num_bootstrap, seed
+    )
     for part in ("small", "large"):
         fit = out.by_size[part]["fit"]
         if fit is not None:
             out.by_group[f"scratch/{out.primary or 'all'}/{part}"] = {
-                **fit, "protocol": "scratch", "group": out.primary or "all",
-                "datasets": part, "n_datasets": len(out.by_size[part]["datasets"]),
-            }  # fmt: skip
+                **fit,
+                "protocol": "scratch",
+                "group": out.primary or "all",
+                "datasets": part,
+                "n_datasets": len(out.by_size[part]["datasets"]),
+            }
 
 
 def correlate_protocols(
@@ -213,9 +224,12 @@ def correlate_protocols(
                 out.reasons[protocol] = reason
             if fit is not None:
                 out.by_group[f"{protocol}/{group or 'all'}"] = {
-                    **fit, "protocol": protocol, "group": group or "all", "datasets": "all",
+                    **fit,
+                    "protocol": protocol,
+                    "group": group or "all",
+                    "datasets": "all",
                     "n_datasets": matrix.shape[1],
-                }  # fmt: skip
+                }
     if train_sizes is not None:
         _add_size_split(out, best, train_sizes, size_threshold, num_bootstrap, seed)
     return out
@@ -226,11 +240,23 @@ def correlation_rows(by_group: dict) -> pd.DataFrame:
     rows = []
     for key, fit in by_group.items():
         rows.append(
-            {"protocol": fit["protocol"], "models": fit["group"], "datasets": fit["datasets"],
-             "n_models": fit["n_models"], "n_datasets": fit["n_datasets"],
-             "r": fit["r"], "r_ci_low": fit["r_ci"][0], "r_ci_high": fit["r_ci"][1],
-             "p": fit["p"], "spearman_rho": fit["spearman_rho"], "spearman_p": fit["spearman_p"],
-             "slope": fit["slope"], "slope_ci_low": fit["slope_ci"][0],
-             "slope_ci_high": fit["slope_ci"][1], "intercept": fit["intercept"], "key": key}
-        )  # fmt: skip
+            {
+                "protocol": fit["protocol"],
+                "models": fit["group"],
+                "datasets": fit["datasets"],
+                "n_models": fit["n_models"],
+                "n_datasets": fit["n_datasets"],
+                "r": fit["r"],
+                "r_ci_low": fit["r_ci"][0],
+                "r_ci_high": fit["r_ci"][1],
+                "p": fit["p"],
+                "spearman_rho": fit["spearman_rho"],
+                "spearman_p": fit["spearman_p"],
+                "slope": fit["slope"],
+                "slope_ci_low": fit["slope_ci"][0],
+                "slope_ci_high": fit["slope_ci"][1],
+                "intercept": fit["intercept"],
+                "key": key,
+            }
+        )
     return pd.DataFrame(rows)

@@ -26,9 +26,34 @@ DPI = 100
 _SHORT = {"logreg": "logreg", "finetune": "fine-tune", "scratch": "scratch"}
 PROTOCOL_COLORS = {"logreg": "tab:blue", "finetune": "tab:orange", "scratch": "tab:green"}
 _PERCENT_TICKS = (
-    0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 30, 40, 50, 60, 70, 75, 80, 85, 90, 92, 94, 95, 96, 97, 98,
-    99, 99.5, 99.8, 99.9,
-)  # fmt: skip
+    0.1,
+    0.2,
+    0.5,
+    1,
+    2,
+    5,
+    10,
+    20,
+    30,
+    40,
+    50,
+    60,
+    70,
+    75,
+    80,
+    85,
+    90,
+    92,
+    94,
+    95,
+    96,
+    97,
+    98,
+    99,
+    99.5,
+    99.8,
+    99.9,
+)
 
 
 class FigureSkipped(Exception):
@@ -105,20 +130,44 @@ def _draw_correlation_panel(ax, summary: pd.DataFrame, fit: dict, title: str) ->
     colors = _settings_colors(summary["settings"])
     for settings, rows in summary.groupby(summary["settings"].astype(str)):
         ax.errorbar(
-            rows["source_logit"], rows["mean_logit"], yerr=rows["morey_se"], fmt="o",
-            color=colors[settings], ecolor="0.6", capsize=2, label=f"settings: {settings}",
-        )  # fmt: skip
+            rows["source_logit"],
+            rows["mean_logit"],
+            yerr=rows["morey_se"],
+            fmt="o",
+            color=colors[settings],
+            ecolor="0.6",
+            capsize=2,
+            label=f"settings: {settings}",
+        )
     for row in summary.itertuples():
-        ax.annotate(row.model, (row.source_logit, row.mean_logit), fontsize=6,
-                    xytext=(3, 3), textcoords="offset points")  # fmt: skip
+        ax.annotate(
+            row.model,
+            (row.source_logit, row.mean_logit),
+            fontsize=6,
+            xytext=(3, 3),
+            textcoords="offset points",
+        )
     grid = fit["grid"]
-    ax.fill_between(grid, fit["band_low"], fit["band_high"], color="tab:blue", alpha=0.2,
-                    label="95% bootstrap CI")  # fmt: skip
+    ax.fill_between(
+        grid,
+        fit["band_low"],
+        fit["band_high"],
+        color="tab:blue",
+        alpha=0.2,
+        label="95% bootstrap CI",
+    )
     ax.plot(grid, fit["intercept"] + fit["slope"] * grid, color="tab:blue", label="regression line")
     _pad_limits(ax, np.r_[summary["source_logit"], grid], "x")
-    _pad_limits(ax, np.r_[summary["mean_logit"] + summary["morey_se"],
-                          summary["mean_logit"] - summary["morey_se"],
-                          fit["band_low"], fit["band_high"]], "y")  # fmt: skip
+    _pad_limits(
+        ax,
+        np.r_[
+            summary["mean_logit"] + summary["morey_se"],
+            summary["mean_logit"] - summary["morey_se"],
+            fit["band_low"],
+            fit["band_high"],
+        ],
+        "y",
+    )
     set_logit_ticks(ax, "x")
     set_logit_ticks(ax, "y")
     ax.set_xlabel(f"{source_name(summary)} top-1 accuracy (logit axis)")
@@ -147,15 +196,28 @@ def transfer_vs_source(summary: pd.DataFrame, fit: dict, protocol: str, path: st
     level = PAPER["not_worse_than_best_level"].value
     not_worse = ordered["p_vs_best"].fillna(1.0) > level
     y = np.arange(len(ordered))
-    for mask, color, label in ((not_worse, "tab:green", f"not different from best (p > {level})"),
-                               (~not_worse, "0.4", f"worse than best (p <= {level})")):  # fmt: skip
+    for mask, color, label in (
+        (not_worse, "tab:green", f"not different from best (p > {level})"),
+        (~not_worse, "0.4", f"worse than best (p <= {level})"),
+    ):
         if mask.any():
-            right.errorbar(ordered["mean_logit"][mask], y[mask.to_numpy()],
-                           xerr=ordered["morey_se"][mask], fmt="o", color=color, capsize=3,
-                           label=label)  # fmt: skip
+            right.errorbar(
+                ordered["mean_logit"][mask],
+                y[mask.to_numpy()],
+                xerr=ordered["morey_se"][mask],
+                fmt="o",
+                color=color,
+                capsize=3,
+                label=label,
+            )
     right.set_yticks(y, ordered["model"], fontsize=7)
-    _pad_limits(right, np.r_[ordered["mean_logit"] + ordered["morey_se"],
-                             ordered["mean_logit"] - ordered["morey_se"]], "x")  # fmt: skip
+    _pad_limits(
+        right,
+        np.r_[
+            ordered["mean_logit"] + ordered["morey_se"], ordered["mean_logit"] - ordered["morey_se"]
+        ],
+        "x",
+    )
     set_logit_ticks(right, "x", max_ticks=5)
     right.set_xlabel("mean log odds over datasets (± Morey SE)")
     right.set_title("Average transfer accuracy per model", fontsize=9)
@@ -171,8 +233,9 @@ def correlation_overview(summaries: dict, fits: dict, path: str) -> str:
         raise FigureSkipped("neither logistic regression nor fine-tuning has 3 models to correlate")
     fig, axes = plt.subplots(1, len(protocols), figsize=(6 * len(protocols), 5), squeeze=False)
     for ax, protocol in zip(axes[0], protocols, strict=True):
-        _draw_correlation_panel(ax, summaries[protocol], fits[protocol],
-                                PROTOCOL_NAMES[protocol].capitalize())  # fmt: skip
+        _draw_correlation_panel(
+            ax, summaries[protocol], fits[protocol], PROTOCOL_NAMES[protocol].capitalize()
+        )
     source = source_name(pd.concat([summaries[p] for p in protocols]))
     fig.suptitle(f"Do better {source} models transfer better? (Fig. 1)")
     return _save(fig, path)
@@ -228,16 +291,27 @@ def settings_variants(variants: pd.DataFrame, protocol: str, figure_number: int,
     x_of = {label: i for i, label in enumerate(labels)}
     for architecture, rows in variants.groupby("architecture"):
         x = rows["settings"].astype(str).map(x_of)
-        left.errorbar(x, rows["mean_logit"], yerr=rows["morey_se"], fmt="o-", capsize=3,
-                      label=str(architecture))  # fmt: skip
+        left.errorbar(
+            x,
+            rows["mean_logit"],
+            yerr=rows["morey_se"],
+            fmt="o-",
+            capsize=3,
+            label=str(architecture),
+        )
         if rows["source_logit"].notna().any():
             right.plot(x, rows["source_logit"], "s--", label=str(architecture))
     for ax, values, ylabel in (
-        (left, np.r_[variants["mean_logit"] + variants["morey_se"],
-                     variants["mean_logit"] - variants["morey_se"]],
-         "transfer accuracy, mean log odds (± Morey SE)"),
+        (
+            left,
+            np.r_[
+                variants["mean_logit"] + variants["morey_se"],
+                variants["mean_logit"] - variants["morey_se"],
+            ],
+            "transfer accuracy, mean log odds (± Morey SE)",
+        ),
         (right, variants["source_logit"], f"{source_name(variants)} top-1 accuracy"),
-    ):  # fmt: skip
+    ):
         ax.set_xticks(range(len(labels)), labels, rotation=20, fontsize=8)
         ax.set_xlabel("pretraining settings")
         ax.set_ylabel(ylabel)
@@ -268,15 +342,24 @@ def protocol_comparison(bars: pd.DataFrame, points: pd.DataFrame, path: str) -> 
     for j, protocol in enumerate(protocols):
         rows = bars[bars["protocol"] == protocol].set_index("dataset").reindex(datasets)
         x = np.arange(len(datasets)) + (j - (len(protocols) - 1) / 2) * width
-        ax.bar(x, rows["mean_logit"] - floor, width * 0.9, bottom=floor,
-               color=PROTOCOL_COLORS[protocol], alpha=0.7, yerr=rows["morey_se"], capsize=3,
-               label=PROTOCOL_NAMES[protocol])  # fmt: skip
+        ax.bar(
+            x,
+            rows["mean_logit"] - floor,
+            width * 0.9,
+            bottom=floor,
+            color=PROTOCOL_COLORS[protocol],
+            alpha=0.7,
+            yerr=rows["morey_se"],
+            capsize=3,
+            label=PROTOCOL_NAMES[protocol],
+        )
         for i, dataset in enumerate(datasets):
             dots = points[(points["protocol"] == protocol) & (points["dataset"] == dataset)]
             ax.scatter(np.full(len(dots), x[i]), dots["logit"], s=8, color="k", zorder=3)
     ax.set_xticks(range(len(datasets)), datasets, rotation=20)
-    ax.set_ylim(floor, float(np.nanmax(np.r_[bars["mean_logit"] + bars["morey_se"],
-                                           points["logit"]])) + 0.3)  # fmt: skip
+    ax.set_ylim(
+        floor, float(np.nanmax(np.r_[bars["mean_logit"] + bars["morey_se"], points["logit"]])) + 0.3
+    )
     set_logit_ticks(ax, "y")
     ax.set_xlabel("dataset")
     ax.set_ylabel("test accuracy, mean log odds over models (± Morey SE)")
@@ -295,8 +378,13 @@ def scratch_vs_finetune(pairs: pd.DataFrame, path: str) -> str:
     cmap = plt.get_cmap("tab10")
     for i, (dataset, rows) in enumerate(pairs.groupby("dataset")):
         for row in rows.itertuples():
-            ax.scatter(row.finetune_logit, row.scratch_logit, color=cmap(i % 10),
-                       marker=markers[models.index(row.model) % len(markers)], s=30)  # fmt: skip
+            ax.scatter(
+                row.finetune_logit,
+                row.scratch_logit,
+                color=cmap(i % 10),
+                marker=markers[models.index(row.model) % len(markers)],
+                s=30,
+            )
         ax.scatter([], [], color=cmap(i % 10), marker="o", label=dataset)
     for j, model in enumerate(models):
         ax.scatter([], [], color="0.3", marker=markers[j % len(markers)], label=model)
@@ -339,25 +427,41 @@ def convergence(histories: pd.DataFrame, steps_to_90: pd.DataFrame, path: str) -
         values = []
         for k, model in enumerate(models):
             for protocol in ("finetune", "scratch"):
-                run = histories[(histories["protocol"] == protocol) & (histories["model"] == model)
-                                & (histories["dataset"] == dataset)].sort_values("step")  # fmt: skip
+                run = histories[
+                    (histories["protocol"] == protocol)
+                    & (histories["model"] == model)
+                    & (histories["dataset"] == dataset)
+                ].sort_values("step")
                 y = stats.logit(run["eval_metric"].to_numpy())
                 values.extend(y)
-                ax.plot(run["step"], y, styles[k % len(styles)], marker=".",
-                        color=PROTOCOL_COLORS[protocol],
-                        label=f"{_SHORT[protocol]}, {model}")  # fmt: skip
-                mark = steps_to_90[(steps_to_90["protocol"] == protocol)
-                                   & (steps_to_90["model"] == model)
-                                   & (steps_to_90["dataset"] == dataset)]  # fmt: skip
+                ax.plot(
+                    run["step"],
+                    y,
+                    styles[k % len(styles)],
+                    marker=".",
+                    color=PROTOCOL_COLORS[protocol],
+                    label=f"{_SHORT[protocol]}, {model}",
+                )
+                mark = steps_to_90[
+                    (steps_to_90["protocol"] == protocol)
+                    & (steps_to_90["model"] == model)
+                    & (steps_to_90["dataset"] == dataset)
+                ]
                 if len(mark):
-                    ax.axvline(mark["steps_to_90"].iloc[0], color=PROTOCOL_COLORS[protocol],
-                               ls=styles[k % len(styles)], lw=0.8, alpha=0.6)  # fmt: skip
+                    ax.axvline(
+                        mark["steps_to_90"].iloc[0],
+                        color=PROTOCOL_COLORS[protocol],
+                        ls=styles[k % len(styles)],
+                        lw=0.8,
+                        alpha=0.6,
+                    )
         if histories["step"].min() > 0:
             ax.set_xscale("log")
         _pad_limits(ax, values, "y")
         set_logit_ticks(ax, "y", max_ticks=5)
-        ax.set_title(f"{dataset}\n(vertical lines: {PAPER['convergence_fraction'].quote})",
-                     fontsize=8)  # fmt: skip
+        ax.set_title(
+            f"{dataset}\n(vertical lines: {PAPER['convergence_fraction'].quote})", fontsize=8
+        )
         ax.set_xlabel("training steps", fontsize=8)
         ax.set_ylabel(ylabel, fontsize=8)
         _epoch_axis(ax, histories[histories["dataset"] == dataset])
@@ -392,8 +496,13 @@ def subset_size(subsets: pd.DataFrame, path: str) -> str:
         for protocol in PROTOCOL_NAMES:
             curve = rows[rows["protocol"] == protocol].groupby("per_class")["logit"].mean()
             if len(curve):
-                ax.plot(curve.index, curve.to_numpy(), "o-", color=PROTOCOL_COLORS[protocol],
-                        label=PROTOCOL_NAMES[protocol])  # fmt: skip
+                ax.plot(
+                    curve.index,
+                    curve.to_numpy(),
+                    "o-",
+                    color=PROTOCOL_COLORS[protocol],
+                    label=PROTOCOL_NAMES[protocol],
+                )
         ax.set_xscale("log", base=2)
         per_class = sorted(rows["per_class"].unique())
         ax.set_xticks(per_class, [f"{v:g}" for v in per_class])
@@ -421,8 +530,13 @@ def tsne_embeddings(embeddings: list[dict], path: str) -> str:
     for ax, emb in zip(axes, embeddings, strict=True):
         for i, label in enumerate(np.unique(emb["labels"])):
             mask = emb["labels"] == label
-            ax.scatter(emb["points"][mask, 0], emb["points"][mask, 1], s=8, color=cmap(i % 10),
-                       label=f"class {label}")  # fmt: skip
+            ax.scatter(
+                emb["points"][mask, 0],
+                emb["points"][mask, 1],
+                s=8,
+                color=cmap(i % 10),
+                label=f"class {label}",
+            )
         ax.set_title(f"{emb['name']}\nour silhouette = {emb['silhouette']:.3f}", fontsize=8)
         ax.set_xlabel("t-SNE 1")
         ax.set_ylabel("t-SNE 2")

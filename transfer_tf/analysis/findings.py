@@ -24,8 +24,11 @@ from transfer_tf.analysis.paper import PAPER
 from transfer_tf.analysis.tables import PROTOCOL_NAMES
 
 HOLDS, FAILS, INCONCLUSIVE, UNCHECKED = (
-    "holds", "does not hold", "inconclusive", "cannot be checked"
-)  # fmt: skip
+    "holds",
+    "does not hold",
+    "inconclusive",
+    "cannot be checked",
+)
 VERDICTS = (HOLDS, FAILS, INCONCLUSIVE, UNCHECKED)
 CONFIDENCE = PAPER["ci_level"].value
 SIGNIFICANCE = PAPER["not_worse_than_best_level"].value
@@ -77,8 +80,9 @@ def where_is(value: float, low: float, high: float) -> str:
     return "inside" if low <= value <= high else ("above" if value > high else "below")
 
 
-def interval_conclusion(paper_text: str, paper_value: float, low: float, high: float,
-                        null: float, null_words: str) -> tuple[str, str]:  # fmt: skip
+def interval_conclusion(
+    paper_text: str, paper_value: float, low: float, high: float, null: float, null_words: str
+) -> tuple[str, str]:
     """(verdict, the sentence's end) of `interval_verdict`, saying why."""
     verdict = interval_verdict(low, high, null, paper_value)
     text = f"the paper's {paper_text} is {where_is(paper_value, low, high)} our CI"
@@ -99,8 +103,9 @@ def _ci(low: float, high: float, digits: int = 2) -> str:
     return f"{CONFIDENCE:.0%} CI {low:.{digits}f} to {high:.{digits}f}"
 
 
-def correlation_finding(protocol: str, fit: dict | None, reason: str | None,
-                        source: str = "ImageNet") -> Finding:  # fmt: skip
+def correlation_finding(
+    protocol: str, fit: dict | None, reason: str | None, source: str = "ImageNet"
+) -> Finding:
     """r of source accuracy against transfer accuracy (Sec. 4.1, 4.2): CI vs 0 and the paper's r."""
     claim = PAPER[f"r_{protocol}"]
     name = f"{_capitalized(source)} accuracy predicts {PROTOCOL_NAMES[protocol]} accuracy"
@@ -108,8 +113,9 @@ def correlation_finding(protocol: str, fit: dict | None, reason: str | None,
     if fit is None:
         return Finding(f"r_{protocol}", name, paper, reason, UNCHECKED)
     lo, hi = fit["r_ci"]
-    verdict, conclusion = interval_conclusion(claim.quote, claim.value, lo, hi, 0.0,
-                                              "r = 0 (no correlation)")  # fmt: skip
+    verdict, conclusion = interval_conclusion(
+        claim.quote, claim.value, lo, hi, 0.0, "r = 0 (no correlation)"
+    )
     text = (
         f"r between {source} accuracy and {PROTOCOL_NAMES[protocol]} transfer is {fit['r']:.2f} "
         f"({_ci(lo, hi)}, p = {fmt_p(fit['p'])}, Spearman rho = {fit['spearman_rho']:.2f}, "
@@ -135,8 +141,10 @@ def scratch_correlation_finding(fits: dict, source: str = "ImageNet") -> Finding
         return Finding("r_scratch_lower", name, paper, text, UNCHECKED)
     fit, transfer_r = fits["scratch"], min(transfer_rs)
     verdict = _lower_than(transfer_r, fit)
-    text = (f"scratch r = {fit['r']:.2f} ({_ci(*fit['r_ci'])}) vs {transfer_r:.2f} for transfer, "
-            f"which is {where_is(transfer_r, *fit['r_ci'])} scratch's CI: {verdict}.")  # fmt: skip
+    text = (
+        f"scratch r = {fit['r']:.2f} ({_ci(*fit['r_ci'])}) vs {transfer_r:.2f} for transfer, "
+        f"which is {where_is(transfer_r, *fit['r_ci'])} scratch's CI: {verdict}."
+    )
     return Finding("r_scratch_lower", name, paper, text, verdict)
 
 
@@ -145,23 +153,33 @@ def scratch_size_finding(by_size: dict, source: str = "ImageNet") -> Finding:
     5 larger ones: the large-dataset r against the small-dataset CI."""
     small, large = PAPER["r_scratch_small"], PAPER["r_scratch_large"]
     size = PAPER["small_dataset_size"]
-    name = (f"Training from scratch correlates weakly with {source} accuracy on small datasets, "
-            f"strongly on large ones (split at {size.quote})")  # fmt: skip
+    name = (
+        f"Training from scratch correlates weakly with {source} accuracy on small datasets, "
+        f"strongly on large ones (split at {size.quote})"
+    )
     paper = f"{small.quote}; {large.quote} ({small.where})"
     if not by_size:
         return Finding("r_scratch_by_size", name, paper, "needs a scratch correlation", UNCHECKED)
-    missing = [f"{part}: {by_size[part]['reason']}" for part in ("small", "large")
-               if by_size[part]["fit"] is None]  # fmt: skip
-    unknown = (f"; datasets without a registry size, left out: {', '.join(by_size['unknown'])}"
-               if by_size["unknown"] else "")  # fmt: skip
+    missing = [
+        f"{part}: {by_size[part]['reason']}"
+        for part in ("small", "large")
+        if by_size[part]["fit"] is None
+    ]
+    unknown = (
+        f"; datasets without a registry size, left out: {', '.join(by_size['unknown'])}"
+        if by_size["unknown"]
+        else ""
+    )
     if missing:
         return Finding("r_scratch_by_size", name, paper, "; ".join(missing) + unknown, UNCHECKED)
     fs, fl = by_size["small"]["fit"], by_size["large"]["fit"]
     verdict = _lower_than(fl["r"], fs)
-    text = (f"r = {fs['r']:.2f} ({_ci(*fs['r_ci'])}) on {len(by_size['small']['datasets'])} "
-            f"small and {fl['r']:.2f} ({_ci(*fl['r_ci'])}) on {len(by_size['large']['datasets'])} "
-            f"large datasets; the large-dataset r is {where_is(fl['r'], *fs['r_ci'])} the "
-            f"small-dataset CI{unknown}: {verdict}.")  # fmt: skip
+    text = (
+        f"r = {fs['r']:.2f} ({_ci(*fs['r_ci'])}) on {len(by_size['small']['datasets'])} "
+        f"small and {fl['r']:.2f} ({_ci(*fl['r_ci'])}) on {len(by_size['large']['datasets'])} "
+        f"large datasets; the large-dataset r is {where_is(fl['r'], *fs['r_ci'])} the "
+        f"small-dataset CI{unknown}: {verdict}."
+    )
     return Finding("r_scratch_by_size", name, paper, text, verdict)
 
 
@@ -177,12 +195,18 @@ def win_finding(key: str, counts: dict) -> Finding:
         return Finding(key, name, paper, text, UNCHECKED)
     rate = stats.binomial_proportion(counts["wins"], counts["total"], CONFIDENCE)
     verdict, conclusion = interval_conclusion(
-        f"{claim.fraction:.1%}", claim.fraction, rate.low, rate.high, 0.5,
+        f"{claim.fraction:.1%}",
+        claim.fraction,
+        rate.low,
+        rate.high,
+        0.5,
         "50% (neither protocol wins more often)",
-    )  # fmt: skip
-    text = (f"{PROTOCOL_NAMES[winner]} beats {PROTOCOL_NAMES[loser]} in {counts['wins']} of "
-            f"{counts['total']} model x dataset pairs ({rate.estimate:.1%}, exact binomial "
-            f"{_ci(rate.low * 100, rate.high * 100, 1)}%); {conclusion}")  # fmt: skip
+    )
+    text = (
+        f"{PROTOCOL_NAMES[winner]} beats {PROTOCOL_NAMES[loser]} in {counts['wins']} of "
+        f"{counts['total']} model x dataset pairs ({rate.estimate:.1%}, exact binomial "
+        f"{_ci(rate.low * 100, rate.high * 100, 1)}%); {conclusion}"
+    )
     return Finding(key, name, paper, text, verdict)
 
 
@@ -198,17 +222,24 @@ def wilcoxon_finding(tests: pd.DataFrame) -> Finding:
         text = "needs fine-tuning and logistic regression results of 2 models on one dataset"
         return Finding("finetune_significant_datasets", name, paper, text, UNCHECKED)
     testable = ft_lr[ft_lr["wilcoxon_min_attainable_p"] < level.value]
-    significant = testable[(testable["wilcoxon_p"] < level.value)
-                           & (testable["mean_logit_difference"] > 0)]  # fmt: skip
+    significant = testable[
+        (testable["wilcoxon_p"] < level.value) & (testable["mean_logit_difference"] > 0)
+    ]
     needed = next(n for n in range(1, 64) if stats.wilcoxon_min_attainable_p(n) < level.value)
-    text = (f"fine-tuning is better at {level.quote} on {len(significant)} of the "
-            f"{len(testable)} datasets where {level.quote} is attainable ({len(ft_lr)} datasets; "
-            f"the exact Wilcoxon test needs {needed} models to reach it, "
-            f"{int(ft_lr['n_models'].max())} at most here)")  # fmt: skip
+    text = (
+        f"fine-tuning is better at {level.quote} on {len(significant)} of the "
+        f"{len(testable)} datasets where {level.quote} is attainable ({len(ft_lr)} datasets; "
+        f"the exact Wilcoxon test needs {needed} models to reach it, "
+        f"{int(ft_lr['n_models'].max())} at most here)"
+    )
     if testable.empty:
-        return Finding("finetune_significant_datasets", name, paper,
-                       text + f": too few models to test the paper's {level.quote}, "
-                       f"{INCONCLUSIVE}.", INCONCLUSIVE)  # fmt: skip
+        return Finding(
+            "finetune_significant_datasets",
+            name,
+            paper,
+            text + f": too few models to test the paper's {level.quote}, {INCONCLUSIVE}.",
+            INCONCLUSIVE,
+        )
     k, n = claim.value
     verdict = HOLDS if len(significant) * n >= k * len(testable) else FAILS
     text += f"; the paper's share is {claim.quote}: {verdict}."
@@ -220,22 +251,31 @@ def convergence_finding(conv: dict, source: str = "ImageNet") -> Finding:
     dataset pairs against 1 and the paper's 17x."""
     claim = PAPER["convergence_speedup"]
     fraction = PAPER["convergence_fraction"]
-    name = (f"{_capitalized(source)} pretraining speeds up convergence (steps to "
-            f"{fraction.value:.0%} of max odds)")  # fmt: skip
+    name = (
+        f"{_capitalized(source)} pretraining speeds up convergence (steps to "
+        f"{fraction.value:.0%} of max odds)"
+    )
     paper = f"{claim.quote} fewer steps ({claim.where})"
     if not conv:
         text = "needs training histories of fine-tuning and scratch for the same model and dataset"
         return Finding("convergence_speedup", name, paper, text, UNCHECKED)
-    text = (f"fine-tuning reaches {fraction.quote} in {conv['finetune_steps_geomean']:.0f} "
-            f"steps vs {conv['scratch_steps_geomean']:.0f} from scratch (geometric means over "
-            f"{conv['n_pairs']} model x dataset pairs), a {conv['speedup']:.1f}x speedup")  # fmt: skip
+    text = (
+        f"fine-tuning reaches {fraction.quote} in {conv['finetune_steps_geomean']:.0f} "
+        f"steps vs {conv['scratch_steps_geomean']:.0f} from scratch (geometric means over "
+        f"{conv['n_pairs']} model x dataset pairs), a {conv['speedup']:.1f}x speedup"
+    )
     if conv["n_pairs"] < 2:
-        return Finding("convergence_speedup", name, paper,
-                       f"{text}; one pair has no spread to give a CI: {INCONCLUSIVE}.",
-                       INCONCLUSIVE)  # fmt: skip
+        return Finding(
+            "convergence_speedup",
+            name,
+            paper,
+            f"{text}; one pair has no spread to give a CI: {INCONCLUSIVE}.",
+            INCONCLUSIVE,
+        )
     lo, hi = conv["speedup_ci"]
-    verdict, conclusion = interval_conclusion(claim.quote, claim.value, lo, hi, 1.0,
-                                              "1x (no speedup)")  # fmt: skip
+    verdict, conclusion = interval_conclusion(
+        claim.quote, claim.value, lo, hi, 1.0, "1x (no speedup)"
+    )
     text += f" ({_ci(lo, hi, 1)}); {conclusion}"
     return Finding("convergence_speedup", name, paper, text, verdict)
 
@@ -262,12 +302,15 @@ def subset_finding(gaps: pd.DataFrame) -> Finding:
             # to begin with, nothing shrinks.
             shrinks += int(gap.iloc[0] > 0 and gap.iloc[-1] < gap.iloc[0])
     if not total:
-        return Finding("subset_gap", name, paper, "needs at least 2 subset sizes per dataset",
-                       UNCHECKED)  # fmt: skip
+        return Finding(
+            "subset_gap", name, paper, "needs at least 2 subset sizes per dataset", UNCHECKED
+        )
     verdict = _majority(shrinks, total)
-    text = (f"fine-tuning beats scratch at the smallest subset and the gap (log odds) is "
-            f"smaller at the largest subset on {shrinks} of {total} datasets (one run per "
-            f"size, no error bars): {verdict}.")  # fmt: skip
+    text = (
+        f"fine-tuning beats scratch at the smallest subset and the gap (log odds) is "
+        f"smaller at the largest subset on {shrinks} of {total} datasets (one run per "
+        f"size, no error bars): {verdict}."
+    )
     return Finding("subset_gap", name, paper, text, verdict)
 
 
@@ -306,15 +349,19 @@ def settings_finding(effects: pd.DataFrame) -> Finding:
     for architecture, row in lr.iterrows():
         ft_row = ft.loc[architecture] if architecture in ft.index else None
         calls.append(_settings_call(row, ft_row))
-        part = (f"{architecture} {row['fair_minus_default']:+.2f} with logistic regression "
-                f"(p = {fmt_p(row['t_p'])} over {row['n_datasets']} dataset(s))")  # fmt: skip
+        part = (
+            f"{architecture} {row['fair_minus_default']:+.2f} with logistic regression "
+            f"(p = {fmt_p(row['t_p'])} over {row['n_datasets']} dataset(s))"
+        )
         if ft_row is not None:
             part += f", {ft_row['fair_minus_default']:+.2f} fine-tuned"
         parts.append(f"{part}, {calls[-1]}")
     verdict = _majority_verdict(calls)
-    text = (f"fair minus Inception-default log odds (a clear effect needs p < {SIGNIFICANCE} "
-            f"over 2+ datasets): {'; '.join(parts)}; {calls.count(HOLDS)} of {len(calls)} "
-            f"architectures agree: {verdict}.")  # fmt: skip
+    text = (
+        f"fair minus Inception-default log odds (a clear effect needs p < {SIGNIFICANCE} "
+        f"over 2+ datasets): {'; '.join(parts)}; {calls.count(HOLDS)} of {len(calls)} "
+        f"architectures agree: {verdict}."
+    )
     return Finding("settings_effect", name, paper, text, verdict)
 
 
@@ -327,23 +374,29 @@ def feature_space_finding(samples: list[dict], model_info: pd.DataFrame) -> Find
     paper = f"{claim.quote} ({claim.where})"
     pairs = separation.settings_pairs(samples, model_info)
     if not pairs:
-        text = ("; ".join(f"{e['name']}: our silhouette {e['silhouette']:.3f}" for e in samples[:6])
-                or "no features given") + (
+        text = (
+            "; ".join(f"{e['name']}: our silhouette {e['silhouette']:.3f}" for e in samples[:6])
+            or "no features given"
+        ) + (
             ". Needs features of one architecture with both 'fair' and 'inception_default' "
             "settings on the same dataset."
-        )  # fmt: skip
+        )
         return Finding("feature_space", name, paper, text, UNCHECKED)
     calls, parts = [], []
     for pair in pairs:
         fair, default = pair["fair"]["silhouette"], pair["inception_default"]["silhouette"]
         p = separation.separation_test(pair["fair"], pair["inception_default"])
         calls.append(INCONCLUSIVE if p >= SIGNIFICANCE else (HOLDS if fair > default else FAILS))
-        parts.append(f"{pair['architecture']}/{pair['dataset']} {fair:.3f} vs {default:.3f} "
-                     f"(p = {fmt_p(p)}): {calls[-1]}")  # fmt: skip
+        parts.append(
+            f"{pair['architecture']}/{pair['dataset']} {fair:.3f} vs {default:.3f} "
+            f"(p = {fmt_p(p)}): {calls[-1]}"
+        )
     verdict = _majority_verdict(calls)
-    ours = (f"our measure, not the paper's (Fig. 4 is a t-SNE picture): mean silhouette (cosine) "
-            f"of fair vs Inception-default features, {'; '.join(parts)}; fair features are "
-            f"clearly more separable in {calls.count(HOLDS)} of {len(pairs)} pairs: {verdict}.")  # fmt: skip
+    ours = (
+        f"our measure, not the paper's (Fig. 4 is a t-SNE picture): mean silhouette (cosine) "
+        f"of fair vs Inception-default features, {'; '.join(parts)}; fair features are "
+        f"clearly more separable in {calls.count(HOLDS)} of {len(pairs)} pairs: {verdict}."
+    )
     return Finding("feature_space", name, paper, ours, verdict)
 
 

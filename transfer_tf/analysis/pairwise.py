@@ -17,10 +17,23 @@ from transfer_tf import results
 from transfer_tf.analysis import stats
 
 COLUMNS = [
-    "dataset", "protocol", "metric", "model_a", "model_b", "test_metric_a", "test_metric_b",
-    "test", "n_examples", "difference", "p_value", "permutation_p", "mcnemar_p", "a_only",
-    "b_only", "note",
-]  # fmt: skip
+    "dataset",
+    "protocol",
+    "metric",
+    "model_a",
+    "model_b",
+    "test_metric_a",
+    "test_metric_b",
+    "test",
+    "n_examples",
+    "difference",
+    "p_value",
+    "permutation_p",
+    "mcnemar_p",
+    "a_only",
+    "b_only",
+    "note",
+]
 
 
 def correctness(predictions: dict) -> np.ndarray | None:
@@ -55,23 +68,36 @@ def _top1(a: dict, b: dict, samples: int, seed: int) -> tuple[dict, str]:
         return {}, "top-1 needs single-label predictions (class ids or scores [N, C])"
     exact = stats.mcnemar_test(*correct)
     perm = stats.permutation_test(*correct, samples, seed)
-    return {"test": "McNemar exact (top-1)", "n_examples": exact.n,
-            "difference": float(correct[0].mean() - correct[1].mean()), "p_value": exact.p_value,
-            "permutation_p": perm.p_value, "mcnemar_p": exact.p_value, "a_only": exact.a_only,
-            "b_only": exact.b_only}, ""  # fmt: skip
+    return {
+        "test": "McNemar exact (top-1)",
+        "n_examples": exact.n,
+        "difference": float(correct[0].mean() - correct[1].mean()),
+        "p_value": exact.p_value,
+        "permutation_p": perm.p_value,
+        "mcnemar_p": exact.p_value,
+        "a_only": exact.a_only,
+        "b_only": exact.b_only,
+    }, ""
 
 
 def _mean_per_class(a: dict, b: dict, samples: int, seed: int) -> tuple[dict, str]:
     correct = [correctness(a), correctness(b)]
     if any(c is None for c in correct):
         return {}, "mean per-class accuracy needs single-label predictions"
-    perm = stats.mean_per_class_permutation_test(a["y_true"], a["y_pred"], b["y_pred"], samples,
-                                                 seed)  # fmt: skip
+    perm = stats.mean_per_class_permutation_test(
+        a["y_true"], a["y_pred"], b["y_pred"], samples, seed
+    )
     exact = stats.mcnemar_test(*correct)  # on top-1 correctness, for comparison only
-    return {"test": "permutation (mean per-class accuracy)", "n_examples": perm.n,
-            "difference": perm.difference, "p_value": perm.p_value,
-            "permutation_p": perm.p_value, "mcnemar_p": exact.p_value, "a_only": exact.a_only,
-            "b_only": exact.b_only}, ""  # fmt: skip
+    return {
+        "test": "permutation (mean per-class accuracy)",
+        "n_examples": perm.n,
+        "difference": perm.difference,
+        "p_value": perm.p_value,
+        "permutation_p": perm.p_value,
+        "mcnemar_p": exact.p_value,
+        "a_only": exact.a_only,
+        "b_only": exact.b_only,
+    }, ""
 
 
 def _map11(a: dict, b: dict, samples: int, seed: int) -> tuple[dict, str]:
@@ -79,9 +105,13 @@ def _map11(a: dict, b: dict, samples: int, seed: int) -> tuple[dict, str]:
     if any(s is None for s in scores):
         return {}, "11-point mAP needs multi-hot y_true and float scores (y_score or y_pred)"
     perm = stats.map_permutation_test(a["y_true"], *scores, samples, seed)
-    return {"test": "permutation (11-point mAP)", "n_examples": perm.n,
-            "difference": perm.difference, "p_value": perm.p_value,
-            "permutation_p": perm.p_value}, ""  # fmt: skip
+    return {
+        "test": "permutation (11-point mAP)",
+        "n_examples": perm.n,
+        "difference": perm.difference,
+        "p_value": perm.p_value,
+        "permutation_p": perm.p_value,
+    }, ""
 
 
 # One paired test per metric of Table 1 (the registry's `metric` names).
@@ -113,10 +143,15 @@ def top_model_tests(best: pd.DataFrame, permutation_samples: int, seed: int) -> 
             continue
         top = group.sort_values("test_metric", ascending=False, kind="stable").head(2)
         metrics = top["metric"].astype(str).unique()
-        row = {"dataset": dataset, "protocol": protocol, "metric": "/".join(metrics),
-               "model_a": top["model"].iloc[0], "model_b": top["model"].iloc[1],
-               "test_metric_a": top["test_metric"].iloc[0],
-               "test_metric_b": top["test_metric"].iloc[1]}  # fmt: skip
+        row = {
+            "dataset": dataset,
+            "protocol": protocol,
+            "metric": "/".join(metrics),
+            "model_a": top["model"].iloc[0],
+            "model_b": top["model"].iloc[1],
+            "test_metric_a": top["test_metric"].iloc[0],
+            "test_metric_b": top["test_metric"].iloc[1],
+        }
         if len(metrics) > 1:
             columns, note = {}, f"the two models were scored with different metrics {list(metrics)}"
         else:

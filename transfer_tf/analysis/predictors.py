@@ -39,12 +39,33 @@ PARAMS = "parameters"
 BASELINES = (SOURCE, PARAMS)
 MIN_MODELS = 3
 FRACTION_METRICS = tuple(m for m in METRICS if m != "quadratic_kappa")
-SCORE_COLUMNS = ["model", "dataset", "predictor", "metric", "score", "score_se", "n_seeds", "x",
-                 "wall_time_s"]  # fmt: skip
+SCORE_COLUMNS = [
+    "model",
+    "dataset",
+    "predictor",
+    "metric",
+    "score",
+    "score_se",
+    "n_seeds",
+    "x",
+    "wall_time_s",
+]
 AGREEMENT_COLUMNS = [
-    "protocol", "dataset", "predictor", "n_models", "weighted_tau", "tau_low", "tau_high",
-    "pearson_r", "r_low", "r_high", "tau_minus_source", "diff_low", "diff_high", "beats_source",
-]  # fmt: skip
+    "protocol",
+    "dataset",
+    "predictor",
+    "n_models",
+    "weighted_tau",
+    "tau_low",
+    "tau_high",
+    "pearson_r",
+    "r_low",
+    "r_high",
+    "tau_minus_source",
+    "diff_low",
+    "diff_high",
+    "beats_source",
+]
 BEATS, TRAILS, UNDECIDED = "yes", "no (source is better)", "inconclusive"
 
 
@@ -96,10 +117,13 @@ def parameter_counts(model_table: pd.DataFrame) -> pd.Series:
 
     known = set(list_models())
     return pd.Series(
-        [float(get_spec(a).published_params) if a in known else np.nan
-         for a in table["architecture"].astype(str)],
-        index=table.index, dtype=float,
-    )  # fmt: skip
+        [
+            float(get_spec(a).published_params) if a in known else np.nan
+            for a in table["architecture"].astype(str)
+        ],
+        index=table.index,
+        dtype=float,
+    )
 
 
 def baseline_scores(model_table: pd.DataFrame, datasets) -> pd.DataFrame:
@@ -111,11 +135,27 @@ def baseline_scores(model_table: pd.DataFrame, datasets) -> pd.DataFrame:
     for dataset in datasets:
         for model in table.index:
             top1 = table.loc[model, "source_top1"]
-            rows.append(dict(model=model, dataset=dataset, predictor=SOURCE, metric="top1",
-                             score=top1, x=table.loc[model, "source_logit"]))  # fmt: skip
+            rows.append(
+                dict(
+                    model=model,
+                    dataset=dataset,
+                    predictor=SOURCE,
+                    metric="top1",
+                    score=top1,
+                    x=table.loc[model, "source_logit"],
+                )
+            )
             if np.isfinite(params.get(model, np.nan)) and params[model] > 0:
-                rows.append(dict(model=model, dataset=dataset, predictor=PARAMS, metric="params",
-                                 score=params[model], x=np.log10(params[model])))  # fmt: skip
+                rows.append(
+                    dict(
+                        model=model,
+                        dataset=dataset,
+                        predictor=PARAMS,
+                        metric="params",
+                        score=params[model],
+                        x=np.log10(params[model]),
+                    )
+                )
     out = pd.DataFrame(rows, columns=SCORE_COLUMNS)
     return out.assign(n_seeds=1, score_se=np.nan, wall_time_s=np.nan)
 
@@ -176,16 +216,26 @@ def _interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def rank_agreement(x, y, source=None, *, num_bootstrap: int = 1000, seed: int = 0,
-                   confidence: float = 0.95) -> dict:  # fmt: skip
+def rank_agreement(
+    x, y, source=None, *, num_bootstrap: int = 1000, seed: int = 0, confidence: float = 0.95
+) -> dict:
     """Weighted τ and Pearson r of predictor `x` with measured transfer `y` (one value per model),
     percentile bootstrap intervals over models, and with `source` (the source top-1 of the same
     models) the paired difference of τ and its interval."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     n = len(x)
-    out = dict(n_models=n, weighted_tau=np.nan, tau_low=np.nan, tau_high=np.nan,
-               pearson_r=np.nan, r_low=np.nan, r_high=np.nan, tau_minus_source=np.nan,
-               diff_low=np.nan, diff_high=np.nan)  # fmt: skip
+    out = dict(
+        n_models=n,
+        weighted_tau=np.nan,
+        tau_low=np.nan,
+        tau_high=np.nan,
+        pearson_r=np.nan,
+        r_low=np.nan,
+        r_high=np.nan,
+        tau_minus_source=np.nan,
+        diff_low=np.nan,
+        diff_high=np.nan,
+    )
     if n < MIN_MODELS:
         return out
     out["weighted_tau"] = weighted_tau(x, y)
@@ -235,10 +285,13 @@ def agreement_table(
             with_source = [m for m in models if (dataset, m) in source.index]
             pair = predictor != SOURCE and len(with_source) == len(models)
             row = rank_agreement(
-                values[models].to_numpy(), measured[models].to_numpy(),
+                values[models].to_numpy(),
+                measured[models].to_numpy(),
                 source[dataset][models].to_numpy() if pair else None,
-                num_bootstrap=num_bootstrap, seed=seed, confidence=confidence,
-            )  # fmt: skip
+                num_bootstrap=num_bootstrap,
+                seed=seed,
+                confidence=confidence,
+            )
             row.update(protocol=protocol, dataset=dataset, predictor=predictor)
             row["beats_source"] = _verdict(row)
             rows.append(row)
@@ -246,8 +299,11 @@ def agreement_table(
     if out.empty:
         return out
     out["_order"] = out["predictor"].map(order)
-    return (out.sort_values(["protocol", "dataset", "_order"], kind="stable")
-            .drop(columns="_order").reset_index(drop=True))  # fmt: skip
+    return (
+        out.sort_values(["protocol", "dataset", "_order"], kind="stable")
+        .drop(columns="_order")
+        .reset_index(drop=True)
+    )
 
 
 def summary_table(agreement: pd.DataFrame) -> pd.DataFrame:
@@ -255,8 +311,17 @@ def summary_table(agreement: pd.DataFrame) -> pd.DataFrame:
     predictor beats / trails source accuracy by its interval."""
     rows = agreement[agreement["weighted_tau"].notna()]
     if rows.empty:
-        return pd.DataFrame(columns=["protocol", "predictor", "datasets", "mean_weighted_tau",
-                                     "mean_pearson_r", "beats_source", "trails_source"])  # fmt: skip
+        return pd.DataFrame(
+            columns=[
+                "protocol",
+                "predictor",
+                "datasets",
+                "mean_weighted_tau",
+                "mean_pearson_r",
+                "beats_source",
+                "trails_source",
+            ]
+        )
     out = rows.groupby(["protocol", "predictor"], sort=False).agg(
         datasets=("dataset", "size"),
         mean_weighted_tau=("weighted_tau", "mean"),
@@ -273,8 +338,10 @@ def cost_table(scores: pd.DataFrame, results_df: pd.DataFrame) -> pd.DataFrame:
     columns = ["predictor", "pairs", "wall_time_s", "logreg_wall_time_s", "fraction_of_logreg"]
     if scores.empty or "wall_time_s" not in results_df.columns:
         return pd.DataFrame(columns=columns)
-    logreg = results_df[(results_df["protocol"] == "logreg")
-                        & pd.to_numeric(results_df.get("per_class"), errors="coerce").isna()]  # fmt: skip
+    logreg = results_df[
+        (results_df["protocol"] == "logreg")
+        & pd.to_numeric(results_df.get("per_class"), errors="coerce").isna()
+    ]
     logreg_time = logreg.groupby(["model", "dataset"])["wall_time_s"].sum()
     rows = []
     known = [*PREDICTORS, *sorted(set(scores["predictor"]) - set(PREDICTORS))]
@@ -286,8 +353,9 @@ def cost_table(scores: pd.DataFrame, results_df: pd.DataFrame) -> pd.DataFrame:
             rows.append((predictor, len(keys), both[keys].sum(), logreg_time[keys].sum()))
     out = pd.DataFrame(rows, columns=columns[:-1])
     if len(out):
-        pairs = scores.set_index(["model", "dataset"]).index.unique().intersection(
-            logreg_time.index)  # fmt: skip
+        pairs = (
+            scores.set_index(["model", "dataset"]).index.unique().intersection(logreg_time.index)
+        )
         total = scores.set_index(["model", "dataset"]).loc[pairs, "wall_time_s"].sum()
         out.loc[len(out)] = ("all predictors", len(pairs), total, logreg_time[pairs].sum())
     out["fraction_of_logreg"] = out["wall_time_s"] / out["logreg_wall_time_s"]
@@ -312,29 +380,46 @@ def agreement_figure(agreement: pd.DataFrame, source: str, path: str) -> str:
     datasets = sorted(set(rows["dataset"]))
     labels = {SOURCE: f"{source} top-1 (baseline)", PARAMS: "parameters (baseline)"}
     width = 1.0 + 0.8 * len(datasets)
-    fig, axes = plt.subplots(1, len(protocols), figsize=(2.2 + width * len(protocols),
-                             1.6 + 0.4 * len(predictors)), squeeze=False, sharey=True,
-                             layout="constrained")  # fmt: skip
+    fig, axes = plt.subplots(
+        1,
+        len(protocols),
+        figsize=(2.2 + width * len(protocols), 1.6 + 0.4 * len(predictors)),
+        squeeze=False,
+        sharey=True,
+        layout="constrained",
+    )
     for ax, protocol in zip(axes[0], protocols, strict=True):
         table = rows[rows["protocol"] == protocol]
-        tau = table.pivot_table(index="predictor", columns="dataset", values="weighted_tau",
-                                aggfunc="first").reindex(index=predictors, columns=datasets)  # fmt: skip
-        beats = table.pivot_table(index="predictor", columns="dataset", values="beats_source",
-                                  aggfunc="first").reindex(index=predictors, columns=datasets)  # fmt: skip
+        tau = table.pivot_table(
+            index="predictor", columns="dataset", values="weighted_tau", aggfunc="first"
+        ).reindex(index=predictors, columns=datasets)
+        beats = table.pivot_table(
+            index="predictor", columns="dataset", values="beats_source", aggfunc="first"
+        ).reindex(index=predictors, columns=datasets)
         image = ax.imshow(tau.to_numpy(dtype=float), cmap="RdBu", vmin=-1, vmax=1, aspect="auto")
         for i, predictor in enumerate(predictors):
             for j, dataset in enumerate(datasets):
                 value = tau.loc[predictor, dataset]
                 if np.isfinite(value):
                     mark = " ▲" if beats.loc[predictor, dataset] == BEATS else ""
-                    ax.text(j, i, f"{value:.2f}{mark}", ha="center", va="center", fontsize=7,
-                            color="white" if abs(value) > 0.6 else "black")  # fmt: skip
+                    ax.text(
+                        j,
+                        i,
+                        f"{value:.2f}{mark}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if abs(value) > 0.6 else "black",
+                    )
         ax.set_xticks(range(len(datasets)), datasets, rotation=45, ha="right", fontsize=7)
         ax.set_yticks(range(len(predictors)), [labels.get(p, p) for p in predictors], fontsize=7)
         ax.set_title(f"ground truth: {PROTOCOL_NAMES[protocol]}", fontsize=9)
     fig.colorbar(image, ax=list(axes[0]), label="weighted Kendall τ", shrink=0.9)
-    fig.suptitle(f"Predictors vs measured transfer; ▲: beats {source} top-1 (95% bootstrap "
-                 "interval of the τ difference above 0)", fontsize=9)  # fmt: skip
+    fig.suptitle(
+        f"Predictors vs measured transfer; ▲: beats {source} top-1 (95% bootstrap "
+        "interval of the τ difference above 0)",
+        fontsize=9,
+    )
     return figures._save(fig, path)
 
 

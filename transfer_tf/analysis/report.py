@@ -78,8 +78,10 @@ def _final_tables(out: _Output, results_df: pd.DataFrame, model_table: pd.DataFr
     out.table("best_test_metric_wide", wide.reset_index())
     unknown = sorted(set(best["model"]) - set(model_table["model"]))
     if unknown:
-        out.notes.append(f"models without a source accuracy in the model table (left out of "
-                         f"correlations): {', '.join(unknown)}")  # fmt: skip
+        out.notes.append(
+            f"models without a source accuracy in the model table (left out of "
+            f"correlations): {', '.join(unknown)}"
+        )
     several = best[best["n_final_configs"] > 1]
     if len(several):
         out.notes.append(
@@ -103,8 +105,9 @@ def _correlation_part(out: _Output, best: pd.DataFrame, num_bootstrap: int, seed
             out.figure(f"fig2_{protocol}", figures.transfer_vs_source, summary, fit, protocol)
             out.table(f"model_means_{protocol}", summary)
         if (best["protocol"] == protocol).any():
-            out.figure(f"fig2_{protocol}_datasets", figures.transfer_vs_source_per_dataset, best,
-                       protocol)  # fmt: skip
+            out.figure(
+                f"fig2_{protocol}_datasets", figures.transfer_vs_source_per_dataset, best, protocol
+            )
     fitted = {p: s for p, s in corr.summaries.items() if corr.fits.get(p)}
     out.figure("fig1", figures.correlation_overview, fitted, corr.fits)
     out.table("correlations", correlation.correlation_rows(corr.by_group))
@@ -114,14 +117,22 @@ def _correlation_part(out: _Output, best: pd.DataFrame, num_bootstrap: int, seed
 def _comparison_part(out: _Output, best, results_df, permutation_samples: int, seed: int) -> dict:
     """Win counts, paired tests, and Figs. 3 and 5-9 with their tables."""
     win = {f"{a}_beats_{b}": tables.win_counts(best, a, b) for a, b in WIN_COMPARISONS}
-    out.table("win_counts", pd.DataFrame(
-        [{**_win_row(w), "fraction": w["wins"] / w["total"] if w["total"] else np.nan}
-         for w in win.values()]
-    ))  # fmt: skip
-    across = out.table("across_models_tests", pd.concat(
-        [comparisons.across_model_tests(best, "finetune", a) for a in ("logreg", "scratch")],
-        ignore_index=True,
-    ))  # fmt: skip
+    out.table(
+        "win_counts",
+        pd.DataFrame(
+            [
+                {**_win_row(w), "fraction": w["wins"] / w["total"] if w["total"] else np.nan}
+                for w in win.values()
+            ]
+        ),
+    )
+    across = out.table(
+        "across_models_tests",
+        pd.concat(
+            [comparisons.across_model_tests(best, "finetune", a) for a in ("logreg", "scratch")],
+            ignore_index=True,
+        ),
+    )
     pair_tests = out.table(
         "top_model_tests", pairwise.top_model_tests(best, permutation_samples, seed)
     )
@@ -140,17 +151,33 @@ def _comparison_part(out: _Output, best, results_df, permutation_samples: int, s
     gaps = out.table("subset_size", comparisons.subset_gap_table(subsets))
     out.figure("fig9_subset_size", figures.subset_size, subsets)
     for protocol, number in (("logreg", 3), ("finetune", 5)):
-        variants = out.table(f"settings_variants_{protocol}",
-                             comparisons.settings_variant_table(best, protocol))  # fmt: skip
-        out.figure(f"fig{number}_settings_{protocol}", figures.settings_variants, variants,
-                   protocol, number)  # fmt: skip
-    effects = out.table("settings_effects", pd.concat(
-        [comparisons.settings_effect_tests(best, p) for p in ("logreg", "finetune")],
-        ignore_index=True,
-    ))  # fmt: skip
-    return {"win_counts": win, "across_models": across, "pair_tests": pair_tests,
-            "protocol_bars": bars, "convergence_steps": steps, "convergence": convergence,
-            "subset_gaps": gaps, "settings_effects": effects}  # fmt: skip
+        variants = out.table(
+            f"settings_variants_{protocol}", comparisons.settings_variant_table(best, protocol)
+        )
+        out.figure(
+            f"fig{number}_settings_{protocol}",
+            figures.settings_variants,
+            variants,
+            protocol,
+            number,
+        )
+    effects = out.table(
+        "settings_effects",
+        pd.concat(
+            [comparisons.settings_effect_tests(best, p) for p in ("logreg", "finetune")],
+            ignore_index=True,
+        ),
+    )
+    return {
+        "win_counts": win,
+        "across_models": across,
+        "pair_tests": pair_tests,
+        "protocol_bars": bars,
+        "convergence_steps": steps,
+        "convergence": convergence,
+        "subset_gaps": gaps,
+        "settings_effects": effects,
+    }
 
 
 def _win_row(counts: dict) -> dict:
@@ -176,15 +203,24 @@ def _predictor_part(out: _Output, rows, best, model_table, results_df, num_boots
     if rows.empty:
         return []
     scores = out.table("predictor_scores", predictor_analysis.predictor_scores(rows))
-    agreement = out.table("predictor_agreement", predictor_analysis.agreement_table(
-        scores, best, model_table, num_bootstrap=num_bootstrap, seed=seed))  # fmt: skip
+    agreement = out.table(
+        "predictor_agreement",
+        predictor_analysis.agreement_table(
+            scores, best, model_table, num_bootstrap=num_bootstrap, seed=seed
+        ),
+    )
     summary = out.table("predictor_summary", predictor_analysis.summary_table(agreement))
     cost = out.table("predictor_cost", predictor_analysis.cost_table(scores, results_df))
     source = figures.source_name(model_table)
     out.figure("predictors_vs_transfer", predictor_analysis.agreement_figure, agreement, source)
-    return [Section("Beyond the paper: cheap transfer predictors",
-                    predictor_analysis.section_text(source, num_bootstrap), table=summary),
-            Section("Cost of the predictors", predictor_analysis.cost_text(), table=cost)]  # fmt: skip
+    return [
+        Section(
+            "Beyond the paper: cheap transfer predictors",
+            predictor_analysis.section_text(source, num_bootstrap),
+            table=summary,
+        ),
+        Section("Cost of the predictors", predictor_analysis.cost_text(), table=cost),
+    ]
 
 
 def _source(best: pd.DataFrame, primary: str | None) -> str:
@@ -233,35 +269,65 @@ def _sections(out: _Output, parts: dict, found: list, corr, source: str, setting
     rows = correlation.correlation_rows(corr.by_group)
     fraction = PAPER["convergence_fraction"]
     sections = [
-        Section("Which of the paper's findings hold", VERDICT_RULE, bullets=tuple(
-            Bullet(f.ours, f.finding, f.verdict, _VERDICT_CLASS.get(f.verdict, "unknown"))
-            for f in found
-        )),
+        Section(
+            "Which of the paper's findings hold",
+            VERDICT_RULE,
+            bullets=tuple(
+                Bullet(f.ours, f.finding, f.verdict, _VERDICT_CLASS.get(f.verdict, "unknown"))
+                for f in found
+            ),
+        ),
         Section("The paper's numbers compared against", table=paper.paper_table()),
-        Section(f"Correlation with {source} accuracy (Figs. 1, 2)",
-                _correlation_text(source, corr, settings["num_bootstrap"]),
-                table=rows.drop(columns="key") if len(rows) else rows),
-        Section("Win counts", "Model x dataset pairs where one protocol's test metric is higher.",
-                table=pd.DataFrame([_win_row(w) for w in parts["win_counts"].values()])),
-        Section("Across models, per dataset (Wilcoxon signed-rank, paired t-test)",
-                "Paired by model on logit test accuracy; two-sided.", table=parts["across_models"]),
-        Section("Between the two best models per dataset, on the dataset's metric",
-                _pairwise_text(settings["permutation_samples"]), table=parts["pair_tests"]),
-        Section("Protocol comparison (Fig. 6)", "Mean log odds over models, Morey SE.",
-                table=parts["protocol_bars"]),
-        Section("Convergence (Fig. 8)", f"Steps to reach {fraction.quote} of each run.",
-                table=parts["convergence_steps"]),
-        Section("Training-subset size (Fig. 9)", "Mean log odds over models per protocol.",
-                table=parts["subset_gaps"]),
-        Section("Class separation of features (our silhouette score; Fig. 4 is a picture)",
-                "; ".join(parts["feature_problems"]),
-                table=separation.separation_table(parts["feature_samples"])),
+        Section(
+            f"Correlation with {source} accuracy (Figs. 1, 2)",
+            _correlation_text(source, corr, settings["num_bootstrap"]),
+            table=rows.drop(columns="key") if len(rows) else rows,
+        ),
+        Section(
+            "Win counts",
+            "Model x dataset pairs where one protocol's test metric is higher.",
+            table=pd.DataFrame([_win_row(w) for w in parts["win_counts"].values()]),
+        ),
+        Section(
+            "Across models, per dataset (Wilcoxon signed-rank, paired t-test)",
+            "Paired by model on logit test accuracy; two-sided.",
+            table=parts["across_models"],
+        ),
+        Section(
+            "Between the two best models per dataset, on the dataset's metric",
+            _pairwise_text(settings["permutation_samples"]),
+            table=parts["pair_tests"],
+        ),
+        Section(
+            "Protocol comparison (Fig. 6)",
+            "Mean log odds over models, Morey SE.",
+            table=parts["protocol_bars"],
+        ),
+        Section(
+            "Convergence (Fig. 8)",
+            f"Steps to reach {fraction.quote} of each run.",
+            table=parts["convergence_steps"],
+        ),
+        Section(
+            "Training-subset size (Fig. 9)",
+            "Mean log odds over models per protocol.",
+            table=parts["subset_gaps"],
+        ),
+        Section(
+            "Class separation of features (our silhouette score; Fig. 4 is a picture)",
+            "; ".join(parts["feature_problems"]),
+            table=separation.separation_table(parts["feature_samples"]),
+        ),
         *parts["predictor_sections"],
         Section("Figures", figures=tuple(out.figures.items())),
-    ]  # fmt: skip
+    ]
     if out.skipped:
-        sections.append(Section("Skipped", bullets=tuple(
-            Bullet(f"{name}: {why}") for name, why in out.skipped.items())))  # fmt: skip
+        sections.append(
+            Section(
+                "Skipped",
+                bullets=tuple(Bullet(f"{name}: {why}") for name, why in out.skipped.items()),
+            )
+        )
     sections.append(Section("Notes", bullets=tuple(Bullet(n) for n in out.notes)))
     return sections
 
@@ -281,23 +347,27 @@ def _jsonable(value):
 
 
 def _headline(out: _Output, corr, win: dict, convergence: dict, found: list) -> dict:
-    return _jsonable({
-        "output_dir": out.output_dir,
-        "report_html": os.path.join(out.output_dir, "report.html"),
-        "report_md": os.path.join(out.output_dir, "report.md"),
-        "primary_settings": corr.primary,
-        "correlations": {
-            key: {k: v for k, v in fit.items() if k not in ("grid", "band_low", "band_high")}
-            for key, fit in corr.by_group.items()
-        },
-        "win_counts": {k: {"wins": w["wins"], "total": w["total"]} for k, w in win.items()},
-        "convergence": convergence,
-        "findings": [{"key": f.key, "finding": f.finding, "verdict": f.verdict, "ours": f.ours}
-                     for f in found],
-        "figures": out.figures,
-        "skipped": out.skipped,
-        "tables": out.tables,
-    })  # fmt: skip
+    return _jsonable(
+        {
+            "output_dir": out.output_dir,
+            "report_html": os.path.join(out.output_dir, "report.html"),
+            "report_md": os.path.join(out.output_dir, "report.md"),
+            "primary_settings": corr.primary,
+            "correlations": {
+                key: {k: v for k, v in fit.items() if k not in ("grid", "band_low", "band_high")}
+                for key, fit in corr.by_group.items()
+            },
+            "win_counts": {k: {"wins": w["wins"], "total": w["total"]} for k, w in win.items()},
+            "convergence": convergence,
+            "findings": [
+                {"key": f.key, "finding": f.finding, "verdict": f.verdict, "ours": f.ours}
+                for f in found
+            ],
+            "figures": out.figures,
+            "skipped": out.skipped,
+            "tables": out.tables,
+        }
+    )
 
 
 def write_report(
@@ -328,20 +398,29 @@ def write_report(
     model_info = model_table.set_index("model", drop=False)
     samples, problems = _feature_part(out, features_dir, seed, model_info, tsne_max_iter)
     parts.update(feature_samples=samples, feature_problems=problems)
-    parts["predictor_sections"] = _predictor_part(out, predictor_rows, best, model_table,
-                                                  results_df, num_bootstrap, seed)  # fmt: skip
+    parts["predictor_sections"] = _predictor_part(
+        out, predictor_rows, best, model_table, results_df, num_bootstrap, seed
+    )
     source = _source(best, corr.primary)
-    found = findings.findings(findings.Evidence(
-        correlations=corr, win_counts=parts["win_counts"], across_models=parts["across_models"],
-        convergence=parts["convergence"], subset_gaps=parts["subset_gaps"],
-        settings_effects=parts["settings_effects"], feature_samples=samples, model_info=model_info,
-        source=source,
-    ))  # fmt: skip
+    found = findings.findings(
+        findings.Evidence(
+            correlations=corr,
+            win_counts=parts["win_counts"],
+            across_models=parts["across_models"],
+            convergence=parts["convergence"],
+            subset_gaps=parts["subset_gaps"],
+            settings_effects=parts["settings_effects"],
+            feature_samples=samples,
+            model_info=model_info,
+            source=source,
+        )
+    )
     out.table("findings", pd.DataFrame([f.as_dict() for f in found]))
     settings = {"num_bootstrap": num_bootstrap, "permutation_samples": permutation_samples}
     sections = _sections(out, parts, found, corr, source, settings)
-    render.write(os.path.join(output_dir, "report.md"),
-                 render.to_markdown(TITLE, sections, output_dir))  # fmt: skip
+    render.write(
+        os.path.join(output_dir, "report.md"), render.to_markdown(TITLE, sections, output_dir)
+    )
     render.write(os.path.join(output_dir, "report.html"), render.to_html(TITLE, sections))
     headline = _headline(out, corr, parts["win_counts"], parts["convergence"], found)
     with open(os.path.join(output_dir, "headline.json"), "w") as f:
@@ -353,8 +432,10 @@ def headline_lines(headline: dict) -> list[str]:
     """The headline numbers as printed lines (transfer-analyze and transfer-study print them)."""
     lines = [f"report: {headline['report_html']}", f"        {headline['report_md']}"]
     for key, fit in headline["correlations"].items():
-        lines.append(f"r[{key}] = {fit['r']:.3f} (95% CI {fit['r_ci'][0]:.3f} to "
-                     f"{fit['r_ci'][1]:.3f}, p = {fit['p']:.3g}, {fit['n_models']} models)")  # fmt: skip
+        lines.append(
+            f"r[{key}] = {fit['r']:.3f} (95% CI {fit['r_ci'][0]:.3f} to "
+            f"{fit['r_ci'][1]:.3f}, p = {fit['p']:.3g}, {fit['n_models']} models)"
+        )
     for key, counts in headline["win_counts"].items():
         lines.append(f"{key}: {counts['wins']} of {counts['total']}")
     for finding in headline["findings"]:

@@ -50,8 +50,15 @@ def find_feature_sets(features_dir: str) -> list[tuple[str, str]]:
     return found
 
 
-def class_sample(features, labels, *, name: str, seed: int = 0, num_classes: int = TSNE_CLASSES,
-                 max_per_class: int = TSNE_MAX_PER_CLASS) -> dict:  # fmt: skip
+def class_sample(
+    features,
+    labels,
+    *,
+    name: str,
+    seed: int = 0,
+    num_classes: int = TSNE_CLASSES,
+    max_per_class: int = TSNE_MAX_PER_CLASS,
+) -> dict:
     """Up to `max_per_class` examples of the `num_classes` most frequent classes, and their
     silhouette (cosine) in the feature space, per example and its mean: our number beside
     Fig. 4's picture (the mean is sklearn's `silhouette_score`)."""
@@ -113,8 +120,9 @@ def feature_samples(features_dir: str, seed: int) -> tuple[list[dict], list[str]
 
 
 def separation_table(samples: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame([{k: s[k] for k in SEPARATION_COLUMNS} for s in samples],
-                        columns=SEPARATION_COLUMNS)  # fmt: skip
+    return pd.DataFrame(
+        [{k: s[k] for k in SEPARATION_COLUMNS} for s in samples], columns=SEPARATION_COLUMNS
+    )
 
 
 def _model_and_dataset(name: str, models) -> tuple[str, str] | None:
@@ -140,8 +148,14 @@ def settings_pairs(samples: list[dict], model_info: pd.DataFrame) -> list[dict]:
     for (architecture, dataset, settings), fair in sorted(by_key.items()):
         default = by_key.get((architecture, dataset, "inception_default"))
         if settings == "fair" and default is not None:
-            pairs.append({"architecture": architecture, "dataset": dataset, "fair": fair,
-                          "inception_default": default})  # fmt: skip
+            pairs.append(
+                {
+                    "architecture": architecture,
+                    "dataset": dataset,
+                    "fair": fair,
+                    "inception_default": default,
+                }
+            )
     return pairs
 
 
@@ -155,8 +169,9 @@ def tsne_selection(samples: list[dict], pairs: list[dict], max_sets: int = 6) ->
     return chosen[: max_sets - max_sets % 2]
 
 
-def feature_embeddings(features_dir: str, seed: int, model_info: pd.DataFrame,
-                       tsne_max_iter: int = 1000) -> tuple[list[dict], list[dict], list[str]]:  # fmt: skip
+def feature_embeddings(
+    features_dir: str, seed: int, model_info: pd.DataFrame, tsne_max_iter: int = 1000
+) -> tuple[list[dict], list[dict], list[str]]:
     """(every feature set's class sample with its silhouette, the t-SNE panels, problems)."""
     samples, problems = feature_samples(features_dir, seed)
     chosen = tsne_selection(samples, settings_pairs(samples, model_info))

@@ -402,8 +402,9 @@ class Interval:
 def binomial_proportion(successes: int, trials: int, confidence: float = 0.95) -> Interval:
     """successes / trials with its exact (Clopper-Pearson) CI, by scipy.stats.binomtest."""
     if trials < 1 or not 0 <= successes <= trials:
-        raise ValueError(f"need 0 <= successes <= trials and trials >= 1, got {successes} of "
-                         f"{trials}.")  # fmt: skip
+        raise ValueError(
+            f"need 0 <= successes <= trials and trials >= 1, got {successes} of {trials}."
+        )
     ci = scipy_stats.binomtest(successes, trials).proportion_ci(confidence, method="exact")
     return Interval(successes / trials, float(ci.low), float(ci.high), trials)
 

@@ -62,11 +62,13 @@ def validate_results(results: pd.DataFrame) -> pd.DataFrame:
 def settings_labels(values: pd.Series) -> pd.Series:
     """Training-settings labels as strings; a missing label becomes "unspecified"."""
     return pd.Series(
-        ["unspecified" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
-         for v in values],
+        [
+            "unspecified" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
+            for v in values
+        ],
         index=values.index,
         dtype=object,
-    )  # fmt: skip
+    )
 
 
 def validate_model_table(model_table: pd.DataFrame) -> pd.DataFrame:
@@ -112,8 +114,15 @@ def _hparams_key(frame: pd.DataFrame, *, shared_with_grid: bool = False) -> pd.S
         frame["protocol"], frame[hp_columns].itertuples(index=False, name=None), strict=True
     ):
         drop = DERIVED_HPARAMS.get(protocol, ()) if shared_with_grid else ()
-        keys.append(repr(tuple(v for c, v in zip(hp_columns, values, strict=True)
-                               if c[len("hp."):] not in drop)))  # fmt: skip
+        keys.append(
+            repr(
+                tuple(
+                    v
+                    for c, v in zip(hp_columns, values, strict=True)
+                    if c[len("hp.") :] not in drop
+                )
+            )
+        )
     return pd.Series(keys, index=frame.index, dtype=object)
 
 
@@ -154,11 +163,17 @@ def _hparams_text(frame: pd.DataFrame) -> pd.Series:
     """ "name=value, ..." of each row's hyperparameters, for messages."""
     hp_columns = sorted(c for c in frame.columns if c.startswith("hp."))
     return pd.Series(
-        [", ".join(f"{c[len('hp.'):]}={v}" for c, v in zip(hp_columns, values, strict=True)
-                   if not (isinstance(v, float) and np.isnan(v)))
-         for values in frame[hp_columns].itertuples(index=False, name=None)],
-        index=frame.index, dtype=object,
-    )  # fmt: skip
+        [
+            ", ".join(
+                f"{c[len('hp.') :]}={v}"
+                for c, v in zip(hp_columns, values, strict=True)
+                if not (isinstance(v, float) and np.isnan(v))
+            )
+            for values in frame[hp_columns].itertuples(index=False, name=None)
+        ],
+        index=frame.index,
+        dtype=object,
+    )
 
 
 def _ambiguity(group: pd.DataFrame) -> str:
@@ -184,8 +199,11 @@ def select_finals(results: pd.DataFrame) -> pd.DataFrame:
     results = validate_results(results)
     final = results[(results["stage"] == "final") & results["test_metric"].notna()].copy()
     final["test_metric"] = final["test_metric"].astype(float)
-    final = final.assign(_hp=_hparams_key(final), _shared=_hparams_key(final, shared_with_grid=True),
-                         _hp_text=_hparams_text(final))  # fmt: skip
+    final = final.assign(
+        _hp=_hparams_key(final),
+        _shared=_hparams_key(final, shared_with_grid=True),
+        _hp_text=_hparams_text(final),
+    )
     if final.empty:
         return pd.DataFrame(columns=list(dict.fromkeys(_KEYS + FINAL_COLUMNS)))
     configs = _final_configs(final)
@@ -206,18 +224,34 @@ def select_finals(results: pd.DataFrame) -> pd.DataFrame:
     if problems:
         raise ValueError(
             "several final cells for one model and dataset, and their validation metrics do not "
-            "choose one (the report never chooses by test score): " + " | ".join(problems)
+            "choose one (the report never chooses by test score): "
+            + " | ".join(problems)
             + ". Keep the final cells of one sweep in --results_dir (move the others out) or "
             "keep the grid cells that chose them."
-        )  # fmt: skip
+        )
     return pd.DataFrame(chosen).drop(columns=["_hp", "_shared", "cell_ids"]).reset_index(drop=True)
 
 
 FINAL_COLUMNS = [
-    "protocol", "model", "architecture", "settings", "dataset", "metric", "test_metric", "logit",
-    "n_seeds", "n_final_configs", "selected_by", "selection_val_metric", "cell_id", "hparams",
-    "predictions_path", "source_top1", "source_logit", "source_dataset",
-]  # fmt: skip
+    "protocol",
+    "model",
+    "architecture",
+    "settings",
+    "dataset",
+    "metric",
+    "test_metric",
+    "logit",
+    "n_seeds",
+    "n_final_configs",
+    "selected_by",
+    "selection_val_metric",
+    "cell_id",
+    "hparams",
+    "predictions_path",
+    "source_top1",
+    "source_logit",
+    "source_dataset",
+]
 
 
 def final_metrics(results: pd.DataFrame, model_table: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -324,8 +358,15 @@ def _history_points(history) -> list[tuple[float, float, float]]:
 
 
 HISTORY_COLUMNS = [
-    "protocol", "model", "dataset", "stage", "eval_split", "step", "eval_metric", "epoch",
-]  # fmt: skip
+    "protocol",
+    "model",
+    "dataset",
+    "stage",
+    "eval_split",
+    "step",
+    "eval_metric",
+    "epoch",
+]
 # A cell's history is scored on the split its run evaluated on: a grid cell trains on train and
 # evaluates on val; a final cell trains on train+val, so anything it evaluates is the test split.
 EVAL_SPLIT = {"grid": "val", "final": "test"}

@@ -29,9 +29,16 @@ from transfer_tf.data.tfrecords import ASSERTION_PREFIX, assertion_text
 from transfer_tf.files import BusyError
 
 _USER_ERRORS = (
-    app.UsageError, flags.Error, OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile,
-    zlib.error, BusyError,
-)  # fmt: skip
+    app.UsageError,
+    flags.Error,
+    OSError,
+    ValueError,
+    KeyError,
+    EOFError,
+    zipfile.BadZipFile,
+    zlib.error,
+    BusyError,
+)
 
 
 def _tf_op_error():
@@ -103,8 +110,11 @@ def guard(binary: str, main):
         try:
             return main(argv)
         except KeyboardInterrupt:
-            print(f"{binary}: interrupted; rerun the same command to resume", file=sys.stderr,
-                  flush=True)  # fmt: skip
+            print(
+                f"{binary}: interrupted; rerun the same command to resume",
+                file=sys.stderr,
+                flush=True,
+            )
             sys.exit(130)
         except Exception as e:  # noqa: BLE001 - sorted by is_user_error; bugs re-raise
             if not is_user_error(e):

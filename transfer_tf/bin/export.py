@@ -27,19 +27,21 @@ flags.DEFINE_string("model_dir", None, "A training run (transfer-pretrain / -fin
 flags.DEFINE_string("model", None, "Or: a registry model, exported as built with --weights.")
 flags.DEFINE_string("weights", "imagenet", "With --model: 'imagenet' (offline weights) or ''.")
 flags.DEFINE_string(
-    "checkpoint", None,
+    "checkpoint",
+    None,
     "With --model: a published checkpoint (TF-slim prefix or Keras Applications .h5) to load "
     "instead of --weights.",
-)  # fmt: skip
+)
 flags.DEFINE_integer("input_size", None, "With --model: input size (default: its ImageNet size).")
 flags.DEFINE_integer("num_classes", 1000, "With --model: classifier width.")
 flags.DEFINE_boolean("ema", True, "From --model_dir: export the EMA averages where kept.")
 flags.DEFINE_string("export_dir", None, "Output folder for the SavedModel (must not hold one).")
 flags.DEFINE_boolean(
-    "replace", False,
+    "replace",
+    False,
     "If --export_dir holds an export: keep it when it is the same (same weights and details), "
     "else move it aside to <export_dir>.superseded-<time>/ with a note and write the new one.",
-)  # fmt: skip
+)
 flags.mark_flag_as_required("export_dir")
 
 FLAGS = flags.FLAGS

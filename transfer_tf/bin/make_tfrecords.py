@@ -52,24 +52,33 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_bool("verify", False, "After writing, decode every image of every split.")
 flags.DEFINE_bool(
-    "list", False,
+    "list",
+    False,
     "Print the registry (sources, splits, sizes, layouts), and your datasets in --records_dir.",
-)  # fmt: skip
+)
 # Your own data.
 flags.DEFINE_string("image_folder", None, "ROOT/<class>/<image> or ROOT/{train,val,test}/<class>/.")
 flags.DEFINE_string("csv", None, "CSV with path,label (or labels: a|b) and optional split columns.")
 flags.DEFINE_enum(
-    "metric", None, ["top1", "mean_per_class", "map11"],
+    "metric",
+    None,
+    ["top1", "mean_per_class", "map11"],
     "Own data: the metric (default top1; map11 for multi-label).",
-)  # fmt: skip
+)
 flags.DEFINE_float("val_fraction", 0.2, "Own data: val holdout of each class (no val split given).")
 flags.DEFINE_float("test_fraction", 0.2, "Own data: test holdout per class (no test split given).")
 flags.DEFINE_bool("mirror_invariant", True, "Own data: training may flip images horizontally.")
 flags.DEFINE_bool("skip_unreadable", False, "Own data: leave out (and list) undecodable files.")
 flags.DEFINE_string("title", None, "Own data: a title for reports (default the name).")
 
-_OWN_ONLY = ("metric", "val_fraction", "test_fraction", "mirror_invariant", "skip_unreadable",
-             "title")  # fmt: skip
+_OWN_ONLY = (
+    "metric",
+    "val_fraction",
+    "test_fraction",
+    "mirror_invariant",
+    "skip_unreadable",
+    "title",
+)
 _REGISTRY_ONLY = ("data_dir", "manual_dir", "download", "splits", "allow_missing")
 
 

@@ -84,9 +84,11 @@ def main(argv):
         source_logits = None
         if FLAGS.saved_model:
             source_logits = functools.partial(
-                predictor_sweep.load_source_logits, FLAGS.saved_model, FLAGS.features_dir,
+                predictor_sweep.load_source_logits,
+                FLAGS.saved_model,
+                FLAGS.features_dir,
                 batch_size=FLAGS.batch_size,
-            )  # fmt: skip
+            )
         records = predictor_sweep.run_predictors(
             splits,
             FLAGS.results_dir,

@@ -24,76 +24,115 @@ from transfer_tf.study import steps as study_steps
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("study_dir", None,
-                    "Study directory; an existing one is resumed. Default: <runs_root>/<time>.")
+flags.DEFINE_string(
+    "study_dir", None, "Study directory; an existing one is resumed. Default: <runs_root>/<time>."
+)
 flags.DEFINE_string("runs_root", "runs/demo", "Parent of new study directories.")
 flags.DEFINE_string("source_dataset", "fashion_mnist", "Dataset the here-pretrained models learn.")
-flags.DEFINE_integer("source_max_per_class", None, "Cap per class per split of the source.",
-                     lower_bound=1)
+flags.DEFINE_integer(
+    "source_max_per_class", None, "Cap per class per split of the source.", lower_bound=1
+)
 flags.DEFINE_list("target_datasets", ["sklearn_digits"], "Transfer datasets (registry names).")
-flags.DEFINE_integer("target_max_per_class", None, "Cap per class per split of each target.",
-                     lower_bound=1)
-flags.DEFINE_list("public_models", [],
-                  "Public ImageNet sources: NAME (a registry model with offline weights, e.g. "
-                  "efficientnet_lite0) or NAME=PATH (a published TF-slim checkpoint prefix or "
-                  "Keras Applications .h5 for registry model NAME; docs/CHECKPOINTS.md).")
+flags.DEFINE_integer(
+    "target_max_per_class", None, "Cap per class per split of each target.", lower_bound=1
+)
+flags.DEFINE_list(
+    "public_models",
+    [],
+    "Public ImageNet sources: NAME (a registry model with offline weights, e.g. "
+    "efficientnet_lite0) or NAME=PATH (a published TF-slim checkpoint prefix or "
+    "Keras Applications .h5 for registry model NAME; docs/CHECKPOINTS.md).",
+)
 flags.DEFINE_multi_string(
-    "external_models", [],
+    "external_models",
+    [],
     "A source from outside the registry: LABEL=PATH[,option=value...], PATH a SavedModel or a "
     ".keras file; options signature, output_key, feature_layer (.keras), input_size, scaling, "
-    "top1 (its source accuracy), top1_source (transfer_tf/study/external.py). Repeat the flag.")
+    "top1 (its source accuracy), top1_source (transfer_tf/study/external.py). Repeat the flag.",
+)
 flags.DEFINE_multi_string(
-    "own_datasets", [],
+    "own_datasets",
+    [],
     "Your own dataset: NAME=PATH[,option=value...], PATH an image folder (ROOT/<class>/... or "
     "ROOT/{train,val,test}/<class>/...) or a CSV; options metric, val_fraction, test_fraction, "
-    "seed, mirror_invariant, skip_unreadable, title. A transfer target. Repeat the flag.")
+    "seed, mirror_invariant, skip_unreadable, title. A transfer target. Repeat the flag.",
+)
 flags.DEFINE_list("pretrain_models", [], "Registry architectures to pretrain on the source.")
-flags.DEFINE_list("pretrain_settings", list(plan.SETTINGS_LABELS),
-                  "Training-settings labels to pretrain each architecture with.")
+flags.DEFINE_list(
+    "pretrain_settings",
+    list(plan.SETTINGS_LABELS),
+    "Training-settings labels to pretrain each architecture with.",
+)
 flags.DEFINE_string("pretrain_flagfile", None, "Flagfile with transfer-pretrain's recipe.")
-flags.DEFINE_integer("pretrain_input_size", None, "Input size of here-pretrained models.",
-                     lower_bound=1)
-flags.DEFINE_integer("pretrain_steps", None, "Pretraining steps (overrides the flagfile's).",
-                     lower_bound=1)
-flags.DEFINE_integer("logreg_num_l2", 45, "Logistic-regression grid size (paper: 45).",
-                     lower_bound=1)
+flags.DEFINE_integer(
+    "pretrain_input_size", None, "Input size of here-pretrained models.", lower_bound=1
+)
+flags.DEFINE_integer(
+    "pretrain_steps", None, "Pretraining steps (overrides the flagfile's).", lower_bound=1
+)
+flags.DEFINE_integer(
+    "logreg_num_l2", 45, "Logistic-regression grid size (paper: 45).", lower_bound=1
+)
 flags.DEFINE_list("logreg_flags", [], "Extra flags for transfer-logreg (e.g. --blas_threads=1).")
-flags.DEFINE_list("subset_sizes", [],
-                  "Fig. 9: also run logreg, fine-tuning and scratch on N training examples per "
-                  "class (each size its own sweep), on the fine-tune targets.")
-flags.DEFINE_list("subset_models", [],
-                  "Fig. 9: source-model labels that get the subset sweeps (default: all; scratch "
-                  "follows the label <architecture>_fair).")
-flags.DEFINE_list("finetune_models", [], "Source-model labels to fine-tune (e.g. "
-                  "efficientnet_lite0, mobilenet_v2_fair).")
+flags.DEFINE_list(
+    "subset_sizes",
+    [],
+    "Fig. 9: also run logreg, fine-tuning and scratch on N training examples per "
+    "class (each size its own sweep), on the fine-tune targets.",
+)
+flags.DEFINE_list(
+    "subset_models",
+    [],
+    "Fig. 9: source-model labels that get the subset sweeps (default: all; scratch "
+    "follows the label <architecture>_fair).",
+)
+flags.DEFINE_list(
+    "finetune_models",
+    [],
+    "Source-model labels to fine-tune (e.g. efficientnet_lite0, mobilenet_v2_fair).",
+)
 flags.DEFINE_list("finetune_datasets", [], "Targets for fine-tuning and scratch (default: all).")
 flags.DEFINE_string("finetune_flagfile", None, "Flagfile with transfer-finetune's grid/steps.")
-flags.DEFINE_integer("finetune_input_size", None,
-                     "Input size when fine-tuning public models (default: their ImageNet size).",
-                     lower_bound=1)
+flags.DEFINE_integer(
+    "finetune_input_size",
+    None,
+    "Input size when fine-tuning public models (default: their ImageNet size).",
+    lower_bound=1,
+)
 flags.DEFINE_list("scratch_models", [], "Architectures to train from scratch on each target.")
 flags.DEFINE_string("scratch_flagfile", None, "Flagfile with transfer-scratch's grid/steps.")
-flags.DEFINE_list("analyze_flags", [], "Extra flags for transfer-analyze (e.g. --num_bootstrap=200).")
+flags.DEFINE_list(
+    "analyze_flags", [], "Extra flags for transfer-analyze (e.g. --num_bootstrap=200)."
+)
 flags.DEFINE_enum("executor", "local", ["local", "ray"], "Where steps run.")
 flags.DEFINE_integer("max_concurrent", 1, "local: steps run at once.", lower_bound=1)
 flags.DEFINE_string("ray_address", None, "ray: cluster address ('auto', ray://...); none = local.")
 flags.DEFINE_float("ray_cpus_per_step", None, "ray: CPUs per step (default: the step's own).")
 flags.DEFINE_float("ray_gpus_per_step", None, "ray: GPUs per step (default: the step's own).")
-flags.DEFINE_integer("ray_max_retries", 3, "ray: retries of a step whose worker died.",
-                     lower_bound=0)
+flags.DEFINE_integer(
+    "ray_max_retries", 3, "ray: retries of a step whose worker died.", lower_bound=0
+)
 flags.register_validator(
-    "subset_sizes", lambda sizes: all(s.isdigit() and int(s) > 0 for s in sizes),
-    message="--subset_sizes: give positive integers (training examples per class)")
+    "subset_sizes",
+    lambda sizes: all(s.isdigit() and int(s) > 0 for s in sizes),
+    message="--subset_sizes: give positive integers (training examples per class)",
+)
 flags.DEFINE_boolean(
-    "split_grid_cells", False,
+    "split_grid_cells",
+    False,
     "Each fine-tune / scratch grid cell as its own step (--stage=grid), then the sweep's final "
-    "cell: spreads one sweep over a cluster.")
+    "cell: spreads one sweep over a cluster.",
+)
 flags.DEFINE_boolean(
-    "predictors", False,
+    "predictors",
+    False,
     "Beyond the paper: also run transfer-predictors (kNN, few-shot probes, LogME, LEEP, NCE, "
     "H-score, GBC) on each source's features of each target; the report scores them against "
-    "the measured transfer.")
-flags.DEFINE_list("predictors_flags", [], "Extra flags for transfer-predictors (e.g. --blas_threads=1).")
+    "the measured transfer.",
+)
+flags.DEFINE_list(
+    "predictors_flags", [], "Extra flags for transfer-predictors (e.g. --blas_threads=1)."
+)
 flags.DEFINE_boolean("dry_run", False, "Print the planned commands and exit.")
 
 
@@ -142,8 +181,11 @@ def make_executor():
     if FLAGS.executor == "local":
         return executors.LocalExecutor(max_concurrent=FLAGS.max_concurrent)
     return executors.RayExecutor(
-        FLAGS.ray_address, max_retries=FLAGS.ray_max_retries,
-        cpus_per_step=FLAGS.ray_cpus_per_step, gpus_per_step=FLAGS.ray_gpus_per_step)
+        FLAGS.ray_address,
+        max_retries=FLAGS.ray_max_retries,
+        cpus_per_step=FLAGS.ray_cpus_per_step,
+        gpus_per_step=FLAGS.ray_gpus_per_step,
+    )
 
 
 def print_headline(cfg: plan.StudyConfig, wall: float) -> None:
@@ -154,8 +196,10 @@ def print_headline(cfg: plan.StudyConfig, wall: float) -> None:
     print(f"\nstudy finished in {wall / 60:.1f} min: {cfg.study_dir}")
     for line in headline_lines(headline):
         print(f"  {line}")
-    print(f"TensorBoard: .venv/bin/tensorboard --logdir {cfg.path('models')} --host 127.0.0.1 "
-          "--port 6006   (then open http://127.0.0.1:6006)")
+    print(
+        f"TensorBoard: .venv/bin/tensorboard --logdir {cfg.path('models')} --host 127.0.0.1 "
+        "--port 6006   (then open http://127.0.0.1:6006)"
+    )
     print(f"report: {headline['report_html']}")
 
 
@@ -180,8 +224,9 @@ def main(argv):
             locked.enter_context(study_steps.study_lock(cfg.study_dir))  # one study per folder
         with open(cfg.path("study_flags.txt"), "w") as f:
             f.write(FLAGS.flags_into_string())
-        print(f"[study] {len(steps)} steps in {cfg.study_dir} ({FLAGS.executor} executor)",
-              flush=True)  # fmt: skip
+        print(
+            f"[study] {len(steps)} steps in {cfg.study_dir} ({FLAGS.executor} executor)", flush=True
+        )
         start = time.time()
         make_executor().run(steps, cfg.study_dir)  # Ctrl-C stops the running steps
         print_headline(cfg, time.time() - start)

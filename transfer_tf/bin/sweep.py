@@ -36,29 +36,36 @@ def define_sweep_flags(protocol: str) -> None:
             "init_model_dir", None, "Fine-tune this pretraining run (its EMA weights)."
         )
         flags.DEFINE_string(
-            "init_saved_model", None, "Or: fine-tune the weights of this transfer-export SavedModel."
+            "init_saved_model",
+            None,
+            "Or: fine-tune the weights of this transfer-export SavedModel.",
         )
         flags.DEFINE_string(
             "weights", None, "Or: fine-tune --model with registry weights ('imagenet')."
         )
         flags.DEFINE_string(
-            "checkpoint", None,
+            "checkpoint",
+            None,
             "Or: fine-tune --model from a published checkpoint (TF-slim prefix or Keras "
             "Applications .h5; docs/CHECKPOINTS.md); its input scaling and size are used.",
-        )  # fmt: skip
-        flags.DEFINE_string(
-            "init_keras_model", None,
-            "Or: fine-tune a Keras model file (.keras) up to --feature_layer, with a new "
-            "classifier; needs --feature_layer, --scaling and --input_size.",
-        )  # fmt: skip
-        flags.DEFINE_string(
-            "feature_layer", None, "With --init_keras_model: the layer whose output is the features."
         )
         flags.DEFINE_string(
-            "scaling", None,
+            "init_keras_model",
+            None,
+            "Or: fine-tune a Keras model file (.keras) up to --feature_layer, with a new "
+            "classifier; needs --feature_layer, --scaling and --input_size.",
+        )
+        flags.DEFINE_string(
+            "feature_layer",
+            None,
+            "With --init_keras_model: the layer whose output is the features.",
+        )
+        flags.DEFINE_string(
+            "scaling",
+            None,
             "With --init_keras_model: the input scaling it expects (none = [0, 255], unit = "
             "[0, 1], or a preprocessing such as inception = [-1, 1]).",
-        )  # fmt: skip
+        )
     flags.DEFINE_string("model", None, "Registry model (not needed with --init_model_dir).")
     flags.DEFINE_string("dataset", None, "Registry dataset with train / val / test TFRecords.")
     flags.DEFINE_string("records_dir", None, "Root of the TFRecords: <records_dir>/<dataset>/.")
@@ -76,25 +83,29 @@ def define_sweep_flags(protocol: str) -> None:
     flags.DEFINE_float("label_smoothing", None, "Label smoothing while training.")
     finetune_grid.define_grid_flags(protocol, flags.FLAGS)
     flags.DEFINE_enum(
-        "stage", "all", list(SWEEP_SCOPES),
+        "stage",
+        "all",
+        list(SWEEP_SCOPES),
         "all: the grid, then the best cell on train+val / test; grid: the grid cells only (a "
         "cluster runs each cell as its own job, then the sweep with --stage=all runs the final).",
-    )  # fmt: skip
+    )
     # Values are checked when the flags are parsed (absl bounds), never replaced by defaults.
     flags.DEFINE_integer("train_steps", DEFAULT_STEPS[protocol], "Steps per cell.", lower_bound=1)
     flags.DEFINE_integer("batch_size", SweepRecipe.batch_size, "Global batch.", lower_bound=1)
     flags.DEFINE_integer(
         "per_class", None, "Train on N examples per class (Fig. 9).", lower_bound=1
     )
-    flags.DEFINE_integer("seed", SweepRecipe.seed, "Seed of data order, augmentation and initialisation.")
+    flags.DEFINE_integer(
+        "seed", SweepRecipe.seed, "Seed of data order, augmentation and initialisation."
+    )
     define_augmentation_flags()
     flags.DEFINE_integer(
-        "eval_every", None, "Validation points per grid cell (default steps/10).",
+        "eval_every",
+        None,
+        "Validation points per grid cell (default steps/10).",
         lower_bound=1,
-    )  # fmt: skip
-    flags.DEFINE_integer(
-        "checkpoint_every", None, "Checkpoint interval in steps.", lower_bound=1
     )
+    flags.DEFINE_integer("checkpoint_every", None, "Checkpoint interval in steps.", lower_bound=1)
     flags.DEFINE_integer("log_every", None, "Progress line interval in steps.", lower_bound=1)
     flags.DEFINE_boolean("keep_runs", False, "Keep the grid cells' checkpoints.")
     flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into N logical devices.", lower_bound=1)
@@ -110,15 +121,22 @@ def source_from_flags(protocol: str, fv) -> Source:
     }
     finetune = protocol == "finetune"
     if finetune and fv.init_keras_model:
-        others = [f"--{n}" for n in ("init_model_dir", "init_saved_model", "model", "weights",
-                                     "checkpoint") if getattr(fv, n)]  # fmt: skip
+        others = [
+            f"--{n}"
+            for n in ("init_model_dir", "init_saved_model", "model", "weights", "checkpoint")
+            if getattr(fv, n)
+        ]
         if others:
             raise ValueError(f"pass --init_keras_model or {', '.join(others)}, not both")
         settings = {k: v for k, v in toggles.items() if v is not None}
         return source_from_keras_model(
-            fv.init_keras_model, fv.feature_layer, scaling=fv.scaling,
-            input_size=fv.input_size, settings=settings, label=fv.model_label,
-        )  # fmt: skip
+            fv.init_keras_model,
+            fv.feature_layer,
+            scaling=fv.scaling,
+            input_size=fv.input_size,
+            settings=settings,
+            label=fv.model_label,
+        )
     weights, bn_scale = None, bool(fv.bn_scale)
     if finetune:
         if fv.weights and fv.checkpoint:
@@ -130,11 +148,15 @@ def source_from_flags(protocol: str, fv) -> Source:
         raise ValueError("pass --init_model_dir or --init_saved_model, not both")
     if finetune and (fv.init_model_dir or fv.init_saved_model):
         if fv.model or weights:
-            raise ValueError("pass --init_model_dir / --init_saved_model or --model with "
-                             "--weights / --checkpoint, not both")
-        source = (source_from_model_dir(fv.init_model_dir, label=fv.model_label, **toggles)
-                  if fv.init_model_dir else
-                  source_from_saved_model(fv.init_saved_model, label=fv.model_label, **toggles))
+            raise ValueError(
+                "pass --init_model_dir / --init_saved_model or --model with "
+                "--weights / --checkpoint, not both"
+            )
+        source = (
+            source_from_model_dir(fv.init_model_dir, label=fv.model_label, **toggles)
+            if fv.init_model_dir
+            else source_from_saved_model(fv.init_saved_model, label=fv.model_label, **toggles)
+        )
         if fv.input_size and fv.input_size != source.input_size:
             raise ValueError(
                 f"--input_size={fv.input_size} differs from the pretraining run's "
@@ -144,8 +166,11 @@ def source_from_flags(protocol: str, fv) -> Source:
         if not fv.model:
             raise ValueError(
                 "--model is required"
-                + (" (or --init_model_dir, a pretraining run, or --init_saved_model)"
-                   if finetune else "")
+                + (
+                    " (or --init_model_dir, a pretraining run, or --init_saved_model)"
+                    if finetune
+                    else ""
+                )
             )
         if finetune and not weights:
             raise ValueError(

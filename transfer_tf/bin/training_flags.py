@@ -61,9 +61,10 @@ def define_training_flags(**defaults) -> None:
         "train_steps", d["train_steps"], "Optimizer steps in total.", lower_bound=1
     )
     flags.DEFINE_float(
-        "learning_rate", d["learning_rate"],
+        "learning_rate",
+        d["learning_rate"],
         "Learning rate per --lr_reference_batch images; scaled linearly with --batch_size.",
-    )  # fmt: skip
+    )
     flags.DEFINE_integer(
         "lr_reference_batch", 256, "Batch size --learning_rate is given for.", lower_bound=1
     )
@@ -80,10 +81,11 @@ def define_training_flags(**defaults) -> None:
     )
     flags.DEFINE_float("ema_decay", d["ema_decay"], "EMA of weights for eval/export; 0 = off.")
     flags.DEFINE_string(
-        "bn_momentum", d["bn_momentum"],
+        "bn_momentum",
+        d["bn_momentum"],
         "BN moving-average momentum: a number, 'auto' = max(1 - 10/steps_per_epoch, 0.9), or "
         "empty for the model's own.",
-    )  # fmt: skip
+    )
     # Bookkeeping and distribution.
     flags.DEFINE_integer(
         "checkpoint_every", d["checkpoint_every"], "Checkpoint every N steps.", lower_bound=1
@@ -97,16 +99,19 @@ def define_training_flags(**defaults) -> None:
         "eval_batch_size", None, "Evaluation batch (default --batch_size).", lower_bound=1
     )
     flags.DEFINE_boolean(
-        "checkpoint_input", True,
+        "checkpoint_input",
+        True,
         "Checkpoint the tf.data iterator (single worker) so a resumed run continues the data "
         "where it stopped; its shuffle buffer is saved too, so turn it off for ImageNet.",
-    )  # fmt: skip
+    )
     flags.DEFINE_enum("autoshard", "auto", ["auto", "file", "data", "off"], "tf.data auto-shard.")
     flags.DEFINE_string("tpu", None, "TPU name or grpc:// address: use TPUStrategy.")
     flags.DEFINE_integer(
-        "cpu_devices", 1, "Split the CPU into N logical devices (MirroredStrategy without GPUs).",
+        "cpu_devices",
+        1,
+        "Split the CPU into N logical devices (MirroredStrategy without GPUs).",
         lower_bound=1,
-    )  # fmt: skip
+    )
     flags.DEFINE_integer(
         "tensorboard_port", None, "Start TensorBoard on 127.0.0.1:<port> while training."
     )
@@ -115,17 +120,19 @@ def define_training_flags(**defaults) -> None:
 def define_augmentation_flags(flag_values=flags.FLAGS) -> None:  # bin/: FLAGS is the binary's
     """--crop_area_min and --flip: the training augmentation (SPEC: every part a flag)."""
     flags.DEFINE_float(
-        "crop_area_min", 0.08,
+        "crop_area_min",
+        0.08,
         "Training crops (Inception random-resized crop) cover at least this fraction of the "
         "image; the paper's 0.08. Tiny images (8x8 digits) lose their content below ~0.5.",
         flag_values=flag_values,
-    )  # fmt: skip
+    )
     flags.DEFINE_boolean(
-        "flip", None,
+        "flip",
+        None,
         "Random horizontal flips while training; default: the dataset's registry "
         "(mirror_invariant: on for natural images, off for digits).",
         flag_values=flag_values,
-    )  # fmt: skip
+    )
 
 
 def settings_from_flags(flag_values) -> dict:

@@ -91,7 +91,7 @@ def decode_rgb(data: bytes, origin: str) -> tuple[np.ndarray, bool]:
             and image.mode in ("RGB", "L")
             and len(data) > 24
             and data[24] == 8
-        )  # fmt: skip
+        )
     )
     return pixels, same_in_tf
 

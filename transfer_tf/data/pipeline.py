@@ -142,10 +142,9 @@ def _check_label(example, num_classes: int, dataset: str):
         lambda: tf.strings.format(
             ASSERTION_PREFIX + "label {} of record id {} in shard {} is outside [0, {}) of "
             "dataset {}; re-create the records with labels 0..{}",
-            [values, example["image/id"], example["shard"], num_classes, dataset,
-             num_classes - 1],
+            [values, example["image/id"], example["shard"], num_classes, dataset, num_classes - 1],
         ),
-    )  # fmt: skip
+    )
     return tf.debugging.Assert(ok, [message])
 
 
@@ -185,9 +184,11 @@ def read_examples(records_dir, dataset: str, manifests: list[dict], keep=None) -
 
     def checked(example):
         image_ok = _check_image(
-            example["image/encoded"], example["image/format"], example["shard"],
+            example["image/encoded"],
+            example["image/format"],
+            example["shard"],
             example["image/id"],
-        )  # fmt: skip
+        )
         with tf.control_dependencies([image_ok, _check_label(example, num_classes, dataset)]):
             example["image/encoded"] = tf.identity(example["image/encoded"])
         return example
@@ -285,8 +286,15 @@ def decode_crop(data, seed, *, training: bool, crop_area_min: float = CROP_AREA[
     return image
 
 
-def preprocess_image(data, seed, *, image_size: int, training: bool,
-                     crop_area_min: float = CROP_AREA[0], flip: bool = True):  # fmt: skip
+def preprocess_image(
+    data,
+    seed,
+    *,
+    image_size: int,
+    training: bool,
+    crop_area_min: float = CROP_AREA[0],
+    flip: bool = True,
+):
     """float32 [S, S, 3] in [0, 255]: crop, resize and (training, `flip`) a random horizontal
     flip."""
     image = decode_crop(data, seed[0], training=training, crop_area_min=crop_area_min)
@@ -415,8 +423,14 @@ def make_input(
     def element(index, example):
         data = example["image/encoded"]  # checked by read_examples
         seeds = _element_seeds(seed, index)
-        image = preprocess_image(data, seeds, image_size=image_size, training=training,
-                                 crop_area_min=crop_area_min, flip=flip)  # fmt: skip
+        image = preprocess_image(
+            data,
+            seeds,
+            image_size=image_size,
+            training=training,
+            crop_area_min=crop_area_min,
+            flip=flip,
+        )
         if multi_label:
             positives = tf.sparse.to_dense(example["image/class/labels"])
             hot = tf.reduce_sum(tf.one_hot(positives, num_classes, dtype=tf.float32), axis=0)

@@ -102,7 +102,7 @@ def _check_options(metric: str, multi_label: bool, val_fraction, test_fraction) 
                 if multi_label
                 else "map11 scores multi-label data (a CSV 'labels' column); "
                 "single-label data takes top1 or mean_per_class"
-            )  # fmt: skip
+            )
         )
     for flag, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0.0 < value < 1.0:
@@ -182,8 +182,10 @@ def _check_split_counts(spec: DatasetSpec, source, class_names, log) -> dict[str
             have = sum(c in labels for labels in train_source.labels)
             if split != "train":
                 missing = ", ".join(class_names[int(k)] for k in empty)
-                log(f"note: no {split} image has class(es) {missing}; map11 on {split} averages "
-                    "over the classes present")  # fmt: skip
+                log(
+                    f"note: no {split} image has class(es) {missing}; map11 on {split} averages "
+                    "over the classes present"
+                )
                 continue
             raise UserDataError(
                 f"class {class_names[c]!r} has {have} image(s) in {spec.train!r} and none stays in "
@@ -193,9 +195,10 @@ def _check_split_counts(spec: DatasetSpec, source, class_names, log) -> dict[str
         have = sum(1 for label in train_source.labels if label == c)
         need = _min_images(spec.val, spec.test)
         holdouts = ", ".join(
-            f"{s} {getattr(spec, s).fraction:g}" for s in ("test", "val")
+            f"{s} {getattr(spec, s).fraction:g}"
+            for s in ("test", "val")
             if isinstance(getattr(spec, s), Holdout)
-        )  # fmt: skip
+        )
         raise UserDataError(
             f"class {class_names[c]!r} has {have} image(s), so its {split} split is empty: the "
             f"holdouts ({holdouts} of each class) need at least {need} images per class; add "
@@ -222,8 +225,10 @@ def _read_images(listing: UserListing, skip_unreadable: bool, log) -> tuple[list
             continue
         readable.append(it)
     if skipped:
-        log(f"skipped {len(skipped)} unreadable file(s) (listed in dataset_spec.json and the "
-            "manifests as skipped_files)")  # fmt: skip
+        log(
+            f"skipped {len(skipped)} unreadable file(s) (listed in dataset_spec.json and the "
+            "manifests as skipped_files)"
+        )
     return readable, skipped
 
 
@@ -241,10 +246,11 @@ def _source_data(listing: UserListing, items, class_names, train_split: str):
                 yield int(i), prepare_image(members[i].path.read_bytes(), str(members[i].path))
 
         labels = [
-            tuple(sorted(index[c] for c in it.labels)) if listing.multi_label
+            tuple(sorted(index[c] for c in it.labels))
+            if listing.multi_label
             else index[it.labels[0]]
             for it in members
-        ]  # fmt: skip
+        ]
         splits[split] = SourceSplit(
             [it.id for it in members],
             labels,
@@ -398,8 +404,15 @@ def make_user_dataset(
     return content
 
 
-_OWN_OPTIONS = {"metric": str, "val_fraction": float, "test_fraction": float, "seed": int,
-                "mirror_invariant": bool, "skip_unreadable": bool, "title": str}  # fmt: skip
+_OWN_OPTIONS = {
+    "metric": str,
+    "val_fraction": float,
+    "test_fraction": float,
+    "seed": int,
+    "mirror_invariant": bool,
+    "skip_unreadable": bool,
+    "title": str,
+}
 
 
 def own_dataset_flags(entry: str) -> tuple[str, list[str]]:

@@ -437,8 +437,9 @@ def weight_kind(path: str) -> str:
     return path.rsplit("/", 1)[-1]
 
 
-def h5_same_names(model: keras.Model, checkpoint: Checkpoint, rename: dict[str, str] | None = None
-                  ) -> dict[str, str]:  # fmt: skip
+def h5_same_names(
+    model: keras.Model, checkpoint: Checkpoint, rename: dict[str, str] | None = None
+) -> dict[str, str]:
     """The Keras Applications convention: a layer keeps its name (`rename` maps the few layers
     that differ, e.g. our `logits` to Keras' `predictions`)."""
     rename = rename or {}
@@ -461,8 +462,9 @@ def _auto_base(name: str) -> str | None:
     return match.group("base") if match else None
 
 
-def h5_in_order(model: keras.Model, checkpoint: Checkpoint, rename: dict[str, str] | None = None
-                ) -> dict[str, str]:  # fmt: skip
+def h5_in_order(
+    model: keras.Model, checkpoint: Checkpoint, rename: dict[str, str] | None = None
+) -> dict[str, str]:
     """For Keras Applications built with Keras' automatic layer names (`conv2d_17`,
     `batch_normalization_17`), which depend on what the saving process built before: layers with
     automatic names are paired in order within their kind (what Keras' own legacy loader does),

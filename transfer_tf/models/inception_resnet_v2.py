@@ -31,12 +31,26 @@ def build_trunk(input_size, settings):
 # TF-slim `nets/inception_resnet_v2.py`: the convolutions with BN of each block in definition
 # order. `slim.repeat` puts the residual blocks in `Repeat/block35_1` ... `Repeat_2/block8_9`;
 # the tenth block8 (no activation) is built apart, in the default scope `Block8`.
-_BLOCK35 = ("Branch_0/Conv2d_1x1", "Branch_1/Conv2d_0a_1x1", "Branch_1/Conv2d_0b_3x3",
-            "Branch_2/Conv2d_0a_1x1", "Branch_2/Conv2d_0b_3x3", "Branch_2/Conv2d_0c_3x3")  # fmt: skip
-_BLOCK17 = ("Branch_0/Conv2d_1x1", "Branch_1/Conv2d_0a_1x1", "Branch_1/Conv2d_0b_1x7",
-            "Branch_1/Conv2d_0c_7x1")  # fmt: skip
-_BLOCK8 = ("Branch_0/Conv2d_1x1", "Branch_1/Conv2d_0a_1x1", "Branch_1/Conv2d_0b_1x3",
-           "Branch_1/Conv2d_0c_3x1")  # fmt: skip
+_BLOCK35 = (
+    "Branch_0/Conv2d_1x1",
+    "Branch_1/Conv2d_0a_1x1",
+    "Branch_1/Conv2d_0b_3x3",
+    "Branch_2/Conv2d_0a_1x1",
+    "Branch_2/Conv2d_0b_3x3",
+    "Branch_2/Conv2d_0c_3x3",
+)
+_BLOCK17 = (
+    "Branch_0/Conv2d_1x1",
+    "Branch_1/Conv2d_0a_1x1",
+    "Branch_1/Conv2d_0b_1x7",
+    "Branch_1/Conv2d_0c_7x1",
+)
+_BLOCK8 = (
+    "Branch_0/Conv2d_1x1",
+    "Branch_1/Conv2d_0a_1x1",
+    "Branch_1/Conv2d_0b_1x3",
+    "Branch_1/Conv2d_0c_3x1",
+)
 _RESIDUAL_BLOCKS = {
     "block35": [f"Repeat/block35_{i}" for i in range(1, 11)],
     "block17": [f"Repeat_1/block17_{i}" for i in range(1, 21)],
@@ -44,18 +58,43 @@ _RESIDUAL_BLOCKS = {
 }
 _BLOCKS = (
     ("", ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "Conv2d_3b_1x1", "Conv2d_4a_3x3")),
-    ("Mixed_5b", ("Branch_0/Conv2d_1x1", "Branch_1/Conv2d_0a_1x1", "Branch_1/Conv2d_0b_5x5",
-                  "Branch_2/Conv2d_0a_1x1", "Branch_2/Conv2d_0b_3x3", "Branch_2/Conv2d_0c_3x3",
-                  "Branch_3/Conv2d_0b_1x1")),
+    (
+        "Mixed_5b",
+        (
+            "Branch_0/Conv2d_1x1",
+            "Branch_1/Conv2d_0a_1x1",
+            "Branch_1/Conv2d_0b_5x5",
+            "Branch_2/Conv2d_0a_1x1",
+            "Branch_2/Conv2d_0b_3x3",
+            "Branch_2/Conv2d_0c_3x3",
+            "Branch_3/Conv2d_0b_1x1",
+        ),
+    ),
     *((block, _BLOCK35) for block in _RESIDUAL_BLOCKS["block35"]),
-    ("Mixed_6a", ("Branch_0/Conv2d_1a_3x3", "Branch_1/Conv2d_0a_1x1", "Branch_1/Conv2d_0b_3x3",
-                  "Branch_1/Conv2d_1a_3x3")),
+    (
+        "Mixed_6a",
+        (
+            "Branch_0/Conv2d_1a_3x3",
+            "Branch_1/Conv2d_0a_1x1",
+            "Branch_1/Conv2d_0b_3x3",
+            "Branch_1/Conv2d_1a_3x3",
+        ),
+    ),
     *((block, _BLOCK17) for block in _RESIDUAL_BLOCKS["block17"]),
-    ("Mixed_7a", ("Branch_0/Conv2d_0a_1x1", "Branch_0/Conv2d_1a_3x3", "Branch_1/Conv2d_0a_1x1",
-                  "Branch_1/Conv2d_1a_3x3", "Branch_2/Conv2d_0a_1x1", "Branch_2/Conv2d_0b_3x3",
-                  "Branch_2/Conv2d_1a_3x3")),
+    (
+        "Mixed_7a",
+        (
+            "Branch_0/Conv2d_0a_1x1",
+            "Branch_0/Conv2d_1a_3x3",
+            "Branch_1/Conv2d_0a_1x1",
+            "Branch_1/Conv2d_1a_3x3",
+            "Branch_2/Conv2d_0a_1x1",
+            "Branch_2/Conv2d_0b_3x3",
+            "Branch_2/Conv2d_1a_3x3",
+        ),
+    ),
     *((block, _BLOCK8) for block in _RESIDUAL_BLOCKS["block8"]),
-)  # fmt: skip
+)
 SCOPE = "InceptionResnetV2"
 SLIM_CONVOLUTIONS = tuple(
     f"{SCOPE}/{block}/{conv}" if block else f"{SCOPE}/{conv}"
@@ -65,8 +104,11 @@ SLIM_CONVOLUTIONS = tuple(
 # Our named layers -> slim scope: the residual 1x1 convolutions (bias, no BN; Keras
 # `block35_3_conv`), the last convolution, the classifier and the auxiliary head.
 _SLIM_NAMED = {
-    **{f"{kind}_{i}_conv": f"{SCOPE}/{block}/Conv2d_1x1"
-       for kind, blocks in _RESIDUAL_BLOCKS.items() for i, block in enumerate(blocks, 1)},
+    **{
+        f"{kind}_{i}_conv": f"{SCOPE}/{block}/Conv2d_1x1"
+        for kind, blocks in _RESIDUAL_BLOCKS.items()
+        for i, block in enumerate(blocks, 1)
+    },
     "conv_7b": f"{SCOPE}/Conv2d_7b_1x1",
     "conv_7b_bn": f"{SCOPE}/Conv2d_7b_1x1",
     "logits": f"{SCOPE}/Logits/Logits",
@@ -75,7 +117,7 @@ _SLIM_NAMED = {
     "aux_768_conv": f"{SCOPE}/AuxLogits/Conv2d_2a_5x5",
     "aux_768_bn": f"{SCOPE}/AuxLogits/Conv2d_2a_5x5",
     "aux_logits": f"{SCOPE}/AuxLogits/Logits",
-}  # fmt: skip
+}
 
 
 def slim_names(model: keras.Model, checkpoint=None) -> dict[str, str]:

@@ -33,34 +33,81 @@ def build_trunk(input_size, settings):
 # TF-slim `nets/inception_v3.py`: each block's convolutions in definition order (slim's own
 # spellings kept: Mixed_5c's "Conv_1_0c_5x5", Mixed_6a's 3x3 convs called "1x1", Mixed_7b's
 # "0b_3x1" where Mixed_7c has "0c_3x1").
-_MIXED_35 = ("Branch_0/Conv2d_0a_1x1", "Branch_1/Conv2d_0a_1x1", "Branch_1/Conv2d_0b_5x5",
-             "Branch_2/Conv2d_0a_1x1", "Branch_2/Conv2d_0b_3x3", "Branch_2/Conv2d_0c_3x3",
-             "Branch_3/Conv2d_0b_1x1")  # fmt: skip
-_MIXED_17 = ("Branch_0/Conv2d_0a_1x1", "Branch_1/Conv2d_0a_1x1", "Branch_1/Conv2d_0b_1x7",
-             "Branch_1/Conv2d_0c_7x1", "Branch_2/Conv2d_0a_1x1", "Branch_2/Conv2d_0b_7x1",
-             "Branch_2/Conv2d_0c_1x7", "Branch_2/Conv2d_0d_7x1", "Branch_2/Conv2d_0e_1x7",
-             "Branch_3/Conv2d_0b_1x1")  # fmt: skip
-_MIXED_8 = ("Branch_0/Conv2d_0a_1x1", "Branch_1/Conv2d_0a_1x1", "Branch_1/Conv2d_0b_1x3",
-            "Branch_1/Conv2d_0b_3x1", "Branch_2/Conv2d_0a_1x1", "Branch_2/Conv2d_0b_3x3",
-            "Branch_2/Conv2d_0c_1x3", "Branch_2/Conv2d_0d_3x1", "Branch_3/Conv2d_0b_1x1")  # fmt: skip
+_MIXED_35 = (
+    "Branch_0/Conv2d_0a_1x1",
+    "Branch_1/Conv2d_0a_1x1",
+    "Branch_1/Conv2d_0b_5x5",
+    "Branch_2/Conv2d_0a_1x1",
+    "Branch_2/Conv2d_0b_3x3",
+    "Branch_2/Conv2d_0c_3x3",
+    "Branch_3/Conv2d_0b_1x1",
+)
+_MIXED_17 = (
+    "Branch_0/Conv2d_0a_1x1",
+    "Branch_1/Conv2d_0a_1x1",
+    "Branch_1/Conv2d_0b_1x7",
+    "Branch_1/Conv2d_0c_7x1",
+    "Branch_2/Conv2d_0a_1x1",
+    "Branch_2/Conv2d_0b_7x1",
+    "Branch_2/Conv2d_0c_1x7",
+    "Branch_2/Conv2d_0d_7x1",
+    "Branch_2/Conv2d_0e_1x7",
+    "Branch_3/Conv2d_0b_1x1",
+)
+_MIXED_8 = (
+    "Branch_0/Conv2d_0a_1x1",
+    "Branch_1/Conv2d_0a_1x1",
+    "Branch_1/Conv2d_0b_1x3",
+    "Branch_1/Conv2d_0b_3x1",
+    "Branch_2/Conv2d_0a_1x1",
+    "Branch_2/Conv2d_0b_3x3",
+    "Branch_2/Conv2d_0c_1x3",
+    "Branch_2/Conv2d_0d_3x1",
+    "Branch_3/Conv2d_0b_1x1",
+)
 _BLOCKS = (
     ("", ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "Conv2d_3b_1x1", "Conv2d_4a_3x3")),
     ("Mixed_5b", _MIXED_35),
-    ("Mixed_5c", tuple(s.replace("Branch_1/Conv2d_0a_1x1", "Branch_1/Conv2d_0b_1x1")
-                        .replace("Conv2d_0b_5x5", "Conv_1_0c_5x5") for s in _MIXED_35)),
+    (
+        "Mixed_5c",
+        tuple(
+            s.replace("Branch_1/Conv2d_0a_1x1", "Branch_1/Conv2d_0b_1x1").replace(
+                "Conv2d_0b_5x5", "Conv_1_0c_5x5"
+            )
+            for s in _MIXED_35
+        ),
+    ),
     ("Mixed_5d", _MIXED_35),
-    ("Mixed_6a", ("Branch_0/Conv2d_1a_1x1", "Branch_1/Conv2d_0a_1x1", "Branch_1/Conv2d_0b_3x3",
-                  "Branch_1/Conv2d_1a_1x1")),
+    (
+        "Mixed_6a",
+        (
+            "Branch_0/Conv2d_1a_1x1",
+            "Branch_1/Conv2d_0a_1x1",
+            "Branch_1/Conv2d_0b_3x3",
+            "Branch_1/Conv2d_1a_1x1",
+        ),
+    ),
     ("Mixed_6b", _MIXED_17),
     ("Mixed_6c", _MIXED_17),
     ("Mixed_6d", _MIXED_17),
     ("Mixed_6e", _MIXED_17),
-    ("Mixed_7a", ("Branch_0/Conv2d_0a_1x1", "Branch_0/Conv2d_1a_3x3", "Branch_1/Conv2d_0a_1x1",
-                  "Branch_1/Conv2d_0b_1x7", "Branch_1/Conv2d_0c_7x1", "Branch_1/Conv2d_1a_3x3")),
+    (
+        "Mixed_7a",
+        (
+            "Branch_0/Conv2d_0a_1x1",
+            "Branch_0/Conv2d_1a_3x3",
+            "Branch_1/Conv2d_0a_1x1",
+            "Branch_1/Conv2d_0b_1x7",
+            "Branch_1/Conv2d_0c_7x1",
+            "Branch_1/Conv2d_1a_3x3",
+        ),
+    ),
     ("Mixed_7b", _MIXED_8),
-    ("Mixed_7c", tuple(s.replace("Branch_1/Conv2d_0b_3x1", "Branch_1/Conv2d_0c_3x1")
-                       for s in _MIXED_8)),
-)  # fmt: skip
+    (
+        "Mixed_7c",
+        tuple(s.replace("Branch_1/Conv2d_0b_3x1", "Branch_1/Conv2d_0c_3x1") for s in _MIXED_8),
+    ),
+)
 SLIM_CONVOLUTIONS = tuple(
     f"InceptionV3/{block}/{conv}" if block else f"InceptionV3/{conv}"
     for block, convs in _BLOCKS

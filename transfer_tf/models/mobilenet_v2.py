@@ -37,8 +37,13 @@ def _trunk_builder(alpha):
 # without an expansion, is Keras' `expanded_conv_*` and slim's `expanded_conv`).
 _BLOCK = re.compile(r"^block_(?P<n>\d+)_(?P<op>expand|depthwise|project)(_BN)?$")
 _FIRST_BLOCK = re.compile(r"^expanded_conv_(?P<op>depthwise|project)(_BN)?$")
-_SLIM_SCOPES = {"Conv1": "Conv", "bn_Conv1": "Conv", "Conv_1": "Conv_1", "Conv_1_bn": "Conv_1",
-                "logits": "Logits/Conv2d_1c_1x1"}  # fmt: skip
+_SLIM_SCOPES = {
+    "Conv1": "Conv",
+    "bn_Conv1": "Conv",
+    "Conv_1": "Conv_1",
+    "Conv_1_bn": "Conv_1",
+    "logits": "Logits/Conv2d_1c_1x1",
+}
 
 
 def slim_scope(layer: str) -> str:

@@ -50,8 +50,9 @@ def bottleneck(x, depth, stride, bn_scale, name):
     if x.shape[-1] == depth:
         shortcut = x
         if stride > 1:
-            shortcut = layers.MaxPooling2D(1, strides=stride, padding="same",
-                                           name=f"{name}_shortcut")(x)  # fmt: skip
+            shortcut = layers.MaxPooling2D(
+                1, strides=stride, padding="same", name=f"{name}_shortcut"
+            )(x)
     else:
         shortcut = conv_bn(x, depth, 1, stride, bn_scale, f"{name}_shortcut", relu=False)
     residual = conv_bn(x, depth // 4, 1, 1, bn_scale, f"{name}_conv1")

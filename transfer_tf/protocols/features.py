@@ -149,7 +149,7 @@ def load_signature(
             f"{what} takes inputs {sorted(inputs)}; feature extraction needs exactly one input, "
             "a batch of images"
         )
-    (input_name, spec), = inputs.items()  # fmt: skip
+    ((input_name, spec),) = inputs.items()
     if spec.shape.rank != 4 or spec.shape[-1] not in (3, None):
         raise SignatureError(
             f"{what} takes {input_name}: {spec}; feature extraction feeds RGB images "
@@ -283,9 +283,10 @@ def extract_features(
         "splits": {},
     }
     via = "/".join(
-        str(source.description[k]) for k in ("signature", "output_key", "feature_layer")
+        str(source.description[k])
+        for k in ("signature", "output_key", "feature_layer")
         if k in source.description
-    )  # fmt: skip
+    )
     for split in splits:
         arrays, data_manifest = extract_split(
             source, records_dir, dataset, split, batch_size=batch_size

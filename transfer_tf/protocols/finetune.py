@@ -225,8 +225,12 @@ def run_cell(cell: Cell, records_dir: str, options: RunOptions, model_dir: str, 
     builder = None
     if source.init == "keras_model":
         builder = keras_model_builder(source.init_keras_model, source.feature_layer)
-    trainer = Trainer(train_config(cell, records_dir, options), model_dir, strategy=strategy,
-                      model_builder=builder)  # fmt: skip
+    trainer = Trainer(
+        train_config(cell, records_dir, options),
+        model_dir,
+        strategy=strategy,
+        model_builder=builder,
+    )
     split = "train" if cell.stage == "grid" else "train+val"
     try:
         result = trainer.train()
@@ -234,13 +238,19 @@ def run_cell(cell: Cell, records_dir: str, options: RunOptions, model_dir: str, 
         raise explain_read_error(e, records_dir, cell.recipe.dataset, split) or e from None
     if cell.stage == "grid":
         # Grid cells evaluate the validation split: the result schema's history is val_metric.
-        history = [{"step": h["step"], "epoch": h.get("epoch"), "val_metric": h["eval_metric"]}
-                   for h in result.history]  # fmt: skip
+        history = [
+            {"step": h["step"], "epoch": h.get("epoch"), "val_metric": h["eval_metric"]}
+            for h in result.history
+        ]
         out = {"val_metric": result.final_metric, "steps": result.step, "history": history}
     else:
         test_metric, predictions = score_on_test(trainer, cell.recipe, records_dir)
-        out = {"test_metric": test_metric, "steps": result.step, "history": [],
-               "predictions": predictions}  # fmt: skip
+        out = {
+            "test_metric": test_metric,
+            "steps": result.step,
+            "history": [],
+            "predictions": predictions,
+        }
     del trainer
     keras.backend.clear_session()
     return out
@@ -269,8 +279,9 @@ def run_sweep(
     work_dir = options.work_dir or os.path.join(results_dir, "runs", recipe.protocol)
     # Before anything runs: every shard there with its size, counts and labels as listed.
     for split in ("train", "val", "test"):
-        check_split_files(records_dir, recipe.dataset, split_manifests(records_dir, recipe.dataset,
-                                                                       split))  # fmt: skip
+        check_split_files(
+            records_dir, recipe.dataset, split_manifests(records_dir, recipe.dataset, split)
+        )
     inputs = sweep_inputs(recipe, records_dir)
     strategy = strategy or distribute.make_strategy()
     by_id = {}
@@ -331,5 +342,12 @@ def fresh_model_dir(model_dir: str, inputs: dict) -> None:
     files.atomic_write_json(path, inputs, sort_keys=True)
 
 
-__all__ = ["GridPoint", "RunOptions", "Source", "SweepRecipe", "SweepResult", "make_recipe",
-           "run_sweep"]  # fmt: skip
+__all__ = [
+    "GridPoint",
+    "RunOptions",
+    "Source",
+    "SweepRecipe",
+    "SweepResult",
+    "make_recipe",
+    "run_sweep",
+]

@@ -90,8 +90,12 @@ def l2_coefficient(learning_rate: float, weight_decay: float) -> float:
 # Flags that choose a grid (shared by transfer-finetune / -scratch and transfer-study).
 
 GRID_FLAGS = (
-    "learning_rates", "weight_decays", "num_learning_rates", "num_weight_decays", "no_decay_cell",
-)  # fmt: skip
+    "learning_rates",
+    "weight_decays",
+    "num_learning_rates",
+    "num_weight_decays",
+    "no_decay_cell",
+)
 
 
 def define_grid_flags(protocol: str, flag_values: flags.FlagValues) -> None:
@@ -110,9 +114,11 @@ def define_grid_flags(protocol: str, flag_values: flags.FlagValues) -> None:
         "num_learning_rates", 7, "Shrink the grid: this many learning rates.", flag_values=fv
     )
     flags.DEFINE_integer(
-        "num_weight_decays", 7 if finetune else 8, "Shrink the grid: this many weight decays.",
+        "num_weight_decays",
+        7 if finetune else 8,
+        "Shrink the grid: this many weight decays.",
         flag_values=fv,
-    )  # fmt: skip
+    )
     if finetune:
         flags.DEFINE_boolean(
             "no_decay_cell", True, "Include weight decay 'none' in the grid.", flag_values=fv

@@ -79,8 +79,13 @@ def predictor_hparams(
         return {"predictor": name, "k_grid": [int(k) for k in k_grid]}
     if shots is not None:
         l2s = [float(v) for v in l2_grid]
-        return {"predictor": name, "shots": shots, "l2_min": min(l2s), "l2_max": max(l2s),
-                "num_l2": len(l2s)}  # fmt: skip
+        return {
+            "predictor": name,
+            "shots": shots,
+            "l2_min": min(l2s),
+            "l2_max": max(l2s),
+            "num_l2": len(l2s),
+        }
     if name == "gbc":
         return {"predictor": name, "pca_dim": gbc_pca_dim, "gaussian": "spherical"}
     return {"predictor": name}
@@ -91,13 +96,16 @@ class _Data:
 
     def __init__(self, splits, metric: str, source_logits):
         (self.x_tr, self.y_tr), (self.x_va, self.y_va), (self.x_te, self.y_te) = (
-            splits["train"], splits["val"], splits["test"]
-        )  # fmt: skip
+            splits["train"],
+            splits["val"],
+            splits["test"],
+        )
         self.multi_label = self.y_tr.ndim == 2
         self.num_classes = (
-            self.y_tr.shape[1] if self.multi_label
+            self.y_tr.shape[1]
+            if self.multi_label
             else int(max(self.y_tr.max(), self.y_va.max(), self.y_te.max())) + 1
-        )  # fmt: skip
+        )
         if metric not in METRICS:
             raise P.PredictorError(f"unknown metric {metric!r}; use one of {sorted(METRICS)}")
         self.metric = METRICS[metric]
@@ -138,24 +146,47 @@ def _probe_result(result: P.ProbeResult, y_test, test_ids, **curve) -> dict:
         predictions["y_score"] = result.y_score.astype(np.float32)
     if test_ids is not None:
         predictions["ids"] = np.asarray(test_ids)
-    return {"val_metric": result.val_metric, "test_metric": result.test_metric,
-            "predictions": predictions}  # fmt: skip
+    return {
+        "val_metric": result.val_metric,
+        "test_metric": result.test_metric,
+        "predictions": predictions,
+    }
 
 
 def _run_knn(cell, data: _Data, test_ids) -> dict:
-    result = P.knn(*data.splits(), data.metric, num_classes=data.num_classes,
-                   k_grid=cell["hparams"]["k_grid"])  # fmt: skip
-    return _probe_result(result, data.y_te, test_ids, k=result.grid,
-                         val_curve=result.val_curve, chosen_k=np.array(result.chosen))  # fmt: skip
+    result = P.knn(
+        *data.splits(), data.metric, num_classes=data.num_classes, k_grid=cell["hparams"]["k_grid"]
+    )
+    return _probe_result(
+        result,
+        data.y_te,
+        test_ids,
+        k=result.grid,
+        val_curve=result.val_curve,
+        chosen_k=np.array(result.chosen),
+    )
 
 
 def _run_fewshot(cell, data: _Data, test_ids) -> dict:
     hp = cell["hparams"]
     l2s = np.logspace(np.log10(hp["l2_min"]), np.log10(hp["l2_max"]), hp["num_l2"])
-    result = P.fewshot_ridge(*data.splits(), data.metric, shots=hp["shots"], seed=cell["seed"],
-                             num_classes=data.num_classes, l2_grid=l2s)  # fmt: skip
-    return _probe_result(result, data.y_te, test_ids, l2=result.grid, val_curve=result.val_curve,
-                         chosen_l2=np.array(result.chosen), support=result.support)  # fmt: skip
+    result = P.fewshot_ridge(
+        *data.splits(),
+        data.metric,
+        shots=hp["shots"],
+        seed=cell["seed"],
+        num_classes=data.num_classes,
+        l2_grid=l2s,
+    )
+    return _probe_result(
+        result,
+        data.y_te,
+        test_ids,
+        l2=result.grid,
+        val_curve=result.val_curve,
+        chosen_l2=np.array(result.chosen),
+        support=result.support,
+    )
 
 
 def _run_logme(cell, data: _Data, test_ids) -> dict:
@@ -177,12 +208,25 @@ def _run_hscore(cell, data: _Data, test_ids) -> dict:
 
 def _run_gbc(cell, data: _Data, test_ids) -> dict:
     hp = cell["hparams"]
-    return {"test_metric": P.gbc(data.x_trva, data.y_trva, pca_dim=hp["pca_dim"],
-                                 gaussian=hp["gaussian"], stats=data.stats())}  # fmt: skip
+    return {
+        "test_metric": P.gbc(
+            data.x_trva,
+            data.y_trva,
+            pca_dim=hp["pca_dim"],
+            gaussian=hp["gaussian"],
+            stats=data.stats(),
+        )
+    }
 
 
-RUNNERS = {"knn": _run_knn, "logme": _run_logme, "leep": _run_leep, "nce": _run_nce,
-           "hscore": _run_hscore, "gbc": _run_gbc}  # fmt: skip
+RUNNERS = {
+    "knn": _run_knn,
+    "logme": _run_logme,
+    "leep": _run_leep,
+    "nce": _run_nce,
+    "hscore": _run_hscore,
+    "gbc": _run_gbc,
+}
 
 
 def _runner(name: str):
@@ -198,8 +242,10 @@ def check_splits(splits: Mapping[str, tuple[np.ndarray, np.ndarray]], dataset: s
         P.check_features(*splits[split], f"{dataset} {split}")
     dims = {s: splits[s][0].shape[1] for s in ("train", "val", "test")}
     if len(set(dims.values())) > 1:
-        raise P.PredictorError(f"{dataset}: feature dimensions differ between splits {dims}; "
-                               "extract all splits from the same model")  # fmt: skip
+        raise P.PredictorError(
+            f"{dataset}: feature dimensions differ between splits {dims}; "
+            "extract all splits from the same model"
+        )
     if len({splits[s][1].ndim for s in ("train", "val", "test")}) > 1:
         raise P.PredictorError(f"{dataset}: some splits are multi-label and some are not")
 
@@ -274,8 +320,10 @@ def run_predictors(
     if needs_logits and source_logits is None:
         how = "pass --saved_model (its transfer-export SavedModel)"
         if named:
-            raise P.PredictorError(f"{', '.join(needs_logits)} need the source model's logits: "
-                                   f"{how}, or leave them out of --predictors")  # fmt: skip
+            raise P.PredictorError(
+                f"{', '.join(needs_logits)} need the source model's logits: "
+                f"{how}, or leave them out of --predictors"
+            )
         unavailable.update(dict.fromkeys(needs_logits, f"needs the source model's logits: {how}"))
     if "gbc" in names and not data.multi_label:
         try:
@@ -284,15 +332,32 @@ def run_predictors(
             if named:
                 raise
             unavailable["gbc"] = str(e).split("; add examples")[0]
-    base = dict(protocol=PROTOCOL, model=model, architecture=architecture, settings=settings,
-                dataset=dataset, metric=metric, stage="final", per_class=None)  # fmt: skip
-    cells, skipped = plan_cells(splits, base, names, fewshot_seeds=fewshot_seeds,
-                                k_grid=k_grid, gbc_pca_dim=gbc_pca_dim,
-                                unavailable=unavailable)  # fmt: skip
+    base = dict(
+        protocol=PROTOCOL,
+        model=model,
+        architecture=architecture,
+        settings=settings,
+        dataset=dataset,
+        metric=metric,
+        stage="final",
+        per_class=None,
+    )
+    cells, skipped = plan_cells(
+        splits,
+        base,
+        names,
+        fewshot_seeds=fewshot_seeds,
+        k_grid=k_grid,
+        gbc_pca_dim=gbc_pca_dim,
+        unavailable=unavailable,
+    )
     for name, why in skipped.items():
         log(f"predictors {model} {dataset}: skipping {name}: {why}")
-    if any(c["hparams"]["predictor"] in NEEDS_LOGITS
-           and sweep.load_record(sweep.cell_path(results_dir, c)) is None for c in cells):  # fmt: skip
+    if any(
+        c["hparams"]["predictor"] in NEEDS_LOGITS
+        and sweep.load_record(sweep.cell_path(results_dir, c)) is None
+        for c in cells
+    ):
         data.logits()  # a SavedModel that cannot give logits fails before any cell runs
 
     def run_fn(cell):
@@ -353,8 +418,10 @@ def load_source_logits(
     manifest = logreg.load_manifest(features_dir)
     missing = [k for k in ("records_dir", "dataset") if not manifest.get(k)]
     if missing:
-        raise P.PredictorError(f"{features_dir}/manifest.json lacks {missing}; LEEP and NCE read "
-                               "the images through it: re-extract the features")  # fmt: skip
+        raise P.PredictorError(
+            f"{features_dir}/manifest.json lacks {missing}; LEEP and NCE read "
+            "the images through it: re-extract the features"
+        )
     out, source = [], None
     for split in splits:
         path = files.join(features_dir, LOGITS_FILE.format(split=split))
@@ -365,8 +432,9 @@ def load_source_logits(
             continue
         if source is None:
             source = logits_signature(saved_model)
-        arrays, _ = features.extract_split(source, manifest["records_dir"], manifest["dataset"],
-                                           split, batch_size=batch_size)  # fmt: skip
+        arrays, _ = features.extract_split(
+            source, manifest["records_dir"], manifest["dataset"], split, batch_size=batch_size
+        )
         if ids is not None and not np.array_equal(arrays["ids"], ids):
             raise P.PredictorError(
                 f"{manifest['dataset']} {split}: the records' image ids differ from those of "

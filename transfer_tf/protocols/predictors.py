@@ -523,8 +523,9 @@ def h_score(
     cov, diff = st.scatter[np.ix_(live, live)] / (n - 1), diff[:, live]
     try:
         factor = scipy.linalg.cho_factor(cov, lower=True, check_finite=False)
-        inverse_condition, _ = scipy.linalg.lapack.dpocon(factor[0], np.abs(cov).sum(axis=0).max(),
-                                                          uplo="L")  # fmt: skip
+        inverse_condition, _ = scipy.linalg.lapack.dpocon(
+            factor[0], np.abs(cov).sum(axis=0).max(), uplo="L"
+        )
         if inverse_condition > 10 * rcond:  # cond₂ ≤ cond₁ < 1 / rcond: the pseudo-inverse
             solved = scipy.linalg.cho_solve(factor, diff.T, check_finite=False)  # is the inverse
             return float(np.sum(counts * np.sum(diff * solved.T, axis=1)) / (n - 1))

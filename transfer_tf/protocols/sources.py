@@ -56,8 +56,11 @@ def _run_settings_label(settings: dict) -> str:
 def _with_fine_tuning_settings(settings: dict, dropout_rate, aux_head, label_smoothing) -> dict:
     """A pretrained network's settings with the fine-tuning run's own dropout, aux head and label
     smoothing where given (None keeps the network's)."""
-    overrides = {"dropout_rate": dropout_rate, "aux_head": aux_head,
-                 "label_smoothing": label_smoothing}  # fmt: skip
+    overrides = {
+        "dropout_rate": dropout_rate,
+        "aux_head": aux_head,
+        "label_smoothing": label_smoothing,
+    }
     return {**settings, **{k: v for k, v in overrides.items() if v is not None}}
 
 
@@ -112,7 +115,8 @@ def source_from_registry(
             architecture=architecture,
             init="weights",
             settings=settings,
-            label=label or f"{architecture}_{'imagenet' if weights == 'imagenet' else 'checkpoint'}",
+            label=label
+            or f"{architecture}_{'imagenet' if weights == 'imagenet' else 'checkpoint'}",
             settings_label="public",
             input_size=input_size,
             weights=weights,
@@ -128,7 +132,12 @@ def source_from_registry(
 
 
 def source_from_keras_model(
-    path: str, feature_layer: str, *, scaling: str, input_size: int, settings: dict | None = None,
+    path: str,
+    feature_layer: str,
+    *,
+    scaling: str,
+    input_size: int,
+    settings: dict | None = None,
     label: str | None = None,
 ) -> Source:
     """Fine-tune a Keras model file from the input to `feature_layer`, with a new classifier;

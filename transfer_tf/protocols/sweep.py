@@ -55,10 +55,25 @@ STAGES = ("grid", "final")
 
 # The result schema (docs/DESIGN.md), in the order the JSON files list them.
 SCHEMA_KEYS = (
-    "cell_id", "protocol", "model", "architecture", "settings", "dataset", "metric", "stage",
-    "hparams", "per_class", "seed", "steps", "wall_time_s", "git_commit", "val_metric",
-    "test_metric", "history", "predictions",
-)  # fmt: skip
+    "cell_id",
+    "protocol",
+    "model",
+    "architecture",
+    "settings",
+    "dataset",
+    "metric",
+    "stage",
+    "hparams",
+    "per_class",
+    "seed",
+    "steps",
+    "wall_time_s",
+    "git_commit",
+    "val_metric",
+    "test_metric",
+    "history",
+    "predictions",
+)
 # Keys `run_fn` may return; everything else in a record comes from the cell or from the sweep.
 RESULT_KEYS = ("val_metric", "test_metric", "steps", "history", "predictions")
 PREDICTIONS_SUFFIX = ".predictions.npz"
@@ -290,8 +305,9 @@ def run_cells(
         done_before = records.get(cid) or load_record(cell_path(results_dir, cell))
         stale = done_before and changed_inputs(done_before.get(INPUTS_KEY), inputs)
         if stale and cid not in records:
-            print(f"cell {cid}: {', '.join(stale)} changed since it ran; running it again",
-                  flush=True)  # fmt: skip
+            print(
+                f"cell {cid}: {', '.join(stale)} changed since it ran; running it again", flush=True
+            )
             done_before = None
         records[cid] = done_before or run_cell(cell, results_dir, run_fn, inputs=inputs)
         out.append(records[cid])

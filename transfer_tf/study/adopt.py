@@ -30,7 +30,7 @@ KINDS = ("records", "pretrain")
 
 def _flag(step: Step, name: str) -> str | None:
     prefix = f"--{name}="
-    values = [a[len(prefix):] for a in step.argv if a.startswith(prefix)]
+    values = [a[len(prefix) :] for a in step.argv if a.startswith(prefix)]
     return values[-1] if values else None
 
 

@@ -57,7 +57,8 @@ class LocalExecutor:
             if not running:
                 break
             finished, _ = concurrent.futures.wait(
-                running, return_when=concurrent.futures.FIRST_COMPLETED)
+                running, return_when=concurrent.futures.FIRST_COMPLETED
+            )
             for future in finished:
                 step = running.pop(future)
                 try:
@@ -67,8 +68,10 @@ class LocalExecutor:
                     continue
                 rec = done[step.name]
                 how = "already done" if rec.get("skipped") else f"{rec['wall_time_s']:.0f} s"
-                _log(f"{len(done)}/{len(order)} {step.name} ({how}); "
-                     f"elapsed {time.time() - start:.0f} s")
+                _log(
+                    f"{len(done)}/{len(order)} {step.name} ({how}); "
+                    f"elapsed {time.time() - start:.0f} s"
+                )
         if failure is not None:
             raise failure
         return done
@@ -82,9 +85,15 @@ class RayExecutor:
     lost worker.
     """
 
-    def __init__(self, address: str | None = None, *, num_cpus: int | None = None,
-                 max_retries: int = 3, cpus_per_step: float | None = None,
-                 gpus_per_step: float | None = None):
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        num_cpus: int | None = None,
+        max_retries: int = 3,
+        cpus_per_step: float | None = None,
+        gpus_per_step: float | None = None,
+    ):
         self.address = address
         self.num_cpus = num_cpus
         self.max_retries = max_retries
@@ -97,7 +106,8 @@ class RayExecutor:
         except ImportError as e:
             raise ImportError(
                 "--executor=ray needs Ray: pip install 'transfer_tf[ray]' (scripts/setup.sh "
-                "installs it)") from e
+                "installs it)"
+            ) from e
         if not ray.is_initialized():
             if self.address in (None, "", "local"):
                 ray.init(num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=False)

@@ -23,8 +23,15 @@ import os
 from transfer_tf.study.model_table import given_top1
 
 SETTINGS = "external"
-_OPTIONS = ("signature", "output_key", "feature_layer", "input_size", "scaling", "top1",
-            "top1_source")  # fmt: skip
+_OPTIONS = (
+    "signature",
+    "output_key",
+    "feature_layer",
+    "input_size",
+    "scaling",
+    "top1",
+    "top1_source",
+)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -58,14 +58,19 @@ def given_top1(value, label: str) -> float:
     return top1
 
 
-def model_row(study_dir: str, label: str, architecture: str, settings: str,
-              given: dict | None = None) -> dict:  # fmt: skip
+def model_row(
+    study_dir: str, label: str, architecture: str, settings: str, given: dict | None = None
+) -> dict:
     """One row; `given` = {"top1", optional "top1_source", "source_dataset"} from the user."""
     if given is not None:
-        return dict(model=label, architecture=architecture, settings=settings,
-                    imagenet_top1=given_top1(given["top1"], label),
-                    top1_source=given.get("top1_source") or GIVEN_SOURCE,
-                    source_dataset=given.get("source_dataset") or "imagenet2012")  # fmt: skip
+        return dict(
+            model=label,
+            architecture=architecture,
+            settings=settings,
+            imagenet_top1=given_top1(given["top1"], label),
+            top1_source=given.get("top1_source") or GIVEN_SOURCE,
+            source_dataset=given.get("source_dataset") or "imagenet2012",
+        )
     if settings == "public":
         from transfer_tf.models import get_spec
 
@@ -124,8 +129,10 @@ def parse_models(entries, top1_sources=(), source_datasets=()):
         models.append(tuple(parts[:3]))
         if len(parts) == 4:
             given[parts[0]] = {"top1": parts[3]}
-    for flag, key, values in (("top1_source", "top1_source", top1_sources),
-                              ("source_dataset", "source_dataset", source_datasets)):  # fmt: skip
+    for flag, key, values in (
+        ("top1_source", "top1_source", top1_sources),
+        ("source_dataset", "source_dataset", source_datasets),
+    ):
         for value in values:
             label, sep, text = value.partition("=")
             if not sep or label not in given:

@@ -85,8 +85,10 @@ class StudyConfig:
     def trained_targets(self) -> tuple[str, ...]:
         unknown = set(self.finetune_datasets) - set(self.targets())
         if unknown:
-            raise ValueError(f"--finetune_datasets: {sorted(unknown)} are not target datasets "
-                             f"({', '.join(self.targets())})")
+            raise ValueError(
+                f"--finetune_datasets: {sorted(unknown)} are not target datasets "
+                f"({', '.join(self.targets())})"
+            )
         return self.finetune_datasets or self.targets()
 
     def subsets_for(self, label: str, dataset: str) -> tuple[int | None, ...]:
@@ -132,17 +134,20 @@ def source_models(cfg: StudyConfig) -> list[SourceModel]:
     for settings in cfg.pretrain_settings:
         if settings not in SETTINGS_LABELS:
             raise ValueError(
-                f"--pretrain_settings: unknown label {settings!r}; use {list(SETTINGS_LABELS)}")
-        models += [SourceModel(f"{arch}_{settings}", arch, settings, True)
-                   for arch in cfg.pretrain_models]
+                f"--pretrain_settings: unknown label {settings!r}; use {list(SETTINGS_LABELS)}"
+            )
+        models += [
+            SourceModel(f"{arch}_{settings}", arch, settings, True) for arch in cfg.pretrain_models
+        ]
     return models
 
 
 def _check_labels(flag: str, labels, known) -> None:
     for label in labels:
         if label not in known:
-            raise ValueError(f"--{flag}: {label!r} is not a source model of this study; "
-                             f"known: {sorted(known)}")
+            raise ValueError(
+                f"--{flag}: {label!r} is not a source model of this study; known: {sorted(known)}"
+            )
 
 
 def _suffix(per_class: int | None) -> str:
@@ -191,13 +196,21 @@ def split_sweep(step: Step, grid: list[dict]) -> list[Step]:
     """
     width = len(str(len(grid) - 1))
     cells = [
-        dataclasses.replace(step, name=f"{step.name}-grid{i:0{width}d}", argv=(
-            *step.argv, f"--learning_rates={point['learning_rate']!r}",
-            f"--weight_decays={point['weight_decay']!r}", "--stage=grid"))
+        dataclasses.replace(
+            step,
+            name=f"{step.name}-grid{i:0{width}d}",
+            argv=(
+                *step.argv,
+                f"--learning_rates={point['learning_rate']!r}",
+                f"--weight_decays={point['weight_decay']!r}",
+                "--stage=grid",
+            ),
+        )
         for i, point in enumerate(grid)
     ]
     final = dataclasses.replace(
-        step, argv=(*step.argv, "--stage=all"), deps=(*step.deps, *(c.name for c in cells)))
+        step, argv=(*step.argv, "--stage=all"), deps=(*step.deps, *(c.name for c in cells))
+    )
     return [*cells, final]
 
 
@@ -208,18 +221,37 @@ def external_feature_steps(cfg: StudyConfig, externals) -> list[Step]:
     for e in externals:
         for dataset in cfg.targets():
             features = cfg.path("features", e.label, dataset)
-            steps.append(Step(f"features-{e.label}-{dataset}", (
-                "transfer-extract-features", *e.extract_flags(),
-                f"--records_dir={cfg.path('records')}", f"--dataset={dataset}",
-                f"--features_dir={features}",
-            ), deps=(f"records-{dataset}",), num_cpus=2))
+            steps.append(
+                Step(
+                    f"features-{e.label}-{dataset}",
+                    (
+                        "transfer-extract-features",
+                        *e.extract_flags(),
+                        f"--records_dir={cfg.path('records')}",
+                        f"--dataset={dataset}",
+                        f"--features_dir={features}",
+                    ),
+                    deps=(f"records-{dataset}",),
+                    num_cpus=2,
+                )
+            )
             for per_class in cfg.subsets_for(e.label, dataset):
-                steps.append(Step(f"logreg-{e.label}-{dataset}{_suffix(per_class)}", (
-                    "transfer-logreg", f"--features_dir={features}",
-                    f"--results_dir={cfg.path('results')}", f"--model={e.label}",
-                    "--settings=external", f"--num_l2={cfg.logreg_num_l2}", *cfg.logreg_flags,
-                    *_opt("per_class", per_class),
-                ), deps=(f"features-{e.label}-{dataset}",)))
+                steps.append(
+                    Step(
+                        f"logreg-{e.label}-{dataset}{_suffix(per_class)}",
+                        (
+                            "transfer-logreg",
+                            f"--features_dir={features}",
+                            f"--results_dir={cfg.path('results')}",
+                            f"--model={e.label}",
+                            "--settings=external",
+                            f"--num_l2={cfg.logreg_num_l2}",
+                            *cfg.logreg_flags,
+                            *_opt("per_class", per_class),
+                        ),
+                        deps=(f"features-{e.label}-{dataset}",),
+                    )
+                )
     return steps
 
 
@@ -231,16 +263,33 @@ def predictor_steps(cfg: StudyConfig, models, externals) -> list[Step]:
         return []
     steps = []
     for label, identity, extra in [
-        *[(m.label, (f"--architecture={m.architecture}", f"--settings={m.settings}"),
-           (f"--saved_model={cfg.path('saved_models', m.label)}",)) for m in models],
+        *[
+            (
+                m.label,
+                (f"--architecture={m.architecture}", f"--settings={m.settings}"),
+                (f"--saved_model={cfg.path('saved_models', m.label)}",),
+            )
+            for m in models
+        ],
         *[(e.label, ("--settings=external",), ()) for e in externals],
-    ]:  # fmt: skip
+    ]:
         for dataset in cfg.targets():
-            steps.append(Step(f"predictors-{label}-{dataset}", (
-                "transfer-predictors", f"--features_dir={cfg.path('features', label, dataset)}",
-                f"--results_dir={cfg.path('results')}", f"--model={label}", *identity, *extra,
-                *cfg.predictors_flags,
-            ), deps=(f"features-{label}-{dataset}",), num_cpus=2))
+            steps.append(
+                Step(
+                    f"predictors-{label}-{dataset}",
+                    (
+                        "transfer-predictors",
+                        f"--features_dir={cfg.path('features', label, dataset)}",
+                        f"--results_dir={cfg.path('results')}",
+                        f"--model={label}",
+                        *identity,
+                        *extra,
+                        *cfg.predictors_flags,
+                    ),
+                    deps=(f"features-{label}-{dataset}",),
+                    num_cpus=2,
+                )
+            )
     return steps
 
 
@@ -256,17 +305,34 @@ def external_finetune_steps(cfg: StudyConfig, e: ExternalSource, add_sweep) -> l
         raise ValueError(
             f"--external_models: {e.label} is fine-tuned, so give it input_size=N and scaling=..."
         )
-    init = [f"--init_keras_model={e.path}", f"--feature_layer={e.option('feature_layer')}",
-            f"--scaling={e.option('scaling')}", f"--input_size={size}"]  # fmt: skip
+    init = [
+        f"--init_keras_model={e.path}",
+        f"--feature_layer={e.option('feature_layer')}",
+        f"--scaling={e.option('scaling')}",
+        f"--input_size={size}",
+    ]
     steps: list[Step] = []
     for dataset in cfg.trained_targets():
         for per_class in cfg.subsets_for(e.label, dataset):
-            add_sweep("finetune", Step(f"finetune-{e.label}-{dataset}{_suffix(per_class)}", (
-                "transfer-finetune", *_flagfile(cfg.finetune_flagfile), *init,
-                f"--dataset={dataset}", f"--records_dir={cfg.path('records')}",
-                f"--results_dir={cfg.path('results')}", f"--model_label={e.label}",
-                *_opt("per_class", per_class),
-            ), deps=(f"records-{dataset}",), num_cpus=2), into=steps)
+            add_sweep(
+                "finetune",
+                Step(
+                    f"finetune-{e.label}-{dataset}{_suffix(per_class)}",
+                    (
+                        "transfer-finetune",
+                        *_flagfile(cfg.finetune_flagfile),
+                        *init,
+                        f"--dataset={dataset}",
+                        f"--records_dir={cfg.path('records')}",
+                        f"--results_dir={cfg.path('results')}",
+                        f"--model_label={e.label}",
+                        *_opt("per_class", per_class),
+                    ),
+                    deps=(f"records-{dataset}",),
+                    num_cpus=2,
+                ),
+                into=steps,
+            )
     return steps
 
 
@@ -288,12 +354,16 @@ def check_names(cfg: StudyConfig) -> None:
                 raise ValueError(f"--{flag}: {e.args[0]}") from None
     known = list_models()
     public = tuple(entry.partition("=")[0] for entry in cfg.public_models)
-    for flag, names in (("public_models", public), ("pretrain_models", cfg.pretrain_models),
-                        ("scratch_models", cfg.scratch_models)):  # fmt: skip
+    for flag, names in (
+        ("public_models", public),
+        ("pretrain_models", cfg.pretrain_models),
+        ("scratch_models", cfg.scratch_models),
+    ):
         unknown = [name for name in names if name not in known]
         if unknown:
-            raise ValueError(f"--{flag}: unknown model(s) {unknown}; registry models: "
-                             f"{', '.join(known)}")  # fmt: skip
+            raise ValueError(
+                f"--{flag}: unknown model(s) {unknown}; registry models: {', '.join(known)}"
+            )
 
 
 def plan_study(cfg: StudyConfig) -> list[Step]:
@@ -304,12 +374,24 @@ def plan_study(cfg: StudyConfig) -> list[Step]:
     results = cfg.path("results")
     own = dict(own_dataset_flags(entry) for entry in cfg.own_datasets)
     datasets = dict.fromkeys(
-        ([cfg.source_dataset] if cfg.pretrain_models else []) + list(cfg.targets()))
+        ([cfg.source_dataset] if cfg.pretrain_models else []) + list(cfg.targets())
+    )
     for dataset in datasets:
-        cap = cfg.source_max_per_class if dataset == cfg.source_dataset else cfg.target_max_per_class
-        steps.append(Step(f"records-{dataset}", (
-            "transfer-make-tfrecords", f"--dataset={dataset}", f"--records_dir={records}",
-            *own.get(dataset, ()), *_opt("max_per_class", cap))))
+        cap = (
+            cfg.source_max_per_class if dataset == cfg.source_dataset else cfg.target_max_per_class
+        )
+        steps.append(
+            Step(
+                f"records-{dataset}",
+                (
+                    "transfer-make-tfrecords",
+                    f"--dataset={dataset}",
+                    f"--records_dir={records}",
+                    *own.get(dataset, ()),
+                    *_opt("max_per_class", cap),
+                ),
+            )
+        )
 
     models = source_models(cfg)
     externals = {e.label: e for e in map(parse_external_source, cfg.external_models)}
@@ -322,38 +404,85 @@ def plan_study(cfg: StudyConfig) -> list[Step]:
     for m in models:
         saved_model = cfg.path("saved_models", m.label)
         if m.pretrained_here:
-            steps.append(Step(f"pretrain-{m.label}", (
-                "transfer-pretrain", *_flagfile(cfg.pretrain_flagfile), f"--model={m.architecture}",
-                f"--dataset={cfg.source_dataset}", f"--records_dir={records}",
-                f"--model_dir={cfg.path('models', m.label)}", "--eval_split=test",
-                *_opt("input_size", cfg.pretrain_input_size),
-                *_opt("train_steps", cfg.pretrain_steps),
-                *settings_flags(m.architecture, m.settings),
-            ), deps=(f"records-{cfg.source_dataset}",), num_cpus=2))
+            steps.append(
+                Step(
+                    f"pretrain-{m.label}",
+                    (
+                        "transfer-pretrain",
+                        *_flagfile(cfg.pretrain_flagfile),
+                        f"--model={m.architecture}",
+                        f"--dataset={cfg.source_dataset}",
+                        f"--records_dir={records}",
+                        f"--model_dir={cfg.path('models', m.label)}",
+                        "--eval_split=test",
+                        *_opt("input_size", cfg.pretrain_input_size),
+                        *_opt("train_steps", cfg.pretrain_steps),
+                        *settings_flags(m.architecture, m.settings),
+                    ),
+                    deps=(f"records-{cfg.source_dataset}",),
+                    num_cpus=2,
+                )
+            )
             # --replace: a rerun (e.g. after a flagfile edit) keeps an unchanged export and
             # moves a superseded one aside, instead of refusing the folder.
-            steps.append(Step(f"export-{m.label}", (
-                "transfer-export", f"--model_dir={cfg.path('models', m.label)}",
-                f"--export_dir={saved_model}", "--replace"), deps=(f"pretrain-{m.label}",)))
+            steps.append(
+                Step(
+                    f"export-{m.label}",
+                    (
+                        "transfer-export",
+                        f"--model_dir={cfg.path('models', m.label)}",
+                        f"--export_dir={saved_model}",
+                        "--replace",
+                    ),
+                    deps=(f"pretrain-{m.label}",),
+                )
+            )
         else:
-            steps.append(Step(f"export-{m.label}", (
-                "transfer-export", *m.weights_flags(), f"--export_dir={saved_model}",
-                "--replace")))
+            steps.append(
+                Step(
+                    f"export-{m.label}",
+                    (
+                        "transfer-export",
+                        *m.weights_flags(),
+                        f"--export_dir={saved_model}",
+                        "--replace",
+                    ),
+                )
+            )
         for dataset in cfg.targets():
             features = cfg.path("features", m.label, dataset)
-            steps.append(Step(f"features-{m.label}-{dataset}", (
-                "transfer-extract-features", f"--saved_model={saved_model}",
-                f"--records_dir={records}", f"--dataset={dataset}",
-                f"--features_dir={features}",
-            ), deps=(f"export-{m.label}", f"records-{dataset}"), num_cpus=2))
+            steps.append(
+                Step(
+                    f"features-{m.label}-{dataset}",
+                    (
+                        "transfer-extract-features",
+                        f"--saved_model={saved_model}",
+                        f"--records_dir={records}",
+                        f"--dataset={dataset}",
+                        f"--features_dir={features}",
+                    ),
+                    deps=(f"export-{m.label}", f"records-{dataset}"),
+                    num_cpus=2,
+                )
+            )
             for per_class in cfg.subsets_for(m.label, dataset):
-                steps.append(Step(f"logreg-{m.label}-{dataset}{_suffix(per_class)}", (
-                    "transfer-logreg", f"--features_dir={features}", f"--results_dir={results}",
-                    f"--model={m.label}", f"--architecture={m.architecture}",
-                    f"--settings={m.settings}", f"--num_l2={cfg.logreg_num_l2}",
-                    *cfg.logreg_flags,
-                    *_opt("per_class", per_class),
-                ), deps=(f"features-{m.label}-{dataset}",)))
+                steps.append(
+                    Step(
+                        f"logreg-{m.label}-{dataset}{_suffix(per_class)}",
+                        (
+                            "transfer-logreg",
+                            f"--features_dir={features}",
+                            f"--results_dir={results}",
+                            f"--model={m.label}",
+                            f"--architecture={m.architecture}",
+                            f"--settings={m.settings}",
+                            f"--num_l2={cfg.logreg_num_l2}",
+                            *cfg.logreg_flags,
+                            *_opt("per_class", per_class),
+                        ),
+                        deps=(f"features-{m.label}-{dataset}",),
+                    )
+                )
 
     flagfiles = {"finetune": cfg.finetune_flagfile, "scratch": cfg.scratch_flagfile}
     grids: dict[str, list[dict]] = {}
@@ -381,12 +510,24 @@ def plan_study(cfg: StudyConfig) -> list[Step]:
             deps = []
         for dataset in cfg.trained_targets():
             for per_class in cfg.subsets_for(m.label, dataset):
-                add_sweep("finetune", Step(f"finetune-{m.label}-{dataset}{_suffix(per_class)}", (
-                    "transfer-finetune", *_flagfile(cfg.finetune_flagfile), *init,
-                    f"--dataset={dataset}", f"--records_dir={records}",
-                    f"--results_dir={results}", f"--model_label={m.label}",
-                    *_opt("per_class", per_class),
-                ), deps=(*deps, f"records-{dataset}"), num_cpus=2))
+                add_sweep(
+                    "finetune",
+                    Step(
+                        f"finetune-{m.label}-{dataset}{_suffix(per_class)}",
+                        (
+                            "transfer-finetune",
+                            *_flagfile(cfg.finetune_flagfile),
+                            *init,
+                            f"--dataset={dataset}",
+                            f"--records_dir={records}",
+                            f"--results_dir={results}",
+                            f"--model_label={m.label}",
+                            *_opt("per_class", per_class),
+                        ),
+                        deps=(*deps, f"records-{dataset}"),
+                        num_cpus=2,
+                    ),
+                )
 
     for arch in cfg.scratch_models:
         # Scratch results carry the label of the fair model of the same architecture, so the
@@ -394,26 +535,64 @@ def plan_study(cfg: StudyConfig) -> list[Step]:
         label = f"{arch}_fair"
         for dataset in cfg.trained_targets():
             for per_class in cfg.subsets_for(label, dataset):
-                add_sweep("scratch", Step(f"scratch-{arch}-{dataset}{_suffix(per_class)}", (
-                    "transfer-scratch", *_flagfile(cfg.scratch_flagfile), f"--model={arch}",
-                    *_opt("input_size", cfg.pretrain_input_size), f"--dataset={dataset}",
-                    f"--records_dir={records}", f"--results_dir={results}",
-                    f"--model_label={label}", *_opt("per_class", per_class),
-                ), deps=(f"records-{dataset}",), num_cpus=2))
+                add_sweep(
+                    "scratch",
+                    Step(
+                        f"scratch-{arch}-{dataset}{_suffix(per_class)}",
+                        (
+                            "transfer-scratch",
+                            *_flagfile(cfg.scratch_flagfile),
+                            f"--model={arch}",
+                            *_opt("input_size", cfg.pretrain_input_size),
+                            f"--dataset={dataset}",
+                            f"--records_dir={records}",
+                            f"--results_dir={results}",
+                            f"--model_label={label}",
+                            *_opt("per_class", per_class),
+                        ),
+                        deps=(f"records-{dataset}",),
+                        num_cpus=2,
+                    ),
+                )
 
-    sweeps = [s.name for s in steps if s.argv[0] in (
-        "transfer-logreg", "transfer-finetune", "transfer-scratch", "transfer-predictors")]
+    sweeps = [
+        s.name
+        for s in steps
+        if s.argv[0]
+        in ("transfer-logreg", "transfer-finetune", "transfer-scratch", "transfer-predictors")
+    ]
     pretrains = [s.name for s in steps if s.argv[0] == "transfer-pretrain"]
-    steps.append(Step("model-table", (
-        "python", "-m", "transfer_tf.study.model_table", f"--study_dir={cfg.study_dir}",
-        *[f"--model={m.label}:{m.architecture}:{m.settings}" for m in models],
-        *[f"--model={e.model_table_entry()}" for e in externals.values()],
-        *[f"--top1_source={e.label}={e.option('top1_source')}" for e in externals.values()
-          if e.option("top1_source")],
-    ), deps=tuple(pretrains)))
-    steps.append(Step("analyze", (
-        "transfer-analyze", f"--results_dir={results}",
-        f"--model_table={cfg.path('model_table.csv')}", f"--features_dir={cfg.path('features')}",
-        f"--output_dir={cfg.path('report')}", *cfg.analyze_flags,
-    ), deps=("model-table", *sweeps)))
+    steps.append(
+        Step(
+            "model-table",
+            (
+                "python",
+                "-m",
+                "transfer_tf.study.model_table",
+                f"--study_dir={cfg.study_dir}",
+                *[f"--model={m.label}:{m.architecture}:{m.settings}" for m in models],
+                *[f"--model={e.model_table_entry()}" for e in externals.values()],
+                *[
+                    f"--top1_source={e.label}={e.option('top1_source')}"
+                    for e in externals.values()
+                    if e.option("top1_source")
+                ],
+            ),
+            deps=tuple(pretrains),
+        )
+    )
+    steps.append(
+        Step(
+            "analyze",
+            (
+                "transfer-analyze",
+                f"--results_dir={results}",
+                f"--model_table={cfg.path('model_table.csv')}",
+                f"--features_dir={cfg.path('features')}",
+                f"--output_dir={cfg.path('report')}",
+                *cfg.analyze_flags,
+            ),
+            deps=("model-table", *sweeps),
+        )
+    )
     return steps

@@ -118,8 +118,11 @@ class Step:
     @classmethod
     def from_dict(cls, d: dict) -> Step:
         return cls(
-            name=d["name"], argv=tuple(d["argv"]), deps=tuple(d.get("deps", ())),
-            num_cpus=d.get("num_cpus", 1.0), num_gpus=d.get("num_gpus", 0.0),
+            name=d["name"],
+            argv=tuple(d["argv"]),
+            deps=tuple(d.get("deps", ())),
+            num_cpus=d.get("num_cpus", 1.0),
+            num_gpus=d.get("num_gpus", 0.0),
         )
 
 
@@ -229,9 +232,13 @@ def run_step(step: Step, state_dir: str, *, env: dict | None = None) -> dict:
             if _STOPPING.is_set():
                 raise StepFailed(f"step {step.name!r} not started: the study was interrupted")
             proc = subprocess.Popen(
-                step.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, **(env or {})}, preexec_fn=_die_with_parent,
-            )  # fmt: skip
+                step.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **(env or {})},
+                preexec_fn=_die_with_parent,
+            )
             _RUNNING.add(proc)
         try:
             proc.wait()
@@ -252,8 +259,13 @@ def run_step(step: Step, state_dir: str, *, env: dict | None = None) -> dict:
 
 def write_marker(state_dir: str, step: Step, **fields) -> dict:
     """Marks `step` done now (atomically); returns the marker's record."""
-    record = {"name": step.name, "fingerprint": step.fingerprint(), "finished_at": time.time(),
-              "skipped": False, **fields}  # fmt: skip
+    record = {
+        "name": step.name,
+        "fingerprint": step.fingerprint(),
+        "finished_at": time.time(),
+        "skipped": False,
+        **fields,
+    }
     os.makedirs(os.path.join(state_dir, "steps"), exist_ok=True)
     atomic_write_json(marker_path(state_dir, step), record)
     return record

@@ -22,7 +22,9 @@ def input_spec(config: TrainConfig) -> tuple[int, str]:
         config.model, config.weights if config.init == "weights" else None
     )
     if config.init == "saved_model":
-        preprocessing = read_export_info(config.init_saved_model).get("preprocessing", preprocessing)
+        preprocessing = read_export_info(config.init_saved_model).get(
+            "preprocessing", preprocessing
+        )
     return int(config.input_size or size), config.preprocessing or preprocessing
 
 

@@ -24,8 +24,14 @@ INIT_MODES = ("random", "weights", "model_dir", "saved_model", "keras_model")
 # Keys that may change between a run and its resumption: they change when and how a run reports,
 # never what it computes.
 RESUMABLE_CHANGES = frozenset(
-    {"checkpoint_every", "keep_checkpoints", "eval_every", "eval_log_spaced", "log_every",
-     "eval_batch_size"}
+    {
+        "checkpoint_every",
+        "keep_checkpoints",
+        "eval_every",
+        "eval_log_spaced",
+        "log_every",
+        "eval_batch_size",
+    }
 )
 
 
@@ -73,7 +79,7 @@ class TrainConfig:
         is max(1 − 10 / s, 0.9) with s steps per epoch (SimCLR's fine-tuning protocol).
       eval_log_spaced: also evaluate at doubling steps from 1/400 of the run (50, 100, 200, ...
         of 20,000), so Fig. 8's "steps to 90% of the maximum odds" resolves within a factor of 2
-        down to the first 1% of the run (`evaluation_steps`).
+        down to 0.25% of the run (`evaluation_steps`).
       checkpoint_every, keep_checkpoints, eval_every, log_every: in steps; eval_every 0 evaluates
         at the end only.
       checkpoint_input: also checkpoint the tf.data iterator (its position and shuffle buffer) on
@@ -152,8 +158,15 @@ class TrainConfig:
                 "init='keras_model' needs init_keras_model, feature_layer, input_size and "
                 "preprocessing (the .keras file records neither its scaling nor its features)"
             )
-        for name in ("batch_size", "train_steps", "num_classes", "lr_reference_batch",
-                     "checkpoint_every", "log_every", "keep_checkpoints"):  # fmt: skip
+        for name in (
+            "batch_size",
+            "train_steps",
+            "num_classes",
+            "lr_reference_batch",
+            "checkpoint_every",
+            "log_every",
+            "keep_checkpoints",
+        ):
             if int(getattr(self, name)) < 1:
                 problems.append(f"{name}={getattr(self, name)!r} (must be >= 1)")
         if self.learning_rate <= 0:

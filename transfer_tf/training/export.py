@@ -59,8 +59,9 @@ SUPERSEDED_NOTE = "SUPERSEDED.txt"
 class ServingModule(tf.Module):
     """A tf.Module holding the Keras model and the two signature functions."""
 
-    def __init__(self, model: keras.Model, *, input_size: int, preprocessing: str,
-                 multi_label: bool = False):  # fmt: skip
+    def __init__(
+        self, model: keras.Model, *, input_size: int, preprocessing: str, multi_label: bool = False
+    ):
         super().__init__(name="transfer_tf_export")
         self.model = model
         spec = tf.TensorSpec([None, input_size, input_size, 3], tf.uint8, name="images")
@@ -71,12 +72,16 @@ class ServingModule(tf.Module):
             out = self.model(scaled, training=False)
             logits = tf.cast(out["logits"], tf.float32)
             probabilities = tf.sigmoid(logits) if multi_label else tf.nn.softmax(logits, axis=-1)
-            return {"probabilities": probabilities, "logits": logits,
-                    "features": tf.cast(out["features"], tf.float32)}  # fmt: skip
+            return {
+                "probabilities": probabilities,
+                "logits": logits,
+                "features": tf.cast(out["features"], tf.float32),
+            }
 
         def decode(data):
-            image = preprocess_image(data, tf.zeros([2, 2], tf.int32), image_size=input_size,
-                                     training=False)  # fmt: skip
+            image = preprocess_image(
+                data, tf.zeros([2, 2], tf.int32), image_size=input_size, training=False
+            )
             return tf.cast(tf.round(image), tf.uint8)
 
         @tf.function(input_signature=[spec])
@@ -134,8 +139,11 @@ def export_saved_model(
                 "another one aside)"
             )
         if existing.get("fingerprint") == details["fingerprint"]:
-            logging.info("%s already holds this export (fingerprint %s); kept", export_dir,
-                         details["fingerprint"])  # fmt: skip
+            logging.info(
+                "%s already holds this export (fingerprint %s); kept",
+                export_dir,
+                details["fingerprint"],
+            )
             return export_dir
     module = ServingModule(
         model, input_size=input_size, preprocessing=preprocessing, multi_label=multi_label
@@ -165,8 +173,9 @@ def export_saved_model(
 
 
 def _fingerprint(details: dict) -> str:
-    text = json.dumps({k: v for k, v in details.items() if k != "fingerprint"}, sort_keys=True,
-                      default=str)  # fmt: skip
+    text = json.dumps(
+        {k: v for k, v in details.items() if k != "fingerprint"}, sort_keys=True, default=str
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -285,9 +294,13 @@ def export_registry_model(
         )
     model = build_model(name, num_classes, settings, input_size=size, weights=weights)
     return export_saved_model(
-        model, export_dir, input_size=size, preprocessing=preprocessing, info=info,
+        model,
+        export_dir,
+        input_size=size,
+        preprocessing=preprocessing,
+        info=info,
         replace=replace,
-    )  # fmt: skip
+    )
 
 
 def _checkpoint_step(model_dir: str) -> int | None:

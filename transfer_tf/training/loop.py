@@ -93,8 +93,9 @@ def is_decayed(variable) -> bool:
     return variable.path.rsplit("/", 1)[-1].endswith("kernel")
 
 
-def per_example_loss(labels, outputs, *, num_classes, multi_label, label_smoothing,
-                     aux_loss_weight) -> tf.Tensor:  # fmt: skip
+def per_example_loss(
+    labels, outputs, *, num_classes, multi_label, label_smoothing, aux_loss_weight
+) -> tf.Tensor:
     """Cross-entropy per example [B] (+ aux_loss_weight × the aux head's, when present).
 
     Single-label: softmax cross-entropy with label smoothing. Multi-label (VOC): sigmoid
@@ -485,11 +486,17 @@ class Trainer:
         logging.info(
             "training %s on %s/%s: %d steps of %d images over %d replica(s), lr %.4g (peak), "
             "%d steps/epoch, BN momentum %s, %s",
-            config.model, config.dataset, config.train_split, total, config.batch_size,
-            self.num_replicas, config.peak_learning_rate, self.steps_per_epoch,
+            config.model,
+            config.dataset,
+            config.train_split,
+            total,
+            config.batch_size,
+            self.num_replicas,
+            config.peak_learning_rate,
+            self.steps_per_epoch,
             self.bn_momentum if self.bn_momentum is not None else "model default",
             f"resuming at step {step}" if step else "from the start",
-        )  # fmt: skip
+        )
         boundaries = [config.log_every, config.checkpoint_every]
         evaluations = evaluation_steps(config, total)
         last_loss = None
@@ -532,11 +539,19 @@ class Trainer:
             if step % config.log_every == 0 or step == total:
                 logging.info(
                     "step %d/%d  loss %.4f  top1 %.3f  lr %.4g  %.1f examples/s  ETA %s",
-                    step, total, last_loss, top1, lr, rate, _format_eta(eta),
-                )  # fmt: skip
+                    step,
+                    total,
+                    last_loss,
+                    top1,
+                    lr,
+                    rate,
+                    _format_eta(eta),
+                )
             if step in evaluations:
                 metric = self.evaluate(config.eval_split)
-                history = [h for h in history if h["step"] != step] + [self._history_row(step, metric)]
+                history = [h for h in history if h["step"] != step] + [
+                    self._history_row(step, metric)
+                ]
                 self._write_history(history)
                 with writer.as_default(step=step):
                     tf.summary.scalar(f"eval/{config.metric}", metric)

@@ -19,9 +19,18 @@ HOST = "127.0.0.1"
 
 def tensorboard_command(logdir: str, port: int) -> list[str]:
     return [
-        sys.executable, "-m", "transfer_tf.training.tensorboard", "--logdir", logdir,
-        "--host", HOST, "--port", str(int(port)), "--reload_interval", "5",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "transfer_tf.training.tensorboard",
+        "--logdir",
+        logdir,
+        "--host",
+        HOST,
+        "--port",
+        str(int(port)),
+        "--reload_interval",
+        "5",
+    ]
 
 
 def serve(argv: list[str]) -> int:

@@ -107,8 +107,9 @@ def restore_saved_model(export_dir: str):
     whose `model` attribute is the network)."""
     info = read_export_info(export_dir)
     settings = TrainingSettings.from_dict(info["settings"]) if info.get("settings") else None
-    model = build_model(info["model"], int(info["num_classes"]), settings,
-                        input_size=int(info["input_size"]))  # fmt: skip
+    model = build_model(
+        info["model"], int(info["num_classes"]), settings, input_size=int(info["input_size"])
+    )
     variables = os.path.join(export_dir, "variables", "variables")
     try:
         tf.train.Checkpoint(model=model).read(variables).assert_existing_objects_matched()

@@ -372,6 +372,7 @@ class LogisticRegressionProblem:
         keep = s > _RANK_RTOL * max(s.max(), 1e-300)
         self.basis = np.ascontiguousarray(u[:, keep][:, ::-1])  # [D, r], largest variance first
         self.variance = s[keep][::-1] / n  # [r]
+        self._rotated_mean, self._mean_sq = self.basis.T @ self.mean, float(self.mean @ self.mean)
         self.passes.prepare(self.mean, self.basis, targets, self.binary)
         # Matrix products over all the features so far (forward or backward), by precision.
         self.half_passes = {32: 0, 64: 0}
@@ -403,8 +404,9 @@ class LogisticRegressionProblem:
         `tol` (or float32 rounding stops progress); then the logits and gradient are recomputed
         in float64, which decides convergence and, if needed, does the last iterations with the
         same L-BFGS memory. Converged means ‖∇f‖₂ ≤ `tol` in float64, in the original
-        parametrisation (W, b): scikit-learn's lbfgs test is max |∂f/∂w| ≤ tol, which ours
-        implies.
+        parametrisation (W, b) of the uncentred features: scikit-learn's lbfgs test is
+        max |∂f/∂w| ≤ tol there, which ours implies. As scikit-learn's, a fit also ends when
+        f decreases by less than 64 ε relative (float64's resolution of f).
         """
         if not l2 > 0:
             raise ValueError(f"regularisation strength must be > 0, got {l2}")
@@ -426,7 +428,11 @@ class LogisticRegressionProblem:
             self.half_passes[precision] += 1
             loss, grad_m, grad_b = passes.backward(logits, precision)
             grad_m += l2 * m
-            norm = float(np.sqrt(np.sum(grad_m**2) + np.sum(grad_b**2)))
+            # ∂f/∂W of the uncentred features, as scikit-learn's, is U ∂f/∂m + μ ∂f/∂bᵀ.
+            norm = float(np.sqrt(
+                np.sum(grad_m**2) + 2.0 * float(self._rotated_mean @ grad_m @ grad_b)
+                + (self._mean_sq + 1.0) * np.sum(grad_b**2)
+            ))  # fmt: skip
             value = loss + 0.5 * l2 * float(np.sum(m * m))
             return value, np.concatenate([(scale * grad_m).ravel(), grad_b]), norm
 

@@ -145,34 +145,48 @@ class LinearModel:
 
 
 def _loss_and_residual(logits: np.ndarray, targets: np.ndarray, binary: bool):
-    """(summed loss, per-example gradient of the loss w.r.t. the logits); overwrites `logits`."""
+    """(summed loss, per-example gradient of the loss w.r.t. the logits); overwrites `logits`.
+
+    `targets`: [N, K] 0/1 for the binary and one-vs-rest models, else the labels [N].
+    """
     if binary:
         loss = float(np.sum(np.logaddexp(0.0, logits) - targets * logits))
         return loss, np.subtract(scipy.special.expit(logits, out=logits), targets, out=logits)
-    top = logits.max(axis=1, keepdims=True)
-    loss = float(np.sum(top) - np.sum(targets * logits))
-    logits -= top
-    np.exp(logits, out=logits)
-    total = logits.sum(axis=1, keepdims=True)
-    loss += float(np.sum(np.log(total)))
-    logits /= total
-    return loss, np.subtract(logits, targets, out=logits)
+    rows = np.arange(len(logits))
+    loss = -float(np.sum(logits[rows, targets]))
+    loss += float(_softmax_(logits))
+    logits[rows, targets] -= 1.0
+    return loss, logits
+
+
+def _softmax_(z: np.ndarray) -> float:
+    """Softmax of the rows of `z` in place; returns the summed log-sum-exp."""
+    top = z.max(axis=1, keepdims=True)
+    z -= top
+    np.exp(z, out=z)
+    total = z.sum(axis=1, keepdims=True)
+    z /= total
+    return float(np.sum(top) + np.sum(np.log(total)))
 
 
 def _loss_along(logits, direction, alpha, targets, binary):
     """Summed loss at logits + α·direction and its first two derivatives in α."""
-    z = logits + alpha * direction
+    z = direction * alpha
+    z += logits
     if binary:
         loss = float(np.sum(np.logaddexp(0.0, z) - targets * z))
         p = scipy.special.expit(z, out=z)
         slope = float(np.sum((p - targets) * direction))
         p *= 1.0 - p
-        return loss, slope, float(np.sum(p * direction**2))
-    loss, p = _loss_and_residual(z, targets, binary)  # p = softmax − targets
-    p += targets
-    mean_t = np.sum(p * direction, axis=1)
-    slope = float(np.sum(mean_t) - np.sum(targets * direction))
-    return loss, slope, float(np.sum(p * direction**2) - np.sum(mean_t**2))
+        p *= direction
+        return loss, slope, float(np.sum(p * direction))
+    rows = np.arange(len(z))
+    at_label = direction[rows, targets]
+    loss = _softmax_(z) - float(np.sum(logits[rows, targets]) + alpha * np.sum(at_label))
+    z *= direction  # p t
+    mean_t = z.sum(axis=1)
+    z *= direction  # p t²
+    return loss, float(np.sum(mean_t) - np.sum(at_label)), float(np.sum(z) - mean_t @ mean_t)
 
 
 class NumpyPasses:
@@ -212,7 +226,8 @@ class NumpyPasses:
             scatter += x.T @ x
         return mean, scatter
 
-    def prepare(self, mean: np.ndarray, basis: np.ndarray, targets: np.ndarray, binary: bool):
+    def prepare(self, mean, basis, targets, binary: bool, num_outputs: int):
+        """Z from the mean [D] and basis [D, r]; `targets` as `_loss_and_residual` takes them."""
         self.mean, self.basis, self.targets, self.binary = mean, basis, targets, binary
         self.z = np.empty((len(self.features), basis.shape[1]), np.float32)
         for rows, x in self._chunks():
@@ -336,7 +351,8 @@ class LogisticRegressionProblem:
         self.num_examples, self.num_features = features.shape
         self.multi_label = labels.ndim == 2
         if self.multi_label:
-            targets = np.asarray(labels, np.float64)
+            targets = np.asarray(labels, np.float64)  # [N, K] 0/1
+            prior = targets.mean(axis=0)
         else:
             labels = np.asarray(labels)
             if labels.min() < 0:
@@ -344,14 +360,12 @@ class LogisticRegressionProblem:
             k = int(num_classes or labels.max() + 1)
             if labels.max() >= k:
                 raise ValueError(f"training set: label {labels.max()} ≥ num_classes {k}")
-            labels = labels.astype(np.int64)
+            targets = labels.astype(np.int64)  # the multinomial model's labels [N]
+            prior = np.bincount(targets, minlength=k) / len(targets)
             if k == 2:  # scikit-learn's binary model: one logit for class 1
-                targets = labels[:, None].astype(np.float64)
-            else:
-                targets = np.zeros((len(labels), k))
-                targets[np.arange(len(labels)), labels] = 1.0
-        self.binary = self.multi_label or targets.shape[1] == 1
-        self.num_outputs = targets.shape[1]
+                targets, prior = targets[:, None].astype(np.float64), prior[1:]
+        self.binary = self.multi_label or len(prior) == 1
+        self.num_outputs = len(prior)
         self.passes = make_passes(features, backend)
 
         # Eigenbasis of the centred scatter matrix; via the smaller Gram matrix when N < D.
@@ -373,10 +387,9 @@ class LogisticRegressionProblem:
         self.basis = np.ascontiguousarray(u[:, keep][:, ::-1])  # [D, r], largest variance first
         self.variance = s[keep][::-1] / n  # [r]
         self._rotated_mean, self._mean_sq = self.basis.T @ self.mean, float(self.mean @ self.mean)
-        self.passes.prepare(self.mean, self.basis, targets, self.binary)
+        self.passes.prepare(self.mean, self.basis, targets, self.binary, self.num_outputs)
         # Matrix products over all the features so far (forward or backward), by precision.
         self.half_passes = {32: 0, 64: 0}
-        prior = targets.mean(axis=0)
         if self.binary:
             self.prior_bias = np.log(prior) - np.log1p(-prior)
         else:
@@ -452,8 +465,8 @@ class LogisticRegressionProblem:
                     return (loss + 0.5 * l2 * (pen[0] + 2 * alpha * pen[1] + alpha**2 * pen[2]),
                             slope + l2 * (pen[1] + alpha * pen[2]), curv + l2 * pen[2])  # fmt: skip
 
-                value0, slope0, _ = phi(0.0)
-                alpha = _line_search(phi, value0, slope0) if slope0 < 0 else None
+                slope = float(grad @ direction)  # φ'(0); φ(0) is `value`, the same logits
+                alpha = _line_search(phi, value, slope) if slope < 0 else None
                 if alpha is not None:
                     logits = passes.step(logits, t, alpha)
                     m, b = m + alpha * dm, b + alpha * db

@@ -54,11 +54,14 @@ class TensorFlowPasses:
             scatter += tf.matmul(x, x, transpose_a=True)
         return mean.numpy(), scatter.numpy()
 
-    def prepare(self, mean: np.ndarray, basis: np.ndarray, targets: np.ndarray, binary: bool):
+    def prepare(self, mean, basis, targets, binary: bool, num_outputs: int):
         self.binary = binary
         self.mean = tf.constant(mean, tf.float64)
         self.basis = tf.constant(basis, tf.float64)
-        self.targets = tf.constant(targets, tf.float64)
+        if binary:
+            self.targets = tf.constant(targets, tf.float64)
+        else:  # labels → one-hot [N, K] on the device
+            self.targets = tf.one_hot(targets, num_outputs, dtype=tf.float64)
         self.z = tf.concat(
             [
                 tf.cast(tf.matmul(self._chunk64(*rows) - self.mean, self.basis), tf.float32)

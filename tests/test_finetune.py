@@ -129,7 +129,11 @@ def test_finetune_sweep_killed_and_rerun_runs_every_cell_once(setup):
     assert set(frame["architecture"]) == {"mobilenet_v1"} and set(frame["settings"]) == {"fair"}
     assert (grid["steps"] == STEPS).all() and final["steps"] == STEPS
     for history in grid["history"]:
-        assert [h["step"] for h in history] == [4, 8]
+        # Every eval_every (4) and, for Fig. 8, at doubling steps from 8 // 400 -> 1.
+        assert [h["step"] for h in history] == [1, 2, 4, 8]
+        assert [h["epoch"] for h in history] == pytest.approx(
+            [s / history[-1]["step"] * history[-1]["epoch"] for s in (1, 2, 4, 8)]
+        )
         assert all(0.0 <= h["val_metric"] <= 1.0 for h in history)
     best = grid.loc[grid["val_metric"].idxmax()]
     assert final["hp.learning_rate"] == best["hp.learning_rate"]

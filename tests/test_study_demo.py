@@ -130,6 +130,7 @@ def test_dry_run_plans_every_binary(tmp_path):
         "transfer-finetune",
         "transfer-scratch",
         "python",
+        "transfer-predictors",
         "transfer-analyze",
     }
     assert not (tmp_path / "s").exists()

@@ -234,19 +234,6 @@ def _zombie(pid: int) -> bool:
         return True
 
 
-def _logreg_records_inputs() -> bool:
-    import inspect
-
-    from transfer_tf.protocols import logreg
-
-    return "inputs" in inspect.signature(logreg.run_logreg).parameters
-
-
-@pytest.mark.skipif(
-    not _logreg_records_inputs(),
-    reason="transfer-logreg does not record its "
-    "inputs yet (protocols/logreg.py, bin/logreg.py: issue 20)",
-)
 def test_transfer_logreg_on_other_features_runs_its_cells_again(tmp_path):
     rng = np.random.default_rng(0)
 

@@ -9,9 +9,11 @@ val with the dataset's metric, refits on train+val and scores test. Writes one J
 
 import sys
 
-from absl import app, flags
+from absl import flags
 
+from transfer_tf.bin import cli
 from transfer_tf.protocols import logreg as logreg_lib
+from transfer_tf.protocols import sweep
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string(
@@ -32,16 +34,20 @@ flags.DEFINE_string(
     "metric", None, "top1, mean_per_class or map11; default the dataset's (manifest)."
 )
 flags.DEFINE_integer(
-    "num_l2", logreg_lib.NUM_L2, "Number of log-spaced regularisation strengths λ."
+    "num_l2", logreg_lib.NUM_L2, "Number of log-spaced regularisation strengths λ.", lower_bound=1
 )
 flags.DEFINE_float("l2_min", logreg_lib.L2_MIN, "Weakest λ (objective: mean loss + λ/2 ‖W‖²).")
 flags.DEFINE_float("l2_max", logreg_lib.L2_MAX, "Strongest λ.")
 flags.DEFINE_integer(
-    "per_class", None, "Train on a class-balanced random subset of N examples per class (Fig. 9)."
+    "per_class",
+    None,
+    "Train on a class-balanced random subset of N examples per class (Fig. 9).",
+    lower_bound=1,
 )
 flags.DEFINE_integer("seed", 0, "Seed of the --per_class subset.")
 flags.DEFINE_float("tol", 1e-6, "L-BFGS stops when the gradient norm is below this.")
-flags.DEFINE_integer("max_iter", 1000, "L-BFGS iterations per fit.")
+flags.register_validator("tol", lambda v: v > 0, message="--tol must be positive")
+flags.DEFINE_integer("max_iter", 1000, "L-BFGS iterations per fit.", lower_bound=1)
 flags.DEFINE_enum(
     "backend",
     "numpy",
@@ -53,6 +59,7 @@ flags.DEFINE_integer(
     "blas_threads",
     None,
     "Limit BLAS threads (threadpoolctl); 1 is much faster when several processes share few cores.",
+    lower_bound=1,
 )
 flags.mark_flag_as_required("features_dir")
 flags.mark_flag_as_required("results_dir")
@@ -78,6 +85,10 @@ def main(argv):
         splits = {
             s: logreg_lib.load_features(FLAGS.features_dir, s) for s in ("train", "val", "test")
         }
+        # What every cell is computed from: a rerun on other features computes them again.
+        inputs = sweep.file_fingerprints(
+            {f"{s}.npz": sweep.join(FLAGS.features_dir, f"{s}.npz") for s in splits}
+        )
         final = logreg_lib.run_logreg(
             splits,
             FLAGS.results_dir,
@@ -93,6 +104,7 @@ def main(argv):
             max_iter=FLAGS.max_iter,
             test_ids=logreg_lib.load_ids(FLAGS.features_dir, "test"),
             backend=FLAGS.backend,
+            inputs=inputs,
         )
     except (ValueError, FileNotFoundError) as e:
         print(f"transfer-logreg: error: {e}", file=sys.stderr)
@@ -105,7 +117,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    cli.run("transfer-logreg", main)
 
 
 if __name__ == "__main__":

@@ -572,6 +572,7 @@ def run_logreg(
     progress: bool = True,
     test_ids=None,
     backend: str = "numpy",
+    inputs: Mapping[str, str] | None = None,
 ) -> dict:
     """The whole protocol on `splits` {"train", "val", "test": (features, labels)}.
 
@@ -627,7 +628,9 @@ def run_logreg(
         dict(base, stage="grid", hparams={"l2": float(l2), "C": l2_to_c(l2, len(x_tr))})
         for l2 in l2s
     ]
-    records = sweep.run_cells(grid_cells, results_dir, run_grid_cell, progress=progress)
+    records = sweep.run_cells(
+        grid_cells, results_dir, run_grid_cell, progress=progress, inputs=inputs
+    )
     val = np.array([np.nan if r["val_metric"] is None else r["val_metric"] for r in records])
     if np.all(np.isnan(val)):
         raise ValueError(f"{dataset}: no grid cell has a validation metric")
@@ -653,7 +656,9 @@ def run_logreg(
     final_cell = dict(
         base, stage="final", hparams={"l2": chosen, "C": l2_to_c(chosen, len(x_trva))}
     )
-    (final,) = sweep.run_cells([final_cell], results_dir, run_final_cell, progress=progress)
+    (final,) = sweep.run_cells(
+        [final_cell], results_dir, run_final_cell, progress=progress, inputs=inputs
+    )
     return final
 
 

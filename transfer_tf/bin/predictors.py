@@ -17,6 +17,7 @@ import sys
 
 from absl import app, flags
 
+from transfer_tf.bin import features_source
 from transfer_tf.protocols import logreg as logreg_lib
 from transfer_tf.protocols import predictor_sweep
 from transfer_tf.protocols import predictors as predictors_lib
@@ -60,20 +61,11 @@ flags.mark_flag_as_required("results_dir")
 
 def main(argv):
     del argv
-    if FLAGS.blas_threads:
-        import threadpoolctl  # installed with scikit-learn
-
-        threadpoolctl.threadpool_limits(FLAGS.blas_threads)
+    features_source.limit_blas_threads(FLAGS.blas_threads)
     try:
-        manifest = logreg_lib.load_manifest(FLAGS.features_dir)
-        model = FLAGS.model or manifest.get("model")
-        dataset = FLAGS.dataset or manifest.get("dataset")
-        metric = FLAGS.metric or manifest.get("metric")
-        for name, value in (("model", model), ("dataset", dataset), ("metric", metric)):
-            if value is None:
-                raise ValueError(
-                    f"--{name} is not set and {FLAGS.features_dir}/manifest.json does not say it"
-                )
+        _, model, dataset, metric = features_source.features_labels(
+            FLAGS.features_dir, FLAGS.model, FLAGS.dataset, FLAGS.metric
+        )
         try:
             k_grid = [int(k) for k in FLAGS.knn_k]
         except ValueError:

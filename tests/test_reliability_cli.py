@@ -190,8 +190,9 @@ def test_two_studies_never_share_a_folder_and_ctrl_c_stops_the_running_step(tmp_
         "-m",
         "transfer_tf.bin.study",
         f"--study_dir={study_dir}",
-        "--target_datasets=sklearn_digits",
-        "--target_max_per_class=2",
+        # A first step that runs for a while (all of Fashion-MNIST's records), so that Ctrl-C
+        # meets it running even on a loaded machine.
+        "--target_datasets=fashion_mnist",
     ]
     # Another transfer-study holds the folder: refused at once, in one line.
     study_dir.mkdir()
@@ -204,7 +205,7 @@ def test_two_studies_never_share_a_folder_and_ctrl_c_stops_the_running_step(tmp_
     study = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()
     )
-    log = study_dir / "logs" / "records-sklearn_digits.log"
+    log = study_dir / "logs" / "records-fashion_mnist.log"
     deadline = time.time() + 180
     while time.time() < deadline and study.poll() is None and not _children(study.pid):
         time.sleep(0.1)
@@ -221,7 +222,7 @@ def test_two_studies_never_share_a_folder_and_ctrl_c_stops_the_running_step(tmp_
     assert "[study] interrupted: stopped 1 running step(s)" in out
     time.sleep(0.5)
     assert not [c for c in children if os.path.exists(f"/proc/{c}") and not _zombie(c)]
-    assert not (study_dir / "steps" / "records-sklearn_digits.done.json").exists()
+    assert not (study_dir / "steps" / "records-fashion_mnist.done.json").exists()
     with files.exclusive_lock(str(study_dir / ".study.lock"), "study", ""):
         pass  # released
 

@@ -131,8 +131,10 @@ def test_short_pretraining_is_far_above_chance(killed_and_resumed):
     print(f"Fashion-MNIST val top-1 after {STEPS} steps of 64: {accuracy:.4f}")
     assert accuracy > 0.4  # chance is 0.10
     history = (model_dir / "history.csv").read_text().splitlines()
-    assert history[0] == "step,eval_split,eval_metric" and history[-1].startswith(f"{STEPS},val,")
-    assert float(history[-1].split(",")[2]) == pytest.approx(accuracy, abs=1e-4)
+    assert history[0] == "step,epoch,eval_split,eval_metric"
+    step, epoch, split, metric = history[-1].split(",")
+    assert (int(step), split) == (STEPS, "val") and float(epoch) > 0
+    assert float(metric) == pytest.approx(accuracy, abs=1e-4)
     # Progress lines carry examples/s and an ETA.
     assert re.search(
         r"step 200/200  loss [0-9.]+  top1 [0-9.]+  lr \S+  [0-9.]+ examples/s  ETA 0:00:00",

@@ -101,7 +101,9 @@ def test_rank_reduction_when_fewer_examples_than_features():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(60, 200)) + rng.normal(size=(1, 200))
     y = (x[:, :3] @ [1.0, -1.0, 0.5] > 0).astype(int) + (x[:, 3] > 1)
+    x_before = x.copy()
     problem = logreg.LogisticRegressionProblem(x, y)
+    np.testing.assert_array_equal(x, x_before)  # float64 features are used in place, unchanged
     assert problem.rank == 59  # centred: N − 1 directions
     ours = problem.fit(1e-2, tol=1e-7, max_iter=20000)
     ref = _sklearn(x, y, 1e-2)
@@ -130,8 +132,10 @@ def test_converged_means_float64_gradient_below_tol(digits, l2):
     scikit-learn's parametrisation (uncentred features). (At strong λ a fit can end first on the
     64 ε relative decrease of f, as scikit-learn's: λ = 10 here stops at ‖∇f‖ = 1.3e-6.)"""
     x, y = digits
-    problem = logreg.LogisticRegressionProblem(x[:700], y[:700])
+    x64 = x[:700].astype(np.float64)  # float32 and float64 features take the same path
+    problem = logreg.LogisticRegressionProblem(x64, y[:700])
     model = problem.fit(l2, tol=1e-6, max_iter=5000)
+    np.testing.assert_array_equal(x64, x[:700])
     assert _hand_gradient_norm(x[:700], y[:700], model) <= 1e-6
     assert model.objective == pytest.approx(
         _objective(x[:700], y[:700], model.weights, model.bias, l2, False), rel=1e-12

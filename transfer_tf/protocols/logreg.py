@@ -210,9 +210,10 @@ class NumpyPasses:
         self.features = features  # as given: no copy
 
     def _chunks(self):
+        """(rows, a float64 copy of those rows' features): callers may change it in place."""
         for start in range(0, len(self.features), self.chunk_rows):
             stop = start + self.chunk_rows
-            yield slice(start, stop), np.asarray(self.features[start:stop], np.float64)
+            yield slice(start, stop), np.array(self.features[start:stop], np.float64)
 
     def mean_and_scatter(self) -> tuple[np.ndarray, np.ndarray]:
         """Feature mean [D] and centred scatter matrix [D, D], both float64."""

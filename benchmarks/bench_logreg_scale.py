@@ -24,12 +24,16 @@ and about half zero. 10% of the train and val labels are replaced by uniformly r
 an interior optimum. One chunk of rows at a time, so memory is the output arrays.
 
     python benchmarks/bench_logreg_scale.py --make_features /tmp/food101_synth
-    python benchmarks/bench_logreg_scale.py --features_dir /tmp/food101_synth --tol 1e-4
+    python benchmarks/bench_logreg_scale.py --features_dir /tmp/food101_synth  # tol 1e-6
+    # on a GPU machine: the TensorFlow backend against the numpy one, interleaved the same way
+    python benchmarks/bench_logreg_scale.py --features_dir /tmp/food101_synth \
+        --backend tensorflow --baseline numpy --blas_threads 16
 
-Printed per λ: each side's seconds, iterations and validation top-1; then the totals, the ratio,
-the chosen λ of each, their test top-1, the objective gap at every λ and the process's peak
-resident memory (both sides together; run transfer-logreg under `/usr/bin/time -v` for ours
-alone).
+Printed per λ: each side's seconds, iterations and validation top-1 (ours also its passes over
+the features, float32 + float64); then the totals, the ratio, the chosen λ of each, their test
+top-1, the objective gap at every λ (measured by our float64 objective on train; negative: ours
+is lower) and the process's peak resident memory (all sides together; run transfer-logreg under
+`/usr/bin/time -v` for ours alone).
 """
 
 from __future__ import annotations
@@ -111,6 +115,70 @@ class Timer:
         self.seconds += time.perf_counter() - self.start
 
 
+class Ours:
+    """transfer_tf's solver on one backend, as `run_logreg` uses it."""
+
+    def __init__(self, backend, tol, max_iter):
+        self.backend, self.tol, self.max_iter = backend, tol, max_iter
+        self.name = "transfer_tf" if backend == "numpy" else f"transfer_tf[{backend}]"
+        self.model = None
+
+    def prepare(self, x, y):
+        self.problem = logreg.LogisticRegressionProblem(x, y, backend=self.backend)
+
+    def fit(self, l2, n):
+        self.model = self.problem.fit(float(l2), self.model, tol=self.tol, max_iter=self.max_iter)
+        return self.model, self.model.iterations
+
+    def predict(self, x):
+        return self.model.predict(x)
+
+    def linear_model(self, l2):
+        return self.model
+
+    def refit(self, x, y, l2, chosen):
+        del self.problem  # as run_logreg: free the grid's precomputation first
+        self.problem = logreg.LogisticRegressionProblem(x, y, backend=self.backend)
+        self.model = self.problem.fit(float(l2), chosen, tol=self.tol, max_iter=self.max_iter)
+        del self.problem
+        return self.model.iterations
+
+
+class ScikitLearn:
+    """`LogisticRegression(solver="lbfgs", warm_start=True)` along the path."""
+
+    name = "scikit-learn"
+
+    def __init__(self, tol, max_iter, dtype):
+        from sklearn.linear_model import LogisticRegression
+
+        self.dtype = np.dtype(dtype)
+        self.clf = LogisticRegression(solver="lbfgs", tol=tol, max_iter=max_iter,
+                                      warm_start=True)  # fmt: skip
+
+    def prepare(self, x, y):
+        self.x, self.y = x.astype(self.dtype), y
+
+    def fit(self, l2, n):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ConvergenceWarning at max_iter, as for ours
+            self.clf.set_params(C=logreg.l2_to_c(l2, n))
+            self.clf.fit(self.x, self.y)
+        return copy.deepcopy(self.clf), int(self.clf.n_iter_[0])
+
+    def predict(self, x):
+        return self.clf.predict(x.astype(self.dtype))
+
+    def linear_model(self, l2):
+        return logreg.LinearModel(self.clf.coef_.T, self.clf.intercept_, False, l2, 0.0, 0)
+
+    def refit(self, x, y, l2, chosen):
+        self.clf = chosen  # warm start from the chosen grid model
+        self.prepare(x, y)
+        self.fit(l2, len(x))
+        return int(self.clf.n_iter_[0])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--make_features", default=None, help="write the features here, exit")
@@ -122,17 +190,21 @@ def main():
     parser.add_argument("--num_l2", type=int, default=logreg.NUM_L2)
     parser.add_argument("--l2_min", type=float, default=logreg.L2_MIN)
     parser.add_argument("--l2_max", type=float, default=logreg.L2_MAX)
-    parser.add_argument("--tol", type=float, default=1e-4, help="gradient tolerance of both")
+    parser.add_argument("--tol", type=float, default=1e-6, help="gradient tolerance of both")
     parser.add_argument("--max_iter", type=int, default=1000, help="iterations per fit, both")
     parser.add_argument("--backend", default="numpy", choices=["numpy", "tensorflow"])
+    parser.add_argument(
+        "--baseline",
+        default="sklearn",
+        choices=["sklearn", "numpy", "none"],
+        help="the other side: warm-started scikit-learn, our numpy backend (against "
+        "--backend tensorflow on a GPU), or nothing",
+    )
     parser.add_argument(
         "--sklearn_dtype",
         default="float64",
         choices=["float64", "float32"],
         help="scikit-learn's copy of the features (float32: its float32 lbfgs)",
-    )
-    parser.add_argument(
-        "--skip_sklearn", action="store_true", help="ours only (e.g. on a GPU machine)"
     )
     parser.add_argument("--blas_threads", type=int, default=1, help="both sides (threadpoolctl)")
     parser.add_argument("--json", default=None, help="also write the figures here")
@@ -141,98 +213,82 @@ def main():
         make_features(args.make_features, args.seed, args.fraction)
         return
     import threadpoolctl
-    from sklearn.linear_model import LogisticRegression
 
     threadpoolctl.threadpool_limits(args.blas_threads)
     load = os.getloadavg()
     splits = {s: logreg.load_features(args.features_dir, s) for s in SPLITS}
     (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = splits.values()
     x_trva, y_trva = np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va])
-    sk_dtype = np.dtype(args.sklearn_dtype)
-    sk_tr, sk_trva = x_tr.astype(sk_dtype), x_trva.astype(sk_dtype)
     grid = logreg.l2_grid(args.num_l2, args.l2_min, args.l2_max)
+    sides = [Ours(args.backend, args.tol, args.max_iter)]
+    if args.baseline == "sklearn":
+        sides.append(ScikitLearn(args.tol, args.max_iter, args.sklearn_dtype))
+    elif args.baseline == "numpy":
+        sides.append(Ours("numpy", args.tol, args.max_iter))
     print(f"features {args.features_dir}: train {len(x_tr)}, val {len(x_va)}, test {len(x_te)}, "
           f"dim {x_tr.shape[1]}, classes {len(np.unique(y_tr))}, {len(grid)} λ, tol {args.tol}, "
-          f"max_iter {args.max_iter}, backend {args.backend}, scikit-learn on "
+          f"max_iter {args.max_iter}, sides {[side.name for side in sides]}, scikit-learn on "
           f"{args.sklearn_dtype}, BLAS threads {args.blas_threads}, load average at start "
-          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (2 cores)", flush=True)  # fmt: skip
+          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f} ({os.cpu_count()} cores)",
+          flush=True)  # fmt: skip
 
-    ours_t, ref_t = Timer(), Timer()
-    with ours_t:
-        problem = logreg.LogisticRegressionProblem(x_tr, y_tr, backend=args.backend)
-    print(f"ours: precomputation {ours_t.seconds:.1f} s (rank {problem.rank})", flush=True)
-    clf = LogisticRegression(solver="lbfgs", tol=args.tol, max_iter=args.max_iter,
-                             warm_start=True)  # fmt: skip
-    rows, model, best = [], None, {}
-    for i, l2 in enumerate(grid):
-        passes = dict(problem.half_passes)
-        with Timer() as t_ours, ours_t:
-            model = problem.fit(float(l2), model, tol=args.tol, max_iter=args.max_iter)
-            val_ours = top1(y_va, model, x_va)
-        if val_ours > best.get("ours", (-1,))[0]:
-            best["ours"] = (val_ours, i, model)
-        if args.skip_sklearn:
-            val_ref, t_ref, it_ref, gap = np.nan, Timer(), 0, np.nan
-        else:
-            with Timer() as t_ref, ref_t, warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # ConvergenceWarning at max_iter, as for ours
-                clf.set_params(C=logreg.l2_to_c(l2, len(x_tr)))
-                clf.fit(sk_tr, y_tr)
-                val_ref = top1(y_va, clf.predict(x_va.astype(sk_dtype)))
-            it_ref = int(clf.n_iter_[0])
-            if val_ref > best.get("ref", (-1,))[0]:
-                best["ref"] = (val_ref, i, copy.deepcopy(clf))
-            theirs = logreg.LinearModel(clf.coef_.T, clf.intercept_, False, l2, 0.0, 0)
-            reference = problem.objective_of(theirs)
-            gap = (model.objective - reference) / reference
-        passes = {p: (problem.half_passes[p] - passes[p]) / 2 for p in passes}
-        rows.append(dict(l2=float(l2), ours_s=t_ours.seconds, ours_iter=model.iterations,
-                         ours_passes32=passes[32], ours_passes64=passes[64],
-                         ours_val=val_ours, ours_objective=model.objective, ref_s=t_ref.seconds,
-                         ref_iter=it_ref, ref_val=val_ref, gap=gap))  # fmt: skip
-        print(f"[{i + 1:2d}/{len(grid)}] λ={l2:.3g}  ours {t_ours.seconds:6.1f} s "
-              f"{model.iterations:4d} it ({passes[32]}+{passes[64]} passes) val {val_ours:.4f}  |  sklearn {t_ref.seconds:6.1f} s "
-              f"{it_ref:4d} it val {val_ref:.4f}  |  objective (ours − sk)/sk {gap:+.1e}",
-              flush=True)  # fmt: skip
-    del problem  # as run_logreg: free the grid's precomputation before the final one
+    timers = [Timer() for _ in sides]
+    for side, timer in zip(sides, timers, strict=True):
+        with timer:
+            side.prepare(x_tr, y_tr)
+        print(f"{side.name}: precomputation {timer.seconds:.1f} s", flush=True)
+    ours = sides[0]
+    rows, best = [], [(-1.0, -1, None)] * len(sides)
+    for i, l2 in enumerate(grid):  # the sides alternate λ by λ: both see the same load
+        row, line = dict(l2=float(l2)), f"[{i + 1:2d}/{len(grid)}] λ={l2:.3g}"
+        for j, (side, timer) in enumerate(zip(sides, timers, strict=True)):
+            passes = dict(ours.problem.half_passes)
+            with Timer() as t, timer:
+                state, iterations = side.fit(l2, len(x_tr))
+                val = top1(y_va, side.predict(x_va))
+            if val > best[j][0]:
+                best[j] = (val, i, state)
+            row.update({f"s{j}_s": t.seconds, f"s{j}_iter": iterations, f"s{j}_val": val})
+            line += f"  | {side.name} {t.seconds:6.1f} s {iterations:4d} it val {val:.4f}"
+            if j == 0:
+                made = {p: (ours.problem.half_passes[p] - passes[p]) / 2 for p in passes}
+                row.update(passes32=made[32], passes64=made[64], objective=state.objective)
+                line += f" ({made[32]:g}+{made[64]:g} passes)"
+        if len(sides) > 1:
+            other = ours.problem.objective_of(sides[1].linear_model(float(l2)))
+            row["gap"] = (row["objective"] - other) / other
+            line += f"  | objective (s0 − s1)/s1 {row['gap']:+.1e}"
+        rows.append(row)
+        print(line, flush=True)
 
-    _, best_ours, grid_model = best["ours"]
-    with ours_t:
-        final_problem = logreg.LogisticRegressionProblem(x_trva, y_trva, backend=args.backend)
-        final = final_problem.fit(grid[best_ours], grid_model, tol=args.tol, max_iter=args.max_iter)
-        test_ours = top1(y_te, final, x_te)
-    del final_problem
     result = dict(
-        date=time.strftime("%Y-%m-%d"), load_at_start=load, load_at_end=os.getloadavg(),
-        n_train=len(x_tr), n_val=len(x_va), n_test=len(x_te), dim=x_tr.shape[1],
-        classes=NUM_CLASSES, tol=args.tol, max_iter=args.max_iter, backend=args.backend,
-        sklearn_dtype=args.sklearn_dtype, blas_threads=args.blas_threads,
-        ours_seconds=ours_t.seconds, ours_l2=float(grid[best_ours]), ours_test=test_ours,
-        ours_final_iterations=final.iterations, per_l2=rows,
+        date=time.strftime("%Y-%m-%d"), load_at_start=load, n_train=len(x_tr), n_val=len(x_va),
+        n_test=len(x_te), dim=x_tr.shape[1], classes=NUM_CLASSES, tol=args.tol,
+        max_iter=args.max_iter, sides=[side.name for side in sides],
+        sklearn_dtype=args.sklearn_dtype, blas_threads=args.blas_threads, per_l2=rows,
     )  # fmt: skip
-    print(f"transfer_tf  {ours_t.seconds:8.1f} s  chosen λ={grid[best_ours]:.3g} (val "
-          f"{best['ours'][0]:.4f})  test top-1 {test_ours:.4f}  iterations "
-          f"{sum(r['ours_iter'] for r in rows)} + {final.iterations}", flush=True)  # fmt: skip
-    if not args.skip_sklearn:
-        _, best_ref, ref_clf = best["ref"]
-        with ref_t, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ref_clf.set_params(C=logreg.l2_to_c(grid[best_ref], len(x_trva)))
-            ref_clf.fit(sk_trva, y_trva)
-            test_ref = top1(y_te, ref_clf.predict(x_te.astype(sk_dtype)))
+    for j, (side, timer) in enumerate(zip(sides, timers, strict=True)):
+        val, chosen, state = best[j]
+        with timer:
+            iterations = side.refit(x_trva, y_trva, grid[chosen], state)
+            test = top1(y_te, side.predict(x_te))
+        result[f"s{j}"] = dict(name=side.name, seconds=timer.seconds, l2=float(grid[chosen]),
+                               chosen=chosen, val=val, test=test, final_iterations=iterations)  # fmt: skip
+        print(f"{side.name:22s} {timer.seconds:8.1f} s  chosen λ={grid[chosen]:.3g} (val "
+              f"{val:.4f})  test top-1 {test:.4f}  iterations "
+              f"{sum(r[f's{j}_iter'] for r in rows)} + {iterations}", flush=True)  # fmt: skip
+    if len(sides) > 1:
+        a, b = result["s0"], result["s1"]
         gaps = np.array([r["gap"] for r in rows])
-        ratio = ref_t.seconds / ours_t.seconds
-        result.update(ref_seconds=ref_t.seconds, ref_l2=float(grid[best_ref]), ref_test=test_ref,
-                      ref_final_iterations=int(ref_clf.n_iter_[0]), ratio=ratio)  # fmt: skip
-        print(f"scikit-learn {ref_t.seconds:8.1f} s  chosen λ={grid[best_ref]:.3g} (val "
-              f"{best['ref'][0]:.4f})  test top-1 {test_ref:.4f}  iterations "
-              f"{sum(r['ref_iter'] for r in rows)} + {int(ref_clf.n_iter_[0])}")  # fmt: skip
-        print(f"speed ratio {ratio:.2f}x; choices {abs(best_ours - best_ref)} grid steps apart; "
-              f"test top-1 ours − sklearn {100 * (test_ours - test_ref):+.2f} pt; objective "
-              f"(ours − sk)/sk: max {gaps.max():+.1e}, median {np.median(gaps):+.1e}")  # fmt: skip
+        result["ratio"] = b["seconds"] / a["seconds"]
+        print(f"speed ratio {b['name']} / {a['name']} = {result['ratio']:.2f}x; choices "
+              f"{abs(a['chosen'] - b['chosen'])} grid steps apart; test top-1 difference "
+              f"{100 * (a['test'] - b['test']):+.2f} pt; objective (s0 − s1)/s1 at each λ: max "
+              f"{gaps.max():+.1e}, median {np.median(gaps):+.1e}")  # fmt: skip
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    result["peak_rss_gib_both_sides"] = peak
-    print(f"peak resident memory of this process (both sides) {peak:.2f} GiB; load average at "
+    result["peak_rss_gib_all_sides"] = peak
+    result["load_at_end"] = os.getloadavg()
+    print(f"peak resident memory of this process (all sides) {peak:.2f} GiB; load average at "
           f"end {' '.join(f'{v:.2f}' for v in os.getloadavg())}")  # fmt: skip
     print(subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
     if args.json:

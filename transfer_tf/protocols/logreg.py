@@ -124,7 +124,13 @@ class LinearModel:
     iterations: int
 
     def logits(self, features: np.ndarray) -> np.ndarray:
-        return np.asarray(features, np.float64) @ self.weights + self.bias
+        """float64 logits [N, K]; the features go to float64 a chunk of rows at a time."""
+        out = np.empty((len(features), self.weights.shape[1]))
+        for start in range(0, len(features), NumpyPasses.chunk_rows):
+            rows = slice(start, start + NumpyPasses.chunk_rows)
+            np.matmul(np.asarray(features[rows], np.float64), self.weights, out=out[rows])
+        out += self.bias
+        return out
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         """[N, C] class probabilities: softmax, per-class sigmoid (multi-label), or [1 − p, p]."""

@@ -267,6 +267,62 @@ def test_bad_input_is_a_clear_error(digits, tmp_path):
     assert not (tmp_path / "logreg").exists()  # nothing written for bad input
 
 
+class _Killed(BaseException):
+    """What SIGKILL leaves a process: nothing after the fit it interrupted."""
+
+
+def _sweep_files(root):
+    """{cell id: (val, test, steps, predictions)} of every cell under `root`."""
+    frame = results.load(str(root))
+    out = {}
+    for row in frame.itertuples():
+        preds = results.load_predictions(row.predictions_path) if row.stage == "final" else {}
+        out[row.cell_id] = (row.val_metric, row.test_metric, row.steps, preds)
+    return out
+
+
+@pytest.mark.parametrize(
+    "kill_at_fit, lose_warm_start",
+    [(4, False), (4, True), (8, False)],
+    ids=["in-grid", "in-grid-before-its-save", "in-final"],
+)
+def test_sweep_resumed_after_a_kill_equals_an_uninterrupted_one(
+    digits, tmp_path, monkeypatch, kill_at_fit, lose_warm_start
+):
+    """Each λ warm-starts from the previous one, so a resumed sweep must restart the path from
+    the finished cells' fits, not from zero (which gave other iterates, up to 4e-4 off)."""
+    kw = dict(model="pixels", dataset="digits", metric="top1", l2s=logreg.l2_grid(7, 1e-4, 1e2),
+              progress=False)  # fmt: skip
+    splits = _splits(digits)
+    logreg.run_logreg(splits, str(tmp_path / "whole"), **kw)
+
+    fit, calls = logreg.LogisticRegressionProblem.fit, []
+
+    def fit_until_killed(self, *args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == kill_at_fit:
+            raise _Killed
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(logreg.LogisticRegressionProblem, "fit", fit_until_killed)
+    with pytest.raises(_Killed):
+        logreg.run_logreg(splits, str(tmp_path / "resumed"), **kw)
+    monkeypatch.undo()
+    warm = list((tmp_path / "resumed" / ".warm_start").iterdir())
+    assert len(warm) == 1  # the state after the finished cells
+    if lose_warm_start:  # killed after a cell's record but before the next save
+        warm[0].unlink()
+    logreg.run_logreg(splits, str(tmp_path / "resumed"), **kw)
+
+    whole, resumed = _sweep_files(tmp_path / "whole"), _sweep_files(tmp_path / "resumed")
+    assert sorted(whole) == sorted(resumed) and len(whole) == 8
+    for cid, (val, test, steps, preds) in whole.items():
+        assert resumed[cid][:3] == pytest.approx((val, test, steps), abs=0, nan_ok=True), cid
+        for name, array in preds.items():
+            np.testing.assert_array_equal(resumed[cid][3][name], array)
+    assert not list((tmp_path / "resumed" / ".warm_start").iterdir())  # removed when done
+
+
 def _write_features_dir(path, splits, manifest):
     path.mkdir()
     for name, (x, y) in splits.items():

@@ -67,6 +67,14 @@ def listdir(path: str) -> list[str]:
     return os.listdir(path)
 
 
+def remove(path: str) -> None:
+    """Deletes the file at `path`."""
+    if is_url(path):
+        _gfile().remove(path)
+    else:
+        os.remove(path)
+
+
 def isdir(path: str) -> bool:
     return _gfile().isdir(path) if is_url(path) else os.path.isdir(path)
 

@@ -36,11 +36,13 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import zipfile
 from collections.abc import Mapping
 
 import numpy as np
 import scipy.special
 
+from transfer_tf import files
 from transfer_tf.protocols import sweep
 
 # Sec. 4.1 / SimCLR appendix B.8: 45 log-spaced regularisation strengths from 1e-6 to 1e5.
@@ -539,6 +541,128 @@ def class_balanced_subset(labels: np.ndarray, per_class: int, seed: int = 0) -> 
 
 
 # ---------------------------------------------------------------------------------------------
+# The grid's λ path, resumable exactly.
+
+_MODEL_FIELDS = ("weights", "bias", "multi_label", "l2", "objective", "iterations")
+
+
+class GridPath:
+    """The grid stage's fits along the λ path (strong → weak), each warm-started from the one
+    before, so that a sweep resumed after SIGKILL computes exactly what an uninterrupted run
+    does: before each fit, the state after the finished cells (the last fit, the best fit on
+    validation so far, the validation metrics) is saved to `warm_file`; a resumed run loads it
+    when its validation metrics equal the finished cells' records, and otherwise (a kill
+    between a cell's record and the next save, a record deleted) refits from the nearest saved
+    state, or from the start, without writing. Refits repeat the original arithmetic exactly.
+    """
+
+    def __init__(
+        self, features, labels, num_classes, l2s, validate, *, fit_args, backend, warm_file,
+        cell_paths,
+    ):  # fmt: skip
+        self._data = (features, labels, num_classes, backend)
+        self.l2s, self.validate, self.fit_args = l2s, validate, fit_args
+        self.warm_file, self.cell_paths = warm_file, cell_paths
+        self._problem = None
+        self._reset()
+
+    def _reset(self):
+        self.last = self.best = None
+        self.vals: list[float] = []  # validation metric of fits 0 .. done
+
+    @property
+    def done(self) -> int:
+        """Index of the last fit in the state (-1: none)."""
+        return len(self.vals) - 1
+
+    def fit_cell(self, index: int) -> tuple[float, LinearModel]:
+        """(validation metric, fit) of grid point `index`, the cells before it finished."""
+        self._advance(index - 1)
+        self._save()
+        return self._step()
+
+    def grid_fit(self, index: int) -> LinearModel:
+        """The fit at grid point `index`, all grid cells finished (the best fit, kept)."""
+        self._advance(len(self.l2s) - 1)
+        if self.best is not None and self.best.l2 == float(self.l2s[index]):
+            return self.best
+        # The records chose another point than this path's validation metrics would (records
+        # from another machine): refit the path up to it.
+        self._reset()
+        self._advance(index)
+        return self.last
+
+    def close(self):
+        self._problem = None
+
+    def forget(self):
+        if files.exists(self.warm_file):
+            files.remove(self.warm_file)
+
+    def _step(self) -> tuple[float, LinearModel]:
+        if self._problem is None:
+            self._problem = LogisticRegressionProblem(*self._data[:3], backend=self._data[3])
+        fit = self._problem.fit(float(self.l2s[self.done + 1]), self.last, **self.fit_args)
+        val = self.validate(fit)
+        best_val = max((v for v in self.vals if not np.isnan(v)), default=-np.inf)
+        if val > best_val:  # ties: the earlier (stronger) λ, as the choice from the records
+            self.best = fit
+        self.last = fit
+        self.vals.append(val)
+        return val, fit
+
+    def _advance(self, index: int):
+        """Brings the state to fits 0 .. `index`."""
+        if self.done > index:
+            self._reset()
+        if self.done < index:
+            self._load(index)
+        while self.done < index:
+            self._step()
+
+    def _load(self, index: int):
+        if not files.exists(self.warm_file):
+            return
+        try:
+            with np.load(io.BytesIO(files.read_bytes(self.warm_file))) as data:
+                saved = {k: data[k] for k in data.files}
+            vals = saved["vals"].tolist()
+            last, best = (
+                LinearModel(**{f: saved[f"{which}.{f}"].item() if saved[f"{which}.{f}"].ndim == 0
+                               else saved[f"{which}.{f}"] for f in _MODEL_FIELDS})
+                for which in ("last", "best")
+            )  # fmt: skip
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+            return  # a damaged warm start: refit instead
+        if not self.done < len(vals) - 1 <= index:
+            return
+        for val, path in zip(vals, self.cell_paths, strict=False):
+            record = sweep.load_record(path)
+            if record is None or record.get("val_metric") != val:
+                return  # not the state of these records
+        self.vals, self.last, self.best = vals, last, best
+
+    def _save(self):
+        if self.last is None:
+            return
+        arrays = {"vals": np.asarray(self.vals, np.float64)}
+        for which, model in (("last", self.last), ("best", self.best)):
+            arrays.update({f"{which}.{f}": np.asarray(getattr(model, f)) for f in _MODEL_FIELDS})
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        files.makedirs(files.dirname(self.warm_file))
+        files.atomic_write_bytes(self.warm_file, buffer.getvalue())
+
+
+def _warm_file(results_dir, base, l2s, inputs, tol, max_iter, backend) -> str:
+    """Where a sweep's grid path keeps its warm start: hidden beside the cell locks, named by
+    everything the path's fits depend on."""
+    key = dict(base, l2s=[float(v) for v in l2s], inputs=dict(inputs or {}), tol=tol,
+               max_iter=max_iter, backend=backend)  # fmt: skip
+    return files.join(results_dir, ".warm_start", f"logreg-{sweep.fingerprint(key)}.npz")
+
+
+# ---------------------------------------------------------------------------------------------
 # The protocol as a resumable sweep: 45 grid cells (train → val) and one final cell
 # (train+val → test), written through `transfer_tf.protocols.sweep`.
 
@@ -616,25 +740,21 @@ def run_logreg(
         protocol="logreg", model=model, architecture=architecture, settings=settings,
         dataset=dataset, metric=metric, seed=seed, per_class=per_class,
     )  # fmt: skip
-
-    state = {}
-
-    def run_grid_cell(cell):
-        if "train" not in state:
-            state["train"] = LogisticRegressionProblem(x_tr, y_tr, num_classes, backend=backend)
-        fit = state["train"].fit(
-            cell["hparams"]["l2"], state.get("last"), tol=tol, max_iter=max_iter
-        )
-        state["last"] = fit
-        val_metric = float(score(y_va, fit.probabilities(x_va)))
-        if val_metric > state.get("best_val", -np.inf):  # keep one model, not 45
-            state.update(best_val=val_metric, best=fit)
-        return {"val_metric": val_metric, "steps": fit.iterations}
-
     grid_cells = [
         dict(base, stage="grid", hparams={"l2": float(l2), "C": l2_to_c(l2, len(x_tr))})
         for l2 in l2s
     ]
+    path = GridPath(
+        x_tr, y_tr, num_classes, l2s, lambda fit: float(score(y_va, fit.probabilities(x_va))),
+        fit_args=dict(tol=tol, max_iter=max_iter), backend=backend,
+        warm_file=_warm_file(results_dir, base, l2s, inputs, tol, max_iter, backend),
+        cell_paths=[sweep.cell_path(results_dir, c) for c in grid_cells],
+    )  # fmt: skip
+
+    def run_grid_cell(cell):
+        val_metric, fit = path.fit_cell(l2s.tolist().index(cell["hparams"]["l2"]))
+        return {"val_metric": val_metric, "steps": fit.iterations}
+
     records = sweep.run_cells(
         grid_cells, results_dir, run_grid_cell, progress=progress, inputs=inputs
     )
@@ -645,12 +765,10 @@ def run_logreg(
     chosen = float(l2s[best])
 
     def run_final_cell(cell):
-        state.pop("train", None)  # free the grid's precomputation (N × D float32)
+        start = path.grid_fit(best)  # the final fit is warm-started from the chosen grid fit
+        path.close()  # free the grid's precomputation (N × D float32)
         problem = LogisticRegressionProblem(x_trva, y_trva, num_classes, backend=backend)
-        if "best" in state and state["best"].l2 == chosen:
-            fit = problem.fit(chosen, state["best"], tol=tol, max_iter=max_iter)
-        else:  # resumed after the grid finished: warm-start along the grid on train+val
-            *_, fit = problem.fit_path(l2s[: best + 1], tol=tol, max_iter=max_iter)
+        fit = problem.fit(chosen, start, tol=tol, max_iter=max_iter)
         scores = fit.probabilities(x_te)
         predictions = {"y_true": y_te, "y_pred": fit.predict(x_te)}
         if fit.multi_label:  # mAP needs the scores, not only the decisions
@@ -666,6 +784,7 @@ def run_logreg(
     (final,) = sweep.run_cells(
         [final_cell], results_dir, run_final_cell, progress=progress, inputs=inputs
     )
+    path.forget()  # a finished sweep needs no warm start
     return final
 
 

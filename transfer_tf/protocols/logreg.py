@@ -43,6 +43,7 @@ import numpy as np
 import scipy.special
 
 from transfer_tf import files
+from transfer_tf.data import subsets
 from transfer_tf.protocols import sweep
 
 # Sec. 4.1 / SimCLR appendix B.8: 45 log-spaced regularisation strengths from 1e-6 to 1e5.
@@ -429,6 +430,10 @@ class LogisticRegressionProblem:
         parametrisation (W, b) of the uncentred features: scikit-learn's lbfgs test is
         max |∂f/∂w| ≤ tol there, which ours implies. As scikit-learn's, a fit also ends when
         f decreases by less than 64 ε relative (float64's resolution of f).
+
+        One function of ~90 lines on purpose: the iteration, its line search and the switch of
+        precision share their state (m, b, the logits, the L-BFGS memory), which reads top to
+        bottom here and would be passed around if split.
         """
         if not l2 > 0:
             raise ValueError(f"regularisation strength must be > 0, got {l2}")
@@ -518,26 +523,10 @@ class LogisticRegressionProblem:
 
 
 def class_balanced_subset(labels: np.ndarray, per_class: int, seed: int = 0) -> np.ndarray:
-    """Sorted indices of exactly `per_class` random examples of every class (Fig. 9)."""
-    labels = np.asarray(labels)
-    if labels.ndim != 1:
-        raise ValueError(
-            "--per_class needs single-label data; a class-balanced subset of a multi-label "
-            "dataset is not defined"
-        )
-    if per_class < 1:
-        raise ValueError(f"--per_class must be ≥ 1, got {per_class}")
-    rng = np.random.default_rng(seed)
-    chosen = []
-    for c in np.unique(labels):
-        members = np.nonzero(labels == c)[0]
-        if len(members) < per_class:
-            raise ValueError(
-                f"--per_class {per_class}: class {c} has only {len(members)} examples; use a "
-                f"value ≤ {len(members)}"
-            )
-        chosen.append(rng.choice(members, per_class, replace=False))
-    return np.sort(np.concatenate(chosen))
+    """Sorted indices of exactly `per_class` examples of every class (Fig. 9): the one rule of
+    every protocol, `transfer_tf.data.subsets.class_balanced_subset`, over the features' rows
+    (the records' evaluation order)."""
+    return subsets.class_balanced_subset(labels, per_class, seed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -686,6 +675,21 @@ def _eval_checks(features, labels, dim, name):
         )
 
 
+def _checked_num_classes(splits: Mapping, dataset: str) -> int:
+    """The number of classes of `splits`, each split checked (one error naming the split)."""
+    for split in ("train", "val", "test"):
+        if split not in splits:
+            raise ValueError(f"the {split} split is missing; extract features for train, val, test")
+    x_tr, y_tr = splits["train"]
+    check_features(x_tr, y_tr, f"{dataset} train")
+    for split in ("val", "test"):
+        _eval_checks(*splits[split], x_tr.shape[1], f"{dataset} {split}")
+    labels = [splits[s][1] for s in ("train", "val", "test")]
+    if len({y.ndim for y in labels}) > 1:
+        raise ValueError(f"{dataset}: some splits are multi-label and some are not")
+    return y_tr.shape[1] if y_tr.ndim == 2 else int(max(y.max() for y in labels)) + 1
+
+
 def run_logreg(
     splits: Mapping[str, tuple[np.ndarray, np.ndarray]],
     results_dir: str,
@@ -715,25 +719,13 @@ def run_logreg(
     of train, then of train+val; validation and test stay whole. `backend` ("numpy" or
     "tensorflow") computes the passes over the training set (see `NumpyPasses`).
     """
-    for split in ("train", "val", "test"):
-        if split not in splits:
-            raise ValueError(f"the {split} split is missing; extract features for train, val, test")
-    x_tr, y_tr = splits["train"]
-    check_features(x_tr, y_tr, f"{dataset} train")
-    dim = x_tr.shape[1]
-    for split in ("val", "test"):
-        _eval_checks(*splits[split], dim, f"{dataset} {split}")
-    x_va, y_va = splits["val"]
-    x_te, y_te = splits["test"]
-    if (y_tr.ndim == 2) != (y_te.ndim == 2) or (y_tr.ndim == 2) != (y_va.ndim == 2):
-        raise ValueError(f"{dataset}: some splits are multi-label and some are not")
-    num_classes = (
-        y_tr.shape[1] if y_tr.ndim == 2 else int(max(y_tr.max(), y_va.max(), y_te.max())) + 1
-    )
+    num_classes = _checked_num_classes(splits, dataset)
+    (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = (splits[s] for s in ("train", "val", "test"))
     score = metric_fn(metric)
     l2s = l2_grid() if l2s is None else np.asarray(sorted(l2s, reverse=True), np.float64)
     x_trva, y_trva = np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va])
     if per_class is not None:
+        inputs = {**(inputs or {}), **subsets.SUBSET_INPUTS}  # cells of an older rule: stale
         x_tr, y_tr = _take(x_tr, y_tr, class_balanced_subset(y_tr, per_class, seed))
         x_trva, y_trva = _take(x_trva, y_trva, class_balanced_subset(y_trva, per_class, seed))
     base = dict(

@@ -283,6 +283,29 @@ def plan_cells(
     return cells, skipped
 
 
+def _unavailable(names, named: bool, data, dataset: str, *, has_logits: bool) -> dict[str, str]:
+    """{predictor: why it cannot run here} among `names`; for predictors the user named
+    (`named`), the reason is raised as an error instead."""
+    unavailable = {}
+    needs_logits = [n for n in names if n in NEEDS_LOGITS]
+    if needs_logits and not has_logits:
+        how = "pass --saved_model (its transfer-export SavedModel)"
+        if named:
+            raise P.PredictorError(
+                f"{', '.join(needs_logits)} need the source model's logits: "
+                f"{how}, or leave them out of --predictors"
+            )
+        unavailable.update(dict.fromkeys(needs_logits, f"needs the source model's logits: {how}"))
+    if "gbc" in names and not data.multi_label:
+        try:
+            P.require_per_class(data.y_trva, 2, f"{dataset} train+val", "GBC (a class variance)")
+        except P.PredictorError as e:
+            if named:
+                raise
+            unavailable["gbc"] = str(e).split("; add examples")[0]
+    return unavailable
+
+
 def run_predictors(
     splits: Mapping[str, tuple[np.ndarray, np.ndarray]],
     results_dir: str,
@@ -315,23 +338,7 @@ def run_predictors(
     named = predictors is not None
     names = check_predictors(PREDICTORS if predictors is None else predictors)
     data = _Data(splits, metric, source_logits)
-    unavailable = {}
-    needs_logits = [n for n in names if n in NEEDS_LOGITS]
-    if needs_logits and source_logits is None:
-        how = "pass --saved_model (its transfer-export SavedModel)"
-        if named:
-            raise P.PredictorError(
-                f"{', '.join(needs_logits)} need the source model's logits: "
-                f"{how}, or leave them out of --predictors"
-            )
-        unavailable.update(dict.fromkeys(needs_logits, f"needs the source model's logits: {how}"))
-    if "gbc" in names and not data.multi_label:
-        try:
-            P.require_per_class(data.y_trva, 2, f"{dataset} train+val", "GBC (a class variance)")
-        except P.PredictorError as e:
-            if named:
-                raise
-            unavailable["gbc"] = str(e).split("; add examples")[0]
+    unavailable = _unavailable(names, named, data, dataset, has_logits=source_logits is not None)
     base = dict(
         protocol=PROTOCOL,
         model=model,

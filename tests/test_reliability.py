@@ -511,6 +511,33 @@ def test_the_study_checks_names_when_it_plans_before_creating_anything(tmp_path)
 # ---- one line per error --------------------------------------------------------------------------
 
 
+@pytest.mark.subprocess
+def test_sigterm_stops_a_binary_with_one_line(tmp_path):
+    """A scheduler's stop (SIGTERM) ends a binary as Ctrl-C does: one line, exit 143."""
+    import signal
+    import subprocess
+    import sys
+
+    started = tmp_path / "started"
+    code = (
+        "import pathlib, sys, time\n"
+        "from transfer_tf.bin import cli\n"
+        "def main(argv):\n"
+        f"    pathlib.Path({str(started)!r}).touch()\n"
+        "    time.sleep(60)\n"
+        "sys.argv = ['transfer-x']\n"
+        "cli.run('transfer-x', main)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not started.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143, err[-2000:]
+    assert err.strip().splitlines() == ["transfer-x: terminated; rerun the same command to resume"]
+
+
 def test_the_binaries_error_line_and_what_stays_a_traceback(capsys, monkeypatch):
     from transfer_tf.bin import cli
 
@@ -562,6 +589,10 @@ def test_the_binaries_error_line_and_what_stays_a_traceback(capsys, monkeypatch)
         fails_with(KeyboardInterrupt())([])
     assert exit_.value.code == 130
     assert capsys.readouterr().err == "transfer-x: interrupted; rerun the same command to resume\n"
+    with pytest.raises(SystemExit) as exit_:
+        fails_with(cli.Terminated())([])
+    assert exit_.value.code == 143
+    assert capsys.readouterr().err == "transfer-x: terminated; rerun the same command to resume\n"
     for bug in (RuntimeError("a bug"), KeyError("feature_dim"), AttributeError("x")):
         with pytest.raises(type(bug)):  # a bug keeps its traceback
             fails_with(bug)([])

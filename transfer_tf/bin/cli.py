@@ -2,7 +2,8 @@
 
     <binary>: error: <what>, <which file or flag>, <what to do>
 
-then exit status 1 (130 after Ctrl-C), with neither usage text nor traceback. The library's
+then exit status 1 (130 after Ctrl-C, 143 after SIGTERM), with neither usage text nor
+traceback. The library's
 errors already name the file or flag and the fix; this module decides which errors are the
 user's and prints them on one line: a bad flag value (absl validators, at parse time), an
 `app.UsageError`, an OSError (a missing or unreadable file), a ValueError (a bad value, a damaged
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import sys
 import zipfile
 import zlib
@@ -102,20 +104,31 @@ def _parse_flags(binary: str, argv: list[str]) -> list[str]:
         sys.exit(1)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's stop, `kill`), raised where Ctrl-C would be: a study stops its
+    step commands the same way, and the binary exits with one line."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated
+
+
 def guard(binary: str, main):
-    """`main` with the user's errors printed as one line (exit 1) and Ctrl-C as one line
-    (exit 130)."""
+    """`main` with the user's errors printed as one line (exit 1), and Ctrl-C (exit 130) or
+    SIGTERM (exit 143) as one line."""
 
     def guarded(argv):
         try:
             return main(argv)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
+            terminated = isinstance(e, Terminated)
             print(
-                f"{binary}: interrupted; rerun the same command to resume",
+                f"{binary}: {'terminated' if terminated else 'interrupted'}; rerun the same "
+                "command to resume",
                 file=sys.stderr,
                 flush=True,
             )
-            sys.exit(130)
+            sys.exit(143 if terminated else 130)
         except Exception as e:  # noqa: BLE001 - sorted by is_user_error; bugs re-raise
             if not is_user_error(e):
                 raise
@@ -126,5 +139,7 @@ def guard(binary: str, main):
 
 
 def run(binary: str, main) -> None:
-    """`app.run(main)` with one-line errors, flag errors included."""
+    """`app.run(main)` with one-line errors, flag errors included, and SIGTERM stopping it as
+    Ctrl-C does."""
+    signal.signal(signal.SIGTERM, _raise_terminated)
     app.run(guard(binary, main), flags_parser=lambda argv: _parse_flags(binary, argv))

@@ -33,7 +33,7 @@ def test_topological_order_puts_deps_first_and_rejects_bad_graphs():
     )
     names = [s.name for s in topological_order([c, b, a])]
     assert names.index("a") < names.index("b") < names.index("c")
-    with pytest.raises(ValueError, match="cycle: a -> b -> a"):
+    with pytest.raises(ValueError, match="cycle: (a -> b -> a|b -> a -> b)"):
         topological_order([Step("a", ("python",), ("b",)), Step("b", ("python",), ("a",))])
     with pytest.raises(ValueError, match="unknown steps \\['zz'\\]"):
         topological_order([Step("a", ("python",), ("zz",))])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import graphlib
 import hashlib
 import json
 import os
@@ -157,23 +158,11 @@ def topological_order(steps: list[Step]) -> list[Step]:
         missing = [d for d in step.deps if d not in by_name]
         if missing:
             raise ValueError(f"step {step.name!r} depends on unknown steps {missing}")
-    order: list[Step] = []
-    state: dict[str, str] = {}
-
-    def visit(name: str, path: tuple[str, ...]) -> None:
-        if state.get(name) == "done":
-            return
-        if state.get(name) == "active":
-            raise ValueError(f"steps form a cycle: {' -> '.join(path + (name,))}")
-        state[name] = "active"
-        for dep in by_name[name].deps:
-            visit(dep, path + (name,))
-        state[name] = "done"
-        order.append(by_name[name])
-
-    for step in steps:
-        visit(step.name, ())
-    return order
+    sorter = graphlib.TopologicalSorter({step.name: step.deps for step in steps})
+    try:
+        return [by_name[name] for name in sorter.static_order()]
+    except graphlib.CycleError as e:
+        raise ValueError(f"steps form a cycle: {' -> '.join(e.args[1])}") from None
 
 
 def _die_with_parent() -> None:

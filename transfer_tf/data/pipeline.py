@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 from official.vision.ops import preprocess_ops
 
+from transfer_tf.data import subsets
 from transfer_tf.data.registry import get_dataset
 from transfer_tf.data.tfrecords import (
     ASSERTION_PREFIX,
@@ -311,26 +312,34 @@ def _element_seeds(seed, index):
 
 
 def _select_per_class(manifests, per_class: int, seed: int) -> np.ndarray:
-    """Boolean mask over all records (manifest order): exactly `per_class` per class."""
+    """Boolean mask over all records (manifest order): exactly `per_class` per class, the
+    examples `subsets.class_balanced_subset` draws over the evaluation order of each split, the
+    splits one after another (as logistic regression draws them from the features)."""
     if any(m["multi_label"] for m in manifests):
         raise ValueError(
             "per_class subsets need a single-label dataset; "
             f"{manifests[0]['dataset']!r} is multi-label"
         )
+    orders, offset = [], 0
+    for m in manifests:
+        sizes = [s["num_examples"] for s in m["shards"]]
+        cycle = max(1, min(len(sizes), MAX_CYCLE))  # as read_examples reads one split
+        orders.append(offset + subsets.evaluation_order(sizes, cycle))
+        offset += sum(sizes)
+    order = np.concatenate(orders)
     labels = np.asarray(
         [lab for m in manifests for s in m["shards"] for lab in s["labels"]], np.int64
     )
-    rng = np.random.RandomState(seed)
+    chosen = subsets.class_balanced_subset(
+        labels[order],
+        per_class,
+        seed,
+        num_classes=manifests[0]["num_classes"],
+        class_names=manifests[0]["class_names"],
+        what=f"dataset {manifests[0]['dataset']!r} split {'+'.join(m.get('split', '?') for m in manifests)}",
+    )
     keep = np.zeros(len(labels), bool)
-    names = manifests[0]["class_names"]
-    for c in range(manifests[0]["num_classes"]):
-        members = np.flatnonzero(labels == c)
-        if len(members) < per_class:
-            raise ValueError(
-                f"per_class={per_class}: class {c} ({names[c]!r}) of dataset "
-                f"{manifests[0]['dataset']!r} has only {len(members)} examples in the split"
-            )
-        keep[rng.choice(members, per_class, replace=False)] = True
+    keep[order[chosen]] = True
     return keep
 
 

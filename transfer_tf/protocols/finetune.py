@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from transfer_tf import files
-from transfer_tf.data import get_dataset, split_manifests
+from transfer_tf.data import get_dataset, split_manifests, subsets
 from transfer_tf.data.pipeline import default_flip, explain_read_error, read_examples
 from transfer_tf.data.tfrecords import check_split_files, records_fingerprint
 from transfer_tf.metrics import METRICS
@@ -124,6 +124,8 @@ def sweep_inputs(recipe: SweepRecipe, records_dir: str) -> dict[str, str]:
     weights = source_fingerprint(recipe.source)
     if weights is not None:
         inputs["source"] = weights
+    if recipe.per_class is not None:  # cells drawn under an older subset rule are stale
+        inputs.update(subsets.SUBSET_INPUTS)
     return inputs
 
 

@@ -133,7 +133,7 @@ def _study(rng):
             "architecture": [f"a{i}" for i in range(MODELS)],
             "settings": "fair",
             "top1_source": "synthetic",
-            "imagenet_top1": stats.inverse_logit(
+            "source_top1": stats.inverse_logit(
                 1.0 + 0.4 * (quality + 1.5 * rng.normal(size=MODELS))
             ),
             "params": np.exp(rng.normal(16, 1, size=MODELS)),

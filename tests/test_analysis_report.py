@@ -30,7 +30,7 @@ def _model_table() -> pd.DataFrame:
             "model": f"m{i}",
             "architecture": f"arch{i}",
             "settings": "fair",
-            "imagenet_top1": float(t),
+            "source_top1": float(t),
             "top1_source": "synthetic",
         }
         for i, t in enumerate(FAIR_TOP1)
@@ -40,7 +40,7 @@ def _model_table() -> pd.DataFrame:
             "model": "m0_default",
             "architecture": "arch0",
             "settings": "inception_default",
-            "imagenet_top1": 0.705,
+            "source_top1": 0.705,
             "top1_source": "synthetic",
         }
     )
@@ -51,7 +51,7 @@ def _true_logits(table: pd.DataFrame, rng) -> dict:
     """logit test accuracy per (protocol, model, dataset): the known answer."""
     values = {}
     for row in table.itertuples():
-        x = stats.logit(row.imagenet_top1)
+        x = stats.logit(row.source_top1)
         for dataset, offset in DATASET_OFFSET.items():
             base = offset + SLOPE * (x - 1.0)
             # Inception-default pretraining: much worse fixed features, slightly worse fine-tuning.
@@ -175,7 +175,7 @@ def test_correlation_is_recovered(study):
     best = study["frame"][(study["frame"]["stage"] == "final") & study["frame"]["per_class"].isna()]
     lr = best[(best["protocol"] == "logreg") & best["model"].str.fullmatch(r"m\d")]
     mean_logit = lr.groupby("model")["test_metric"].apply(lambda a: np.mean(stats.logit(a)))
-    x = stats.logit(study["table"].set_index("model").loc[mean_logit.index, "imagenet_top1"])
+    x = stats.logit(study["table"].set_index("model").loc[mean_logit.index, "source_top1"])
     line = scipy_stats.linregress(x, mean_logit)
     assert fit["r"] == pytest.approx(line.rvalue) and fit["p"] == pytest.approx(line.pvalue)
     assert fit["slope"] == pytest.approx(line.slope)
@@ -345,7 +345,7 @@ def test_missing_protocols_skip_figures_with_reasons(study, tmp_path):
 
 
 def test_bad_inputs_name_the_problem(study, tmp_path):
-    table = study["table"].assign(imagenet_top1=study["table"]["imagenet_top1"] * 100)
+    table = study["table"].assign(source_top1=study["table"]["source_top1"] * 100)
     with pytest.raises(ValueError, match="divide percentages by 100"):
         report.write_report(study["frame"], table, str(tmp_path))
     with pytest.raises(ValueError, match="transfer_tf.results.load"):
@@ -355,6 +355,22 @@ def test_bad_inputs_name_the_problem(study, tmp_path):
         report.write_report(grid_only, study["table"], str(tmp_path))
     with pytest.raises(ValueError, match="more than once"):
         tables.validate_model_table(pd.concat([study["table"]] * 2))
+
+
+def test_model_tables_written_before_the_rename_read_the_same(study):
+    """Until 2026-12-01 the accuracy column was `imagenet_top1`; such tables still read."""
+    legacy = study["table"].rename(columns={"source_top1": "imagenet_top1"})
+    before, after = (
+        tables.final_metrics(study["frame"], legacy),
+        tables.final_metrics(study["frame"], study["table"]),
+    )
+    pd.testing.assert_frame_equal(before, after)
+    assert before["source_top1"].notna().all()
+    np.testing.assert_allclose(
+        np.sort(before["source_top1"].unique()), np.sort(study["table"]["source_top1"])
+    )
+    with pytest.raises(ValueError, match=r"lacks columns \['source_top1'\]"):
+        tables.validate_model_table(study["table"].drop(columns="source_top1"))
 
 
 @pytest.mark.subprocess
@@ -399,7 +415,7 @@ def test_tiny_study_from_a_plain_dataframe(tmp_path):
     """One dataset, 3 models, no histories/subsets/scratch, multi-label predictions: no crash,
     each figure either drawn or skipped with its reason."""
     top1 = {"a": 0.72, "b": 0.75, "c": 0.78}
-    table = pd.DataFrame({"model": list(top1), "imagenet_top1": list(top1.values())})
+    table = pd.DataFrame({"model": list(top1), "source_top1": list(top1.values())})
     rows = []
     for model, t in top1.items():
         for protocol, shift in (("logreg", 0.0), ("finetune", 0.3)):
@@ -449,7 +465,7 @@ def test_models_from_different_source_datasets_are_never_correlated_together(tmp
             {
                 "model": f"pub{i}",
                 "settings": "public",
-                "imagenet_top1": t,
+                "source_top1": t,
                 "source_dataset": "imagenet2012",
             }
             for i, t in enumerate((0.75, 0.767, 0.775))
@@ -458,7 +474,7 @@ def test_models_from_different_source_datasets_are_never_correlated_together(tmp
             {
                 "model": f"here{i}",
                 "settings": "fair",
-                "imagenet_top1": t,
+                "source_top1": t,
                 "source_dataset": "fashion_mnist",
             }
             for i, t in enumerate((0.80, 0.85, 0.90))
@@ -472,7 +488,7 @@ def test_models_from_different_source_datasets_are_never_correlated_together(tmp
             "metric": "top1",
             "stage": "final",
             "test_metric": float(
-                stats.inverse_logit(stats.logit(row.imagenet_top1) + offset + 0.01 * i)
+                stats.inverse_logit(stats.logit(row.source_top1) + offset + 0.01 * i)
             ),
         }
         for i, row in enumerate(table.itertuples())
@@ -513,7 +529,7 @@ def test_the_model_table_names_the_settings_of_its_models(tmp_path):
         {
             "model": ["a", "b", "c"],
             "settings": ["inception_default"] * 3,
-            "imagenet_top1": [0.7, 0.75, 0.8],
+            "source_top1": [0.7, 0.75, 0.8],
         }
     )
     rows = [

@@ -76,7 +76,7 @@ def test_validation_not_test_chooses_among_final_cells(tmp_path):
 def test_the_report_uses_the_validated_final_and_says_so(tmp_path):
     frame = _disagreeing_folder(tmp_path)
     frame = pd.concat([frame, frame.assign(model="m2")], ignore_index=True)
-    table = pd.DataFrame({"model": ["m", "m2"], "imagenet_top1": [0.7, 0.8]})
+    table = pd.DataFrame({"model": ["m", "m2"], "source_top1": [0.7, 0.8]})
     headline = report.write_report(
         frame, table, str(tmp_path / "out"), num_bootstrap=20, permutation_samples=50
     )

@@ -254,12 +254,12 @@ def test_model_table_takes_a_given_source_accuracy(tmp_path):
     )
     path = model_table.write_model_table(str(tmp_path), models, given)
     table = pd.read_csv(path).set_index("model")
-    assert table.loc["hub_toy", "imagenet_top1"] == 0.5
+    assert table.loc["hub_toy", "source_top1"] == 0.5
     assert table.loc["hub_toy", "top1_source"] == "model card"
     assert table.loc["keras_toy", "top1_source"] == model_table.GIVEN_SOURCE
     assert table.loc["keras_toy", "source_dataset"] == "places365"
     assert table.loc["efficientnet_lite0", "settings"] == "public"
-    assert 0.7 < table.loc["efficientnet_lite0", "imagenet_top1"] < 0.8  # published, registry
+    assert 0.7 < table.loc["efficientnet_lite0", "source_top1"] < 0.8  # published, registry
     with pytest.raises(
         ValueError, match=r"must be a fraction in \[0, 1\] \(e.g. 0.762 for 76.2%\)"
     ):
@@ -510,6 +510,6 @@ def test_a_study_of_own_photos_with_external_sources(own, toys, tmp_path):
     ]
     assert set(final.dataset) == {"my_photos"} and set(final.settings) == {"external"}
     table = pd.read_csv(study / "model_table.csv").set_index("model")
-    assert table.loc["hub_toy", "imagenet_top1"] == 0.5
+    assert table.loc["hub_toy", "source_top1"] == 0.5
     assert table.loc["hub_toy", "top1_source"] == "a card"
     assert (study / "report" / "report.html").exists()

@@ -147,7 +147,7 @@ def test_transfer_analyze_leaves_out_and_counts_damaged_cells(tmp_path):
             "model": list(top1),
             "architecture": list(top1),
             "settings": "fair",
-            "imagenet_top1": list(top1.values()),
+            "source_top1": list(top1.values()),
             "top1_source": "test",
         }
     ).to_csv(tmp_path / "models.csv", index=False)

@@ -11,7 +11,7 @@ For each ground-truth protocol (logistic regression, fine-tuning: the final test
 - percentile bootstrap intervals over models (resampled with replacement), and the paired
   difference τ(predictor) − τ(source top-1) on the same resamples: a predictor "beats source
   accuracy" only where that interval lies above 0, "trails" it where it lies below 0.
-Baselines beside the predictors: source top-1 (the model table's `imagenet_top1`) and the
+Baselines beside the predictors: source top-1 (the model table's `source_top1`) and the
 parameter count (the model table's optional `params` column, else the registry's published count
 of the architecture).
 """

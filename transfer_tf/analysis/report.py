@@ -384,8 +384,9 @@ def write_report(
     """Writes the CSV tables, figures, report.html and report.md into `output_dir`.
 
     results_df: `transfer_tf.results.load(results_dir)`. model_table_df: model, architecture,
-    settings, imagenet_top1 (fraction), top1_source. features_dir: optional folder of features
-    .npz files for t-SNE (`tsne_max_iter`: sklearn's optimisation steps; 1000 is its default).
+    settings, source_top1 (fraction; `imagenet_top1` in older tables), top1_source.
+    features_dir: optional folder of features .npz files for t-SNE (`tsne_max_iter`: sklearn's
+    optimisation steps; 1000 is its default).
     Returns the headline numbers (JSON-able; also saved as headline.json).
     """
     os.makedirs(os.path.join(output_dir, "figures"), exist_ok=True)

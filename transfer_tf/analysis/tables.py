@@ -18,7 +18,9 @@ PROTOCOL_NAMES = {
     "scratch": "training from random initialization",
 }
 REQUIRED_RESULT_COLUMNS = ("protocol", "model", "dataset", "stage", "test_metric")
-REQUIRED_MODEL_TABLE_COLUMNS = ("model", "imagenet_top1")
+REQUIRED_MODEL_TABLE_COLUMNS = ("model", "source_top1")
+# The column's name in model tables written before 2026-12-01 (read as `source_top1`).
+LEGACY_TOP1_COLUMN = "imagenet_top1"
 # What the final-metrics table takes from the validated model table.
 MODEL_COLUMNS = (
     "model",
@@ -72,24 +74,26 @@ def settings_labels(values: pd.Series) -> pd.Series:
 
 
 def validate_model_table(model_table: pd.DataFrame) -> pd.DataFrame:
+    if "source_top1" not in model_table.columns and LEGACY_TOP1_COLUMN in model_table.columns:
+        model_table = model_table.rename(columns={LEGACY_TOP1_COLUMN: "source_top1"})
     missing = [c for c in REQUIRED_MODEL_TABLE_COLUMNS if c not in model_table.columns]
     if missing:
         raise ValueError(
             f"model table lacks columns {missing}; it needs model, architecture, settings, "
-            "imagenet_top1 (a fraction) and top1_source (docs/DESIGN.md)."
+            "source_top1 (a fraction) and top1_source (docs/DESIGN.md)."
         )
     table = model_table.copy()
     duplicated = table["model"][table["model"].duplicated()].unique()
     if len(duplicated):
         raise ValueError(f"model table lists models {list(duplicated)} more than once.")
-    top1 = pd.to_numeric(table["imagenet_top1"], errors="coerce")
+    # The source model's top-1 on the data it was pretrained on: ImageNet, or what the optional
+    # `source_dataset` column names.
+    top1 = pd.to_numeric(table["source_top1"], errors="coerce")
     if top1.isna().any() or (top1 <= 0).any() or (top1 >= 1).any():
         raise ValueError(
-            "model table column imagenet_top1 must be a fraction in (0, 1) for every model "
-            f"(got {table['imagenet_top1'].tolist()}); divide percentages by 100."
+            "model table column source_top1 must be a fraction in (0, 1) for every model "
+            f"(got {table['source_top1'].tolist()}); divide percentages by 100."
         )
-    # The model table's `imagenet_top1` is the source model's top-1 on the data it was
-    # pretrained on: ImageNet, or what its optional `source_dataset` column names.
     table["source_top1"] = top1
     table["source_logit"] = stats.logit(top1.to_numpy())
     for column in ("architecture", "settings", "top1_source", "source_dataset"):
@@ -258,7 +262,7 @@ def final_metrics(results: pd.DataFrame, model_table: pd.DataFrame | None = None
     """One row per model x dataset x protocol on the full training set: the test metric of its
     final cell (`select_finals`), with the model table's source accuracy.
 
-    Columns: `FINAL_COLUMNS` (`source_top1`: the model table's `imagenet_top1`, the source model's
+    Columns: `FINAL_COLUMNS` (`source_top1`: the model table's column, the source model's
     top-1 on its pretraining data, which `source_dataset` names when it is not ImageNet).
     """
     chosen = select_finals(results)

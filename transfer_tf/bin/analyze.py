@@ -4,7 +4,7 @@
         [--features_dir=features/]
 
 Reads every cell JSON under --results_dir (transfer_tf.results.load) and the model table CSV
-(model, architecture, settings, imagenet_top1 as a fraction, top1_source), writes CSV tables,
+(model, architecture, settings, source_top1 as a fraction, top1_source), writes CSV tables,
 figures, report.html and report.md into --output_dir, and prints the headline numbers.
 """
 
@@ -22,7 +22,10 @@ from transfer_tf.bin import cli
 FLAGS = flags.FLAGS
 flags.DEFINE_string("results_dir", None, "Folder of sweep cell JSONs (<protocol>/<cell_id>.json).")
 flags.DEFINE_string(
-    "model_table", None, "CSV: model, architecture, settings, imagenet_top1, top1_source."
+    "model_table",
+    None,
+    "CSV: model, architecture, settings, source_top1 (the source model's top-1 as a fraction; "
+    "imagenet_top1 in tables written before 2026-12-01), top1_source, optional source_dataset.",
 )
 flags.DEFINE_string(
     "features_dir", None, "Optional folder of features .npz files for t-SNE (Fig. 4)."

@@ -24,7 +24,9 @@ from absl import app, flags
 
 from transfer_tf.run_dir import RunDir
 
-COLUMNS = ("model", "architecture", "settings", "imagenet_top1", "top1_source", "source_dataset")
+# `source_top1`: the source model's top-1 on the data it was trained on (`source_dataset`);
+# tables written before 2026-12-01 call it `imagenet_top1` (read as this by the analysis).
+COLUMNS = ("model", "architecture", "settings", "source_top1", "top1_source", "source_dataset")
 
 
 def measured_top1(model_dir: str) -> tuple[float, int]:
@@ -67,7 +69,7 @@ def model_row(
             model=label,
             architecture=architecture,
             settings=settings,
-            imagenet_top1=given_top1(given["top1"], label),
+            source_top1=given_top1(given["top1"], label),
             top1_source=given.get("top1_source") or GIVEN_SOURCE,
             source_dataset=given.get("source_dataset") or "imagenet2012",
         )
@@ -79,7 +81,7 @@ def model_row(
             model=label,
             architecture=architecture,
             settings=settings,
-            imagenet_top1=spec.imagenet_top1,
+            source_top1=spec.imagenet_top1,
             top1_source=spec.top1_source,
             source_dataset="imagenet2012",
         )
@@ -96,7 +98,7 @@ def model_row(
         model=label,
         architecture=architecture,
         settings=settings,
-        imagenet_top1=top1,
+        source_top1=top1,
         top1_source=f"measured: {source} test top-1 at step {step}",
         source_dataset=source,
     )

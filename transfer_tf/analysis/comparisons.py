@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from transfer_tf import settings_ladder
 from transfer_tf.analysis import stats, tables
 
 
@@ -192,7 +193,16 @@ def settings_variant_table(best: pd.DataFrame, protocol: str) -> pd.DataFrame:
                     "source_dataset": info.loc[model, "source_dataset"],
                 }
             )
-    return pd.DataFrame(rows, columns=VARIANT_COLUMNS)
+    table = pd.DataFrame(rows, columns=VARIANT_COLUMNS)
+    # Rows in Fig. 3's order (most regularised first), not alphabetical.
+    rank = {label: i for i, label in enumerate(settings_ladder.ordered(table["settings"]))}
+    order = table["settings"].map(rank)
+    return (
+        table.assign(_rank=order)
+        .sort_values(["architecture", "_rank"], kind="stable")
+        .drop(columns="_rank")
+        .reset_index(drop=True)
+    )
 
 
 EFFECT_COLUMNS = ["architecture", "protocol", "n_datasets", "fair_minus_default", "t_p"]

@@ -18,6 +18,7 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from transfer_tf import settings_ladder  # noqa: E402
 from transfer_tf.analysis import stats  # noqa: E402
 from transfer_tf.analysis.paper import PAPER  # noqa: E402
 from transfer_tf.analysis.tables import PROTOCOL_NAMES  # noqa: E402
@@ -285,10 +286,19 @@ def settings_variants(variants: pd.DataFrame, protocol: str, figure_number: int,
         raise FigureSkipped(
             f"{protocol}: no architecture was evaluated with more than one training setting"
         )
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5), width_ratios=(1.4, 1))
+    width = max(11, 2.4 * len(variants["settings"].unique()))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(width, 5), width_ratios=(1.4, 1))
     fig.subplots_adjust(wspace=0.35)
-    labels = sorted(variants["settings"].astype(str).unique())
+    # The paper's order (most regularised first), not alphabetical; each tick is the label and
+    # the paper's "+" / "−" rows.
+    labels = settings_ladder.ordered(variants["settings"].astype(str))
     x_of = {label: i for i, label in enumerate(labels)}
+    ticks = [
+        f"{label}\n{settings_ladder.BY_LABEL[label].tick()}"
+        if label in settings_ladder.BY_LABEL
+        else label
+        for label in labels
+    ]
     for architecture, rows in variants.groupby("architecture"):
         x = rows["settings"].astype(str).map(x_of)
         left.errorbar(
@@ -312,7 +322,7 @@ def settings_variants(variants: pd.DataFrame, protocol: str, figure_number: int,
         ),
         (right, variants["source_logit"], f"{source_name(variants)} top-1 accuracy"),
     ):
-        ax.set_xticks(range(len(labels)), labels, rotation=20, fontsize=8)
+        ax.set_xticks(range(len(labels)), ticks, fontsize=5 if len(labels) > 4 else 7)
         ax.set_xlabel("pretraining settings")
         ax.set_ylabel(ylabel)
         if np.isfinite(np.asarray(values, dtype=float)).any():

@@ -60,8 +60,9 @@ flags.DEFINE_multi_string(
 flags.DEFINE_list("pretrain_models", [], "Registry architectures to pretrain on the source.")
 flags.DEFINE_list(
     "pretrain_settings",
-    list(plan.SETTINGS_LABELS),
-    "Training-settings labels to pretrain each architecture with.",
+    list(plan.DEFAULT_SETTINGS),
+    "Training-settings labels to pretrain each architecture with (Fig. 3's ladder, "
+    "transfer_tf/settings_ladder.py): " + ", ".join(plan.SETTINGS_LABELS) + ".",
 )
 flags.DEFINE_string("pretrain_flagfile", None, "Flagfile with transfer-pretrain's recipe.")
 flags.DEFINE_integer(

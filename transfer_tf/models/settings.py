@@ -2,13 +2,16 @@
 
 `bn_scale`, `dropout_rate` and `aux_head` change the network that `build_model` returns;
 `label_smoothing` is applied by the loss during training and is carried here so that a single
-object (and a single flagfile) records all four choices of a run.
+object (and a single flagfile) records all four choices of a run. The labels a study pretrains
+with (Fig. 3's ladder) are data in `transfer_tf/settings_ladder.py`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
+
+from transfer_tf import settings_ladder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +60,12 @@ class TrainingSettings:
         (TF-slim's `dropout_keep_prob=0.8`), and the auxiliary head.
         """
         return cls(bn_scale=False, dropout_rate=0.2, aux_head=True, label_smoothing=0.1)
+
+    @classmethod
+    def from_label(cls, label: str) -> TrainingSettings:
+        """A study's settings label (`transfer_tf.settings_ladder`: "fair", "inception_default",
+        or Inception's default with choices removed, e.g. "inception_default_no_dropout")."""
+        return cls(**settings_ladder.rung(label).values())
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -20,13 +20,16 @@ import os
 
 from absl import flags
 
+from transfer_tf import settings_ladder
 from transfer_tf.data.user_spec import own_dataset_flags
 from transfer_tf.protocols import finetune_grid
 from transfer_tf.study.external import ExternalSource, parse_external_source
 from transfer_tf.study.steps import Step
 
-# The paper's two ends of Fig. 3: "fair" retraining vs the Inception defaults (Sec. 4.1).
-SETTINGS_LABELS = ("fair", "inception_default")
+# Every label --pretrain_settings takes (Fig. 3's ladder, `transfer_tf/settings_ladder.py`);
+# by default the paper's two ends: "fair" retraining and the Inception defaults (Sec. 4.1).
+SETTINGS_LABELS = settings_ladder.LABELS
+DEFAULT_SETTINGS = ("fair", "inception_default")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +51,7 @@ class StudyConfig:
     own_datasets: tuple[str, ...] = ()
     # Sources (b): registry architectures pretrained here, once per training-settings label.
     pretrain_models: tuple[str, ...] = ()
-    pretrain_settings: tuple[str, ...] = SETTINGS_LABELS
+    pretrain_settings: tuple[str, ...] = DEFAULT_SETTINGS
     pretrain_flagfile: str | None = None
     pretrain_input_size: int | None = None
     pretrain_steps: int | None = None
@@ -107,7 +110,7 @@ class SourceModel:
 
     label: str
     architecture: str
-    settings: str  # "public" or one of SETTINGS_LABELS
+    settings: str  # "public" or a label of Fig. 3's ladder (SETTINGS_LABELS)
     pretrained_here: bool
     checkpoint: str | None = None  # a published checkpoint's path (public models only)
 
@@ -132,10 +135,10 @@ def public_model(entry: str) -> SourceModel:
 def source_models(cfg: StudyConfig) -> list[SourceModel]:
     models = [public_model(m) for m in cfg.public_models]
     for settings in cfg.pretrain_settings:
-        if settings not in SETTINGS_LABELS:
-            raise ValueError(
-                f"--pretrain_settings: unknown label {settings!r}; use {list(SETTINGS_LABELS)}"
-            )
+        try:
+            settings_ladder.rung(settings)
+        except ValueError as e:
+            raise ValueError(f"--pretrain_settings: {e}") from None
         models += [
             SourceModel(f"{arch}_{settings}", arch, settings, True) for arch in cfg.pretrain_models
         ]
@@ -155,16 +158,17 @@ def _suffix(per_class: int | None) -> str:
 
 
 def settings_flags(architecture: str, settings: str) -> list[str]:
-    """The four training-setting flags of transfer-pretrain for a settings label."""
-    from transfer_tf.models import TrainingSettings, get_spec
+    """The four training-setting flags of transfer-pretrain for a settings label (Fig. 3's
+    ladder); the aux head only where the family has one."""
+    from transfer_tf.models import get_spec
 
-    s = TrainingSettings.fair() if settings == "fair" else TrainingSettings.inception_default()
-    aux = s.aux_head and get_spec(architecture).has_aux_head  # "where the family has one"
+    s = settings_ladder.rung(settings).values()
+    aux = s["aux_head"] and get_spec(architecture).has_aux_head
     return [
-        "--bn_scale" if s.bn_scale else "--nobn_scale",
-        f"--dropout_rate={s.dropout_rate}",
+        "--bn_scale" if s["bn_scale"] else "--nobn_scale",
+        f"--dropout_rate={s['dropout_rate']}",
         "--aux_head" if aux else "--noaux_head",
-        f"--label_smoothing={s.label_smoothing}",
+        f"--label_smoothing={s['label_smoothing']}",
     ]
 
 

@@ -26,22 +26,31 @@ def _plan(tmp_path, **kwargs):
 
 
 def test_subset_sweeps_for_one_model_cover_the_three_protocols_on_the_finetune_targets(tmp_path):
+    """Fig. 9: by default 3 subsets per size (the paper's), seeds 0, 1, 2, in every protocol."""
     steps = _plan(tmp_path, subset_models=("mobilenet_v1_fair",))
-    subset = {name: _flags(s)["per_class"] for name, s in steps.items() if "per_class" in _flags(s)}
+    subset = {
+        name: (_flags(s)["per_class"], _flags(s).get("seed", "0"))
+        for name, s in steps.items()
+        if "per_class" in _flags(s)
+    }
     assert subset == {
-        f"{protocol}-{who}-sklearn_digits-n{n}": str(n)
+        f"{protocol}-{who}-sklearn_digits-n{n}{suffix}": (str(n), seed)
         for n in (5, 10)
+        for suffix, seed in (("", "0"), ("-s1", "1"), ("-s2", "2"))
         for protocol, who in (
             ("logreg", "mobilenet_v1_fair"),
             ("finetune", "mobilenet_v1_fair"),
             ("scratch", "mobilenet_v1"),
         )
     }
-    # A subset sweep is the whole-set sweep's command plus --per_class, with the same deps.
+    # A subset sweep is the whole-set sweep's command plus --per_class (and --seed for the
+    # second and third subsets), with the same deps.
     for name, step in steps.items():
         if name in subset:
             whole = steps[name.rsplit("-n", 1)[0]]
-            assert step.argv == (*whole.argv, f"--per_class={subset[name]}")
+            per_class, seed = subset[name]
+            extra = (f"--per_class={per_class}",) + ((f"--seed={seed}",) if seed != "0" else ())
+            assert step.argv == (*whole.argv, *extra)
             assert step.deps == whole.deps
     # The scratch result carries the fair label, so Fig. 9 pairs it with that model.
     assert _flags(steps["scratch-mobilenet_v1-sklearn_digits-n5"])["model_label"] == (
@@ -49,6 +58,19 @@ def test_subset_sweeps_for_one_model_cover_the_three_protocols_on_the_finetune_t
     )
     assert set(subset) <= set(steps["analyze"].deps)
     assert len(topological_order(list(steps.values()))) == len(steps)
+    one = _plan(tmp_path, subset_models=("mobilenet_v1_fair",), subsets_per_size=1)
+    assert not [n for n in one if n.endswith(("-s1", "-s2"))]
+    cfg = plan.StudyConfig(
+        study_dir=str(tmp_path),
+        target_datasets=("sklearn_digits", "skimage_textures"),
+        subset_sizes=(4,),
+        subsets_per_size=2,
+        subset_datasets=("skimage_textures",),
+    )
+    assert cfg.subsets_for("m", "sklearn_digits") == ((None, 0),)
+    assert cfg.subsets_for("m", "skimage_textures") == ((None, 0), (4, 0), (4, 1))
+    with pytest.raises(ValueError, match=r"--subset_datasets: \['lfw_faces'\] are not"):
+        _plan(tmp_path, subset_datasets=("lfw_faces",))
 
 
 def test_subset_sweeps_default_to_every_model_and_none_without_sizes(tmp_path):

@@ -202,14 +202,17 @@ def test_paper_grid_flagfile_plans_the_full_grid_for_ray(tmp_path):
     names = [line.split("  <-")[0] for line in out.stdout.splitlines() if "  <-" in line]
     models, datasets, cells = 16, 12, 56
     pretrained = models * 2  # fair and Inception-default settings (Fig. 3)
+    # Fig. 9: Inception v4 on 10 targets, 4 sizes x 3 subsets, in each protocol.
+    subset_sweeps = 10 * 4 * 3
     expected = {
         "records": 1 + datasets,  # ImageNet + the 12 targets
         "pretrain": pretrained,
         "export": pretrained,
         "features": pretrained * datasets,
-        "logreg": pretrained * datasets,
-        "finetune": models * datasets * (cells + 1),  # fair models only (Sec. 4.2)
-        "scratch": models * datasets * (cells + 1),
+        "logreg": pretrained * datasets + subset_sweeps,
+        # fair models only (Sec. 4.2)
+        "finetune": (models * datasets + subset_sweeps) * (cells + 1),
+        "scratch": (models * datasets + subset_sweeps) * (cells + 1),
         "model-table": 1,
         "analyze": 1,
     }
@@ -218,8 +221,9 @@ def test_paper_grid_flagfile_plans_the_full_grid_for_ray(tmp_path):
         kind = "model-table" if name == "model-table" else name.split("-")[0]
         counts[kind] = counts.get(kind, 0) + 1
     assert counts == expected
-    assert len(names) == sum(expected.values()) == 22_735
-    assert sum("--stage=grid" in line for line in out.stdout.splitlines()) == 2 * 192 * 56
+    assert len(names) == sum(expected.values()) == 36_535
+    assert sum("--stage=grid" in line for line in out.stdout.splitlines()) == 2 * (192 + 120) * 56
+    assert "logreg-inception_v4_fair-dtd-n16-s2" in names
     assert "--learning_rates=0.0001 --weight_decays=1e-06 --stage=grid" in out.stdout
     commands = [line.split() for line in out.stdout.splitlines() if line.startswith("    ")]
     for binary, flagfile in [

@@ -88,6 +88,19 @@ flags.DEFINE_list(
     "follows the label <architecture>_fair).",
 )
 flags.DEFINE_list(
+    "subset_datasets",
+    [],
+    "Fig. 9: the targets that get the subset sweeps (default: the fine-tune targets; "
+    "single-label datasets with enough examples per class).",
+)
+flags.DEFINE_integer(
+    "subsets_per_size",
+    3,
+    "Fig. 9: random subsets of each size (seeds 0, 1, ...; the paper: 3); the report draws "
+    "their mean and standard error.",
+    lower_bound=1,
+)
+flags.DEFINE_list(
     "finetune_models",
     [],
     "Source-model labels to fine-tune (e.g. efficientnet_lite0, mobilenet_v2_fair).",
@@ -159,6 +172,8 @@ def config_from_flags() -> plan.StudyConfig:
         logreg_flags=tuple(FLAGS.logreg_flags),
         subset_sizes=tuple(int(n) for n in FLAGS.subset_sizes),
         subset_models=tuple(FLAGS.subset_models),
+        subset_datasets=tuple(FLAGS.subset_datasets),
+        subsets_per_size=FLAGS.subsets_per_size,
         finetune_models=tuple(FLAGS.finetune_models),
         finetune_datasets=tuple(FLAGS.finetune_datasets),
         finetune_flagfile=_abspath(FLAGS.finetune_flagfile),

@@ -59,9 +59,12 @@ class StudyConfig:
     logreg_num_l2: int = 45
     logreg_flags: tuple[str, ...] = ()  # e.g. --blas_threads=1 when steps share the cores
     # Fig. 9: logreg, fine-tuning and scratch also trained on N examples per class, on the
-    # fine-tune targets, for the source models in `subset_models` (empty: every model).
+    # fine-tune targets (or `subset_datasets`), for the source models in `subset_models` (empty:
+    # every model); `subsets_per_size` subsets of each size (seeds 0, 1, ...; the paper: 3).
     subset_sizes: tuple[int, ...] = ()
     subset_models: tuple[str, ...] = ()
+    subset_datasets: tuple[str, ...] = ()
+    subsets_per_size: int = 3
     # Protocol 2: fine-tuning; which source models (labels) and the grid.
     finetune_models: tuple[str, ...] = ()
     # Targets that fine-tuning and scratch run on (empty: every target dataset).
@@ -94,11 +97,21 @@ class StudyConfig:
             )
         return self.finetune_datasets or self.targets()
 
-    def subsets_for(self, label: str, dataset: str) -> tuple[int | None, ...]:
-        """None (the whole training set), then the Fig. 9 subset sizes where they apply."""
+    def subsets_for(self, label: str, dataset: str) -> tuple[tuple[int | None, int], ...]:
+        """(per_class, seed) of each training set: (None, 0), the whole training set, then
+        where Fig. 9 applies each subset size with seeds 0 .. subsets_per_size - 1."""
+        unknown = set(self.subset_datasets) - set(self.trained_targets())
+        if unknown:
+            raise ValueError(
+                f"--subset_datasets: {sorted(unknown)} are not fine-tune targets "
+                f"({', '.join(self.trained_targets())})"
+            )
         chosen = not self.subset_models or label in self.subset_models
-        subsets = chosen and dataset in self.trained_targets()
-        return (None, *self.subset_sizes) if subsets else (None,)
+        subsets = chosen and dataset in (self.subset_datasets or self.trained_targets())
+        if not subsets:
+            return ((None, 0),)
+        seeds = range(self.subsets_per_size)
+        return ((None, 0), *((n, seed) for n in self.subset_sizes for seed in seeds))
 
     def path(self, *parts: str) -> str:
         return os.path.join(self.study_dir, *parts)
@@ -153,8 +166,13 @@ def _check_labels(flag: str, labels, known) -> None:
             )
 
 
-def _suffix(per_class: int | None) -> str:
-    return "" if per_class is None else f"-n{per_class}"
+def _suffix(per_class: int | None, seed: int = 0) -> str:
+    """A step name's subset part: -n<size>, and -s<seed> for the second and later subsets."""
+    return ("" if per_class is None else f"-n{per_class}") + (f"-s{seed}" if seed else "")
+
+
+def _subset_flags(per_class: int | None, seed: int) -> list[str]:
+    return [*_opt("per_class", per_class), *_opt("seed", seed or None)]
 
 
 def settings_flags(architecture: str, settings: str) -> list[str]:
@@ -239,10 +257,10 @@ def external_feature_steps(cfg: StudyConfig, externals) -> list[Step]:
                     num_cpus=2,
                 )
             )
-            for per_class in cfg.subsets_for(e.label, dataset):
+            for per_class, seed in cfg.subsets_for(e.label, dataset):
                 steps.append(
                     Step(
-                        f"logreg-{e.label}-{dataset}{_suffix(per_class)}",
+                        f"logreg-{e.label}-{dataset}{_suffix(per_class, seed)}",
                         (
                             "transfer-logreg",
                             f"--features_dir={features}",
@@ -251,7 +269,7 @@ def external_feature_steps(cfg: StudyConfig, externals) -> list[Step]:
                             "--settings=external",
                             f"--num_l2={cfg.logreg_num_l2}",
                             *cfg.logreg_flags,
-                            *_opt("per_class", per_class),
+                            *_subset_flags(per_class, seed),
                         ),
                         deps=(f"features-{e.label}-{dataset}",),
                     )
@@ -317,11 +335,11 @@ def external_finetune_steps(cfg: StudyConfig, e: ExternalSource, add_sweep) -> l
     ]
     steps: list[Step] = []
     for dataset in cfg.trained_targets():
-        for per_class in cfg.subsets_for(e.label, dataset):
+        for per_class, seed in cfg.subsets_for(e.label, dataset):
             add_sweep(
                 "finetune",
                 Step(
-                    f"finetune-{e.label}-{dataset}{_suffix(per_class)}",
+                    f"finetune-{e.label}-{dataset}{_suffix(per_class, seed)}",
                     (
                         "transfer-finetune",
                         *_flagfile(cfg.finetune_flagfile),
@@ -330,7 +348,7 @@ def external_finetune_steps(cfg: StudyConfig, e: ExternalSource, add_sweep) -> l
                         f"--records_dir={cfg.path('records')}",
                         f"--results_dir={cfg.path('results')}",
                         f"--model_label={e.label}",
-                        *_opt("per_class", per_class),
+                        *_subset_flags(per_class, seed),
                     ),
                     deps=(f"records-{dataset}",),
                     num_cpus=2,
@@ -469,10 +487,10 @@ def plan_study(cfg: StudyConfig) -> list[Step]:
                     num_cpus=2,
                 )
             )
-            for per_class in cfg.subsets_for(m.label, dataset):
+            for per_class, seed in cfg.subsets_for(m.label, dataset):
                 steps.append(
                     Step(
-                        f"logreg-{m.label}-{dataset}{_suffix(per_class)}",
+                        f"logreg-{m.label}-{dataset}{_suffix(per_class, seed)}",
                         (
                             "transfer-logreg",
                             f"--features_dir={features}",
@@ -482,7 +500,7 @@ def plan_study(cfg: StudyConfig) -> list[Step]:
                             f"--settings={m.settings}",
                             f"--num_l2={cfg.logreg_num_l2}",
                             *cfg.logreg_flags,
-                            *_opt("per_class", per_class),
+                            *_subset_flags(per_class, seed),
                         ),
                         deps=(f"features-{m.label}-{dataset}",),
                     )
@@ -513,11 +531,11 @@ def plan_study(cfg: StudyConfig) -> list[Step]:
             init = [*m.weights_flags(), *_opt("input_size", cfg.finetune_input_size)]
             deps = []
         for dataset in cfg.trained_targets():
-            for per_class in cfg.subsets_for(m.label, dataset):
+            for per_class, seed in cfg.subsets_for(m.label, dataset):
                 add_sweep(
                     "finetune",
                     Step(
-                        f"finetune-{m.label}-{dataset}{_suffix(per_class)}",
+                        f"finetune-{m.label}-{dataset}{_suffix(per_class, seed)}",
                         (
                             "transfer-finetune",
                             *_flagfile(cfg.finetune_flagfile),
@@ -526,7 +544,7 @@ def plan_study(cfg: StudyConfig) -> list[Step]:
                             f"--records_dir={records}",
                             f"--results_dir={results}",
                             f"--model_label={m.label}",
-                            *_opt("per_class", per_class),
+                            *_subset_flags(per_class, seed),
                         ),
                         deps=(*deps, f"records-{dataset}"),
                         num_cpus=2,
@@ -538,11 +556,11 @@ def plan_study(cfg: StudyConfig) -> list[Step]:
         # analysis pairs them with its fine-tuning (Fig. 7).
         label = f"{arch}_fair"
         for dataset in cfg.trained_targets():
-            for per_class in cfg.subsets_for(label, dataset):
+            for per_class, seed in cfg.subsets_for(label, dataset):
                 add_sweep(
                     "scratch",
                     Step(
-                        f"scratch-{arch}-{dataset}{_suffix(per_class)}",
+                        f"scratch-{arch}-{dataset}{_suffix(per_class, seed)}",
                         (
                             "transfer-scratch",
                             *_flagfile(cfg.scratch_flagfile),
@@ -552,7 +570,7 @@ def plan_study(cfg: StudyConfig) -> list[Step]:
                             f"--records_dir={records}",
                             f"--results_dir={results}",
                             f"--model_label={label}",
-                            *_opt("per_class", per_class),
+                            *_subset_flags(per_class, seed),
                         ),
                         deps=(f"records-{dataset}",),
                         num_cpus=2,

@@ -145,11 +145,40 @@ def convergence_tables(histories: pd.DataFrame, fraction: float = 0.9) -> tuple[
     return steps, summary
 
 
-def subset_gap_table(subsets: pd.DataFrame) -> pd.DataFrame:
-    """Fig. 9 in numbers: mean log odds per protocol at each subset size, and the gaps."""
+def subset_summary(subsets: pd.DataFrame) -> pd.DataFrame:
+    """Fig. 9's points: per dataset x protocol x subset size, the mean log odds over subsets
+    (each subset first averaged over models) and its standard error over the subsets (the
+    paper: "standard error over 3 subsets"; NaN with one subset).
+
+    Columns: dataset, protocol, per_class, mean_logit, se_logit, n_subsets, n_models."""
+    columns = ["dataset", "protocol", "per_class", "mean_logit", "se_logit", "n_subsets"]
     if subsets.empty:
+        return pd.DataFrame(columns=[*columns, "n_models"])
+    keys = ["dataset", "protocol", "per_class"]
+    per_subset = subsets.groupby([*keys, "seed"], sort=True).agg(
+        logit=("logit", "mean"), n_models=("model", "nunique")
+    )
+    grouped = per_subset.groupby(level=keys, sort=True)
+    out = grouped.agg(
+        mean_logit=("logit", "mean"),
+        se_logit=("logit", lambda v: stats.standard_error(v.to_numpy())),
+        n_subsets=("logit", "size"),
+        n_models=("n_models", "max"),
+    )
+    return out.reset_index()
+
+
+def subset_gap_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Fig. 9 in numbers (`subset_summary`): per dataset and subset size, each protocol's mean
+    log odds and its standard error over subsets (`<protocol>_se`), the number of subsets, and
+    the gaps between the protocols' means."""
+    if summary.empty:
         return pd.DataFrame()
-    wide = subsets.pivot_table(index=["dataset", "per_class"], columns="protocol", values="logit")
+    index = ["dataset", "per_class"]
+    wide = summary.pivot_table(index=index, columns="protocol", values="mean_logit")
+    se = summary.pivot_table(index=index, columns="protocol", values="se_logit", dropna=False)
+    wide = wide.join(se.add_suffix("_se"))
+    wide["n_subsets"] = summary.groupby(index)["n_subsets"].min()
     for a, b in (("finetune", "scratch"), ("finetune", "logreg")):
         if {a, b} <= set(wide.columns):
             wide[f"{a}_minus_{b}"] = wide[a] - wide[b]

@@ -494,22 +494,25 @@ def _epoch_axis(ax, histories: pd.DataFrame) -> None:
     top.tick_params(labelsize=6)
 
 
-def subset_size(subsets: pd.DataFrame, path: str) -> str:
-    """Fig. 9: test accuracy vs training examples per class, one line per protocol (mean log
-    odds over models), one panel per dataset."""
-    if subsets.empty:
+def subset_size(summary: pd.DataFrame, path: str) -> str:
+    """Fig. 9: test accuracy vs training examples per class, one line per protocol, one panel
+    per dataset; each point the mean log odds over the random subsets of that size (each
+    averaged over models) with ± its standard error over the subsets (`subset_summary`)."""
+    if summary.empty:
         raise FigureSkipped("no final cells with per_class (training-subset) results")
-    datasets = sorted(subsets["dataset"].unique())
+    datasets = sorted(summary["dataset"].unique())
     fig, axes = _grid(len(datasets), ncols=3, size=3.8)
     for ax, dataset in zip(axes, datasets, strict=True):
-        rows = subsets[subsets["dataset"] == dataset]
+        rows = summary[summary["dataset"] == dataset]
         for protocol in PROTOCOL_NAMES:
-            curve = rows[rows["protocol"] == protocol].groupby("per_class")["logit"].mean()
+            curve = rows[rows["protocol"] == protocol].sort_values("per_class")
             if len(curve):
-                ax.plot(
-                    curve.index,
-                    curve.to_numpy(),
-                    "o-",
+                ax.errorbar(
+                    curve["per_class"],
+                    curve["mean_logit"],
+                    yerr=curve["se_logit"].fillna(0.0),
+                    fmt="o-",
+                    capsize=3,
                     color=PROTOCOL_COLORS[protocol],
                     label=PROTOCOL_NAMES[protocol],
                 )
@@ -517,11 +520,13 @@ def subset_size(subsets: pd.DataFrame, path: str) -> str:
         per_class = sorted(rows["per_class"].unique())
         ax.set_xticks(per_class, [f"{v:g}" for v in per_class])
         ax.minorticks_off()
-        _pad_limits(ax, rows["logit"], "y")
+        se = rows["se_logit"].fillna(0.0)
+        _pad_limits(ax, np.r_[rows["mean_logit"] + se, rows["mean_logit"] - se], "y")
         set_logit_ticks(ax, "y", max_ticks=5)
-        ax.set_title(dataset, fontsize=9)
+        n = int(rows["n_subsets"].min())
+        ax.set_title(f"{dataset} ({n} subset{'s' if n > 1 else ''} per size)", fontsize=9)
         ax.set_xlabel("training examples per class")
-        ax.set_ylabel("test accuracy (mean over models)")
+        ax.set_ylabel("test accuracy (mean ± SE over subsets)" if n > 1 else "test accuracy")
         ax.legend(fontsize=6)
     fig.suptitle("Benefit of pretraining vs training-set size (Fig. 9)")
     fig.tight_layout()

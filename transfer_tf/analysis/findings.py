@@ -286,7 +286,7 @@ def _majority(count: int, total: int) -> str:
 
 def subset_finding(gaps: pd.DataFrame) -> Finding:
     """Fig. 9: per dataset, a fine-tune - scratch gap at the smallest subset that is smaller at
-    the largest; holds on a majority of datasets (one run per size: no error bars)."""
+    the largest (the means over the subsets of each size); holds on a majority of datasets."""
     claim = PAPER["subset_gap"]
     name = "The benefit of pretraining shrinks as the training set grows (Fig. 9)"
     paper = f"{claim.quote} ({claim.where})"
@@ -306,10 +306,12 @@ def subset_finding(gaps: pd.DataFrame) -> Finding:
             "subset_gap", name, paper, "needs at least 2 subset sizes per dataset", UNCHECKED
         )
     verdict = _majority(shrinks, total)
+    n = int(gaps["n_subsets"].min()) if "n_subsets" in gaps.columns else 1
+    subsets = f"means of {n} subsets per size" if n > 1 else "one subset per size, no error bars"
     text = (
         f"fine-tuning beats scratch at the smallest subset and the gap (log odds) is "
-        f"smaller at the largest subset on {shrinks} of {total} datasets (one run per "
-        f"size, no error bars): {verdict}."
+        f"smaller at the largest subset on {shrinks} of {total} datasets ({subsets}): "
+        f"{verdict}."
     )
     return Finding("subset_gap", name, paper, text, verdict)
 

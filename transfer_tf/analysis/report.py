@@ -147,7 +147,7 @@ def _comparison_part(out: _Output, best, results_df, permutation_samples: int, s
     )
     out.table("convergence", steps)
     out.figure("fig8_convergence", figures.convergence, histories, steps)
-    subsets = tables.subset_results(results_df)
+    subsets = comparisons.subset_summary(tables.subset_results(results_df))
     gaps = out.table("subset_size", comparisons.subset_gap_table(subsets))
     out.figure("fig9_subset_size", figures.subset_size, subsets)
     for protocol, number in (("logreg", 3), ("finetune", 5)):
@@ -310,7 +310,8 @@ def _sections(out: _Output, parts: dict, found: list, corr, source: str, setting
         ),
         Section(
             "Training-subset size (Fig. 9)",
-            "Mean log odds over models per protocol.",
+            "Mean log odds per protocol over the random subsets of each size (each subset "
+            "averaged over models), ± standard error over the subsets (`<protocol>_se`).",
             table=parts["subset_gaps"],
         ),
         Section(

@@ -60,6 +60,14 @@ def _as_2d_finite(x, name: str) -> np.ndarray:
     return x
 
 
+def standard_error(values) -> float:
+    """Standard error of the mean, sd (n − 1) / √n; NaN for fewer than 2 finite values
+    (Fig. 9's error bars: "standard error over 3 subsets")."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    return float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) >= 2 else float("nan")
+
+
 def morey_standard_error(x) -> np.ndarray:
     """Morey (2008) within-dataset standard error of each model's mean, Sec. 3.
 

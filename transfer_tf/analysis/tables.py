@@ -54,6 +54,10 @@ def validate_results(results: pd.DataFrame) -> pd.DataFrame:
     results["per_class"] = pd.to_numeric(results["per_class"], errors="coerce")
     # A grouping key for per_class (-1: the whole training set), since NaN keys do not group.
     results["_per_class"] = results["per_class"].fillna(-1.0)
+    # Fig. 9's subsets: each seed is its own subset and its own sweep, chosen on its own
+    # validation (-1: the whole training set, whose seeds are reruns averaged together).
+    seeds = pd.to_numeric(results["seed"], errors="coerce").fillna(0)
+    results["_subset_seed"] = np.where(results["_per_class"] >= 0, seeds, -1).astype(int)
     if "cell_id" not in results.columns:
         results["cell_id"] = [f"row {i}" for i in range(len(results))]
     if "predictions_path" not in results.columns:
@@ -106,7 +110,7 @@ def validate_model_table(model_table: pd.DataFrame) -> pd.DataFrame:
 # Hyperparameters a final cell does not share with the grid cell that chose it: scikit-learn's C
 # is 1 / (λ n), and the refit on train+val keeps λ (`hp.l2`) at a larger n.
 DERIVED_HPARAMS = {"logreg": ("C",)}
-_KEYS = ["protocol", "model", "dataset", "_per_class"]
+_KEYS = ["protocol", "model", "dataset", "_per_class", "_subset_seed"]
 
 
 def _hparams_key(frame: pd.DataFrame, *, shared_with_grid: bool = False) -> pd.Series:
@@ -186,8 +190,8 @@ def _ambiguity(group: pd.DataFrame) -> str:
         f"{'none' if np.isnan(r['selection_val_metric']) else f'{r.selection_val_metric:.6g}'})"
         for _, r in group.iterrows()
     )
-    protocol, model, dataset, per_class = group.iloc[0][_KEYS]
-    subset = "" if per_class < 0 else f", {per_class:g} per class"
+    protocol, model, dataset, per_class, seed = group.iloc[0][_KEYS]
+    subset = "" if per_class < 0 else f", {per_class:g} per class (subset seed {seed})"
     return f"{protocol} / {model} / {dataset}{subset}: {cells}"
 
 
@@ -266,7 +270,8 @@ def final_metrics(results: pd.DataFrame, model_table: pd.DataFrame | None = None
     top-1 on its pretraining data, which `source_dataset` names when it is not ImageNet).
     """
     chosen = select_finals(results)
-    best = chosen[chosen["_per_class"] < 0].drop(columns="_per_class").reset_index(drop=True)
+    best = chosen[chosen["_per_class"] < 0].drop(columns=["_per_class", "_subset_seed"])
+    best = best.reset_index(drop=True)
     best["logit"] = stats.logit(best["test_metric"].to_numpy(dtype=float))
     if model_table is not None:
         table = validate_model_table(model_table)
@@ -330,18 +335,18 @@ def win_counts(best: pd.DataFrame, winner: str, loser: str) -> dict:
     }
 
 
-SUBSET_COLUMNS = ["protocol", "model", "dataset", "per_class", "test_metric", "logit"]
+SUBSET_COLUMNS = ["protocol", "model", "dataset", "per_class", "seed", "test_metric", "logit"]
 
 
 def subset_results(results: pd.DataFrame) -> pd.DataFrame:
-    """Final cells trained on `per_class` examples per class (Fig. 9), one configuration each
-    (`select_finals`), seeds averaged."""
+    """Final cells trained on `per_class` examples per class (Fig. 9): one row per subset
+    (`seed`), its configuration chosen on that subset's own validation (`select_finals`)."""
     chosen = select_finals(results)
     rows = chosen[chosen["_per_class"] >= 0]
     if rows.empty:
         return pd.DataFrame(columns=SUBSET_COLUMNS)
-    out = rows.rename(columns={"_per_class": "per_class"})[SUBSET_COLUMNS[:-1]]
-    out = out.astype({"test_metric": float}).reset_index(drop=True)
+    out = rows.rename(columns={"_per_class": "per_class", "_subset_seed": "seed"})
+    out = out[SUBSET_COLUMNS[:-1]].astype({"test_metric": float}).reset_index(drop=True)
     out["logit"] = stats.logit(out["test_metric"].to_numpy())
     return out
 

@@ -283,6 +283,32 @@ def test_logme_against_the_published_fixed_point_and_the_marginal_likelihood():
                 assert _log_evidence(features, a * da, b * db, target) < best
 
 
+def test_logme_through_the_shared_centred_eigenbasis_equals_the_published_svd_of_f():
+    # N ≥ D: LogME works in the eigenbasis of the centred scatter (shared with H-score and GBC)
+    # with N μμᵀ as a rank-one term; the published algorithm takes the SVD of F itself. Features
+    # like a network's (ReLU, a large common mean, a dead unit) make the rank-one term dominant.
+    rng = np.random.default_rng(13)
+    x = np.maximum(rng.normal(size=(150, 12)) @ rng.normal(size=(12, 12)) + 3.0, 0.0)
+    x[:, 5] = 0.0  # a unit that is never active: rank 11 < D
+    y = (x[:, :3].sum(axis=1) + rng.normal(size=150) > np.median(x[:, :3].sum(axis=1))) + (
+        2 * (x[:, 7] > np.median(x[:, 7]))
+    )
+    stats = P.FeatureStats.of(x)
+    ours = P.logme(x, y, stats=stats)
+    assert stats.has_eigh  # what H-score and GBC then reuse
+    tight = published_fixed_point_logme(x, P.one_hot(y, 4), epsilon=0.0, tol=1e-13, max_iter=1000)
+    # (Its full SVD keeps the dead unit's σ = 0, whose log α cancels in D/2 log α.)
+    assert ours.score == pytest.approx(tight, abs=1e-10)
+    for c in range(4):
+        target = (y == c).astype(float)
+        best = _log_evidence(x, ours.alpha[c], ours.beta[c], target)
+        assert ours.evidence[c] * len(x) == pytest.approx(best, abs=1e-8)
+    # H-score from the same eigendecomposition: the pseudo-inverse of Bao et al.
+    g = np.stack([x[y == c].mean(axis=0) for c in y])
+    oracle = np.trace(np.linalg.pinv(np.cov(x.T), rtol=1e-10, hermitian=True) @ np.cov(g.T))
+    assert P.h_score(x, y, stats=stats) == pytest.approx(oracle, rel=1e-9)
+
+
 def test_logme_is_larger_for_linearly_separable_labels():
     rng = np.random.default_rng(6)
     x = rng.normal(size=(300, 10))

@@ -1,6 +1,8 @@
 """The typed fine-tuning / scratch recipe: its cells keep the ids the sweeps wrote before the recipe
 was typed (pinned from that code, commit 70797a1), and bad values fail when the recipe is made."""
 
+import dataclasses
+
 import pytest
 
 from transfer_tf.protocols import sweep
@@ -73,3 +75,32 @@ def test_bad_recipes_fail_when_made():
         _recipe(crop_area_min=1.5)
     with pytest.raises(ValueError, match=r"protocol 'logreg'"):
         SweepRecipe("logreg", _recipe().source, "sklearn_digits", "top1", (GridPoint(1, 0),), 5)
+
+
+def test_speed_flags_enter_the_identity_only_when_not_default():
+    from transfer_tf.protocols.finetune import RunOptions, train_config
+
+    default = _recipe().cells()
+    explicit = _recipe(mixed_precision="none", jit_compile=False).cells()
+    assert [c.identity() for c in explicit] == [c.identity() for c in default]
+    assert train_config(default[0], "/r", RunOptions()).mixed_precision == "none"
+
+    fast = _recipe(mixed_precision="mixed_bfloat16", jit_compile=True).cells()
+    hparams = fast[0].identity()["hparams"]
+    assert hparams == {
+        **default[0].identity()["hparams"],
+        "mixed_precision": "mixed_bfloat16",
+        "jit_compile": True,
+    }
+    assert fast[0].final().identity()["hparams"] == hparams
+    assert sweep.cell_id(fast[0].identity()) != sweep.cell_id(default[0].identity())
+    run = train_config(fast[0].final(), "/r", RunOptions())
+    assert run.mixed_precision == "mixed_bfloat16" and run.jit_compile is True
+    only_xla = _recipe(jit_compile=True).cells()[0].identity()["hparams"]
+    assert "mixed_precision" not in only_xla and only_xla["jit_compile"] is True
+    with pytest.raises(ValueError, match=r"--mixed_precision='fp8': use one of"):
+        _recipe(mixed_precision="fp8")
+    # A .keras start's layers keep their saved float32 policy: refused, not silently float32.
+    keras_start = dataclasses.replace(_recipe().source, init="keras_model")
+    with pytest.raises(ValueError, match="keeps the float32 dtype its layers were saved with"):
+        dataclasses.replace(_recipe(), source=keras_start, mixed_precision="mixed_bfloat16")

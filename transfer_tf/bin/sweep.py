@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from absl import app, flags
 
-from transfer_tf.bin.training_flags import define_augmentation_flags
+from transfer_tf.bin.training_flags import define_augmentation_flags, define_speed_flags
 from transfer_tf.models import checkpoint_settings
 from transfer_tf.models.checkpoints import read_checkpoint
 from transfer_tf.protocols import finetune_grid
@@ -99,6 +99,7 @@ def define_sweep_flags(protocol: str) -> None:
         "seed", SweepRecipe.seed, "Seed of data order, augmentation and initialisation."
     )
     define_augmentation_flags()
+    define_speed_flags()
     flags.DEFINE_integer(
         "eval_every",
         None,
@@ -216,6 +217,8 @@ def sweep_from_flags(protocol: str, flag_values) -> SweepResult:
         seed=fv.seed,
         crop_area_min=fv.crop_area_min,
         flip=fv.flip,
+        mixed_precision=fv.mixed_precision,
+        jit_compile=fv.jit_compile,
     )
     options = RunOptions(
         work_dir=fv.work_dir,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from absl import flags
 
-from transfer_tf.training.config import LR_SCHEDULES, OPTIMIZERS
+from transfer_tf.training.config import LR_SCHEDULES, MIXED_PRECISION, OPTIMIZERS
 
 # Defaults of the Inception-style ImageNet recipe (Supp. A.2); binaries override some.
 RECIPE_DEFAULTS = dict(
@@ -115,6 +115,7 @@ def define_training_flags(**defaults) -> None:
     flags.DEFINE_integer(
         "tensorboard_port", None, "Start TensorBoard on 127.0.0.1:<port> while training."
     )
+    define_speed_flags()
 
 
 def define_augmentation_flags(flag_values=flags.FLAGS) -> None:  # bin/: FLAGS is the binary's
@@ -131,6 +132,25 @@ def define_augmentation_flags(flag_values=flags.FLAGS) -> None:  # bin/: FLAGS i
         None,
         "Random horizontal flips while training; default: the dataset's registry "
         "(mirror_invariant: on for natural images, off for digits).",
+        flag_values=flag_values,
+    )
+
+
+def define_speed_flags(flag_values=flags.FLAGS) -> None:
+    """--mixed_precision and --jit_compile (training/precision.py): how fast, recorded in the
+    run's config.json and, when not default, in a sweep cell's hparams."""
+    flags.DEFINE_enum(
+        "mixed_precision",
+        "none",
+        list(MIXED_PRECISION),
+        "Layers compute in bfloat16 or float16 (float16 with dynamic loss scaling); variables, "
+        "loss, BN statistics and the exported SavedModel stay float32. none = float32.",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_boolean(
+        "jit_compile",
+        False,
+        "Compile each training step (forward, backward, update) with XLA.",
         flag_values=flag_values,
     )
 
@@ -189,4 +209,6 @@ def config_kwargs_from_flags(flag_values) -> dict:
         checkpoint_input=flag_values.checkpoint_input,
         autoshard=flag_values.autoshard,
         tpu=flag_values.tpu,
+        mixed_precision=flag_values.mixed_precision,
+        jit_compile=flag_values.jit_compile,
     )

@@ -60,6 +60,8 @@ def make_recipe(
     seed: int = SweepRecipe.seed,
     crop_area_min: float = SweepRecipe.crop_area_min,
     flip: bool | None = None,
+    mixed_precision: str = SweepRecipe.mixed_precision,
+    jit_compile: bool = SweepRecipe.jit_compile,
 ) -> SweepRecipe:
     """A `SweepRecipe` with the dataset's metric and defaults filled in: train_steps None = the
     protocol's (20,000 / 40,000), flip None = the dataset's (`mirror_invariant`). `records_dir`
@@ -76,6 +78,8 @@ def make_recipe(
         seed=int(seed),
         crop_area_min=crop_area_min,
         flip=default_flip(dataset, records_dir) if flip is None else bool(flip),
+        mixed_precision=mixed_precision,
+        jit_compile=bool(jit_compile),
     )
 
 
@@ -203,6 +207,8 @@ def train_config(cell: Cell, records_dir: str, options: RunOptions) -> TrainConf
         eval_log_spaced=not final,  # Fig. 8 needs early, log-spaced points (Sec. 4.6)
         log_every=int(options.log_every or min(500, max(10, steps // 20))),
         seed=recipe.seed,
+        mixed_precision=recipe.mixed_precision,
+        jit_compile=recipe.jit_compile,
     )
 
 

@@ -17,6 +17,7 @@ import dataclasses
 from transfer_tf.data.pipeline import CROP_AREA, check_crop_area_min
 from transfer_tf.protocols.finetune_grid import l2_coefficient
 from transfer_tf.protocols.sources import Source
+from transfer_tf.training.config import KERAS_MODEL_PRECISION, MIXED_PRECISION
 
 PROTOCOLS = ("finetune", "scratch")
 # Training steps per cell (Sec. 4.2 / 4.3; 40,000 for scratch is from outside the main text).
@@ -53,6 +54,9 @@ class SweepRecipe:
       optimizer ... bn_momentum: the paper's optimiser recipe, fixed for both protocols: SGD with
         Nesterov momentum 0.9, cosine decay to zero without warm-up, no EMA, BN momentum
         max(1 - 10/s, 0.9) with s steps per epoch ("auto").
+      mixed_precision, jit_compile: the speed flags (`transfer_tf/training/precision.py`). They
+        change the arithmetic, so a cell's identity names them, but only when they differ from
+        the defaults ("none", False): cells with the defaults keep the ids they always had.
     """
 
     protocol: str
@@ -72,6 +76,8 @@ class SweepRecipe:
     warmup_epochs: float = 0.0
     ema_decay: float = 0.0
     bn_momentum: str = "auto"
+    mixed_precision: str = "none"
+    jit_compile: bool = False
 
     def __post_init__(self):
         if self.protocol not in PROTOCOLS:
@@ -88,6 +94,12 @@ class SweepRecipe:
                 raise ValueError(f"--{name}={getattr(self, name)!r}: must be a positive integer")
         if self.per_class is not None and int(self.per_class) < 1:
             raise ValueError(f"--per_class={self.per_class!r}: must be a positive integer")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(
+                f"--mixed_precision={self.mixed_precision!r}: use one of {MIXED_PRECISION}"
+            )
+        if self.mixed_precision != "none" and self.source.init == "keras_model":
+            raise ValueError("--" + KERAS_MODEL_PRECISION)
 
     @property
     def dropout_rate(self) -> float:
@@ -124,7 +136,7 @@ class Cell:
     def identity(self) -> dict:
         """The result schema's cell dict (docs/DESIGN.md); its hash is the cell id."""
         recipe, source = self.recipe, self.recipe.source
-        return {
+        identity = {
             "protocol": recipe.protocol,
             "model": source.label,
             "architecture": source.architecture,
@@ -146,3 +158,9 @@ class Cell:
                 "flip": bool(recipe.flip),
             },
         }
+        # Added after results existed: only a non-default value enters the hash.
+        if recipe.mixed_precision != "none":
+            identity["hparams"]["mixed_precision"] = recipe.mixed_precision
+        if recipe.jit_compile:
+            identity["hparams"]["jit_compile"] = True
+        return identity

@@ -20,6 +20,14 @@ from transfer_tf.run_dir import CONFIG_NAME
 OPTIMIZERS = ("rmsprop", "sgd_nesterov", "sgd")
 LR_SCHEDULES = ("exponential", "cosine", "constant")
 INIT_MODES = ("random", "weights", "model_dir", "saved_model", "keras_model")
+# --mixed_precision values (`transfer_tf.training.precision`); "none" = float32.
+MIXED_PRECISION = ("none", "mixed_bfloat16", "mixed_float16")
+# A loaded .keras file's layers keep the dtype policy they were saved with (float32), so the
+# policy would reach only the new classifier.
+KERAS_MODEL_PRECISION = (
+    "mixed_precision needs a registry network: a .keras start (init_keras_model) keeps the "
+    "float32 dtype its layers were saved with; use mixed_precision='none'"
+)
 
 # Keys that may change between a run and its resumption: they change when and how a run reports,
 # never what it computes.
@@ -86,6 +94,9 @@ class TrainConfig:
         a single worker, so a resumed run continues where the data stopped.
       autoshard: tf.data auto-shard policy across workers ("auto", "file", "data", "off").
       tpu: TPU name or address; uses TPUStrategy.
+      mixed_precision: "none" (float32), "mixed_bfloat16" or "mixed_float16" (with dynamic loss
+        scaling): the Keras dtype policy the network is built under (`training/precision.py`).
+      jit_compile: compile each replica's step (forward, backward, update) with XLA.
       seed: seeds the data order and augmentation and the weight initialisation.
     """
 
@@ -135,6 +146,8 @@ class TrainConfig:
     checkpoint_input: bool = True
     autoshard: str = "auto"
     tpu: str | None = None
+    mixed_precision: str = "none"
+    jit_compile: bool = False
     seed: int = 0
 
     def __post_init__(self):
@@ -185,6 +198,12 @@ class TrainConfig:
             problems.append(f"per_class={self.per_class!r} (must be >= 1 or None)")
         if not 0.0 < self.crop_area_min <= 1.0:
             problems.append(f"crop_area_min={self.crop_area_min!r} (must be in (0, 1])")
+        if self.mixed_precision not in MIXED_PRECISION:
+            problems.append(
+                f"mixed_precision={self.mixed_precision!r} (use one of {MIXED_PRECISION})"
+            )
+        if self.init == "keras_model" and self.mixed_precision != "none":
+            problems.append(KERAS_MODEL_PRECISION)
         if self.autoshard not in ("auto", "file", "data", "off"):
             problems.append(f"autoshard={self.autoshard!r} (auto, file, data or off)")
         if problems:

@@ -15,6 +15,11 @@ so every strategy computes the gradient of the same global-batch objective as on
 Keras 3 BatchNormalization keeps per-replica moving statistics (variables with aggregation
 NONE); the loop averages them across replicas after every step so that all copies, checkpoints
 and exports agree.
+
+Speed flags (`TrainConfig.mixed_precision`, `jit_compile`): the network is built under the Keras
+dtype policy (`training/precision.py`; float16 adds dynamic loss scaling), the loss is computed
+in float32 from float32-cast logits, and with `jit_compile` each replica's step is one XLA
+computation.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from absl import logging
 
 from transfer_tf.files import atomic_write_text
 from transfer_tf.run_dir import RunDir
-from transfer_tf.training import distribute, schedules
+from transfer_tf.training import distribute, precision, schedules
 from transfer_tf.training.builders import default_input_fn, default_model_builder
 from transfer_tf.training.config import TrainConfig, check_resumable, save_config
 from transfer_tf.training.ema import ExponentialMovingAverage
@@ -123,19 +128,24 @@ def per_example_loss(
 
 
 def make_optimizer(config: TrainConfig, schedule) -> keras.optimizers.Optimizer:
-    """Keras 3 optimizers only (tf-models-official's Keras 2 optimizers do not run on Keras 3)."""
+    """Keras 3 optimizers only (tf-models-official's Keras 2 optimizers do not run on Keras 3);
+    wrapped in dynamic loss scaling under `mixed_float16`."""
     if config.optimizer == "rmsprop":
-        return keras.optimizers.RMSprop(
+        optimizer = keras.optimizers.RMSprop(
             learning_rate=schedule,
             rho=config.rmsprop_rho,
             momentum=config.momentum,
             epsilon=config.rmsprop_epsilon,
         )
-    return keras.optimizers.SGD(
-        learning_rate=schedule,
-        momentum=config.momentum,
-        nesterov=config.optimizer == "sgd_nesterov",
-    )
+    else:
+        optimizer = keras.optimizers.SGD(
+            learning_rate=schedule,
+            momentum=config.momentum,
+            nesterov=config.optimizer == "sgd_nesterov",
+        )
+    if precision.needs_loss_scaling(config.mixed_precision):
+        return precision.LossScaleOptimizer(optimizer)
+    return optimizer
 
 
 def _format_eta(seconds: float) -> str:
@@ -237,7 +247,8 @@ class Trainer:
         self.label_smoothing = float((config.settings or {}).get("label_smoothing", 0.0))
 
         with self.strategy.scope():
-            self.model = self.model_builder(config)
+            with precision.dtype_policy(config.mixed_precision):
+                self.model = self.model_builder(config)
             self.optimizer = make_optimizer(config, self.schedule)
             # Keras 3 optimizers create their slots lazily; under tf.distribute that must happen
             # in the strategy's scope, outside tf.function.
@@ -245,6 +256,7 @@ class Trainer:
             self.ema = (
                 ExponentialMovingAverage(self.model, config.ema_decay) if config.ema_decay else None
             )
+        self.loss_scaling = precision.needs_loss_scaling(config.mixed_precision)
         self.bn_momentum = self._set_bn_momentum()
         self.decayed = [v for v in self.model.trainable_variables if is_decayed(v)]
         self.replica_synced = [
@@ -287,7 +299,8 @@ class Trainer:
         self.resumed_from = self._restore_or_initialise()
         self._train_steps = self._make_train_steps()
         self._predict = tf.function(
-            lambda images: self.model(images, training=False)["logits"], reduce_retracing=True
+            lambda images: tf.cast(self.model(images, training=False)["logits"], tf.float32),
+            reduce_retracing=True,
         )
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -350,8 +363,10 @@ class Trainer:
             if self.model.losses:
                 regularization += tf.add_n([tf.cast(x, tf.float32) for x in self.model.losses])
             loss = data_loss + tf.nn.scale_regularization_loss(regularization)
+            # mixed_float16: the optimizer divides the gradients by the same scale again.
+            scaled = self.optimizer.scale_loss(loss) if self.loss_scaling else loss
         variables = self.model.trainable_variables
-        grads = tape.gradient(loss, variables)
+        grads = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(grads, variables, strict=True))
         if self.replica_synced and self.num_replicas > 1:
             context = tf.distribute.get_replica_context()
@@ -374,6 +389,12 @@ class Trainer:
         ema = self.ema
         optimizer = self.optimizer
         host_batches = self.checkpoints_input and self.num_replicas > 1
+        # XLA compiles what runs on the device; the tf.data iterator and the loop stay outside.
+        replica_step = (
+            tf.function(self._replica_step, jit_compile=True)
+            if self.config.jit_compile
+            else self._replica_step
+        )
 
         @tf.function
         def train_steps(iterator, num_steps):
@@ -383,7 +404,7 @@ class Trainer:
                 images, labels = next(iterator)
                 if host_batches:
                     images, labels = split_global_batch(strategy, images, labels)
-                loss, right = strategy.run(self._replica_step, args=(images, labels))
+                loss, right = strategy.run(replica_step, args=(images, labels))
                 loss_sum += strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
                 correct += strategy.reduce(tf.distribute.ReduceOp.SUM, right, axis=None)
                 if ema is not None:

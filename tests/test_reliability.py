@@ -469,6 +469,46 @@ def test_export_into_an_existing_export_keeps_it_or_moves_it_aside(tmp_path):
     np.testing.assert_allclose(logits["logits"].numpy(), [[6.0, 6.0]], rtol=1e-6)  # 3 x 1 x 2
 
 
+def test_an_export_under_a_url_is_whole_or_marked_incomplete(monkeypatch):
+    """Object stores (gs://) cannot rename a folder at once: an export there is written in place
+    with its info last; a killed one is no export, and a rerun with replace moves it aside. The
+    in-memory `ram://` file system of tf.io.gfile stands in for gs://."""
+    from transfer_tf.training import export
+    from transfer_tf.training.saved_model_info import read_export_info
+
+    export_dir = f"ram://exports-{time.time_ns()}/m"
+    kwargs = dict(input_size=8, preprocessing="inception")
+    export.export_saved_model(_tiny_model(1.0), export_dir, info={"step": 1}, **kwargs)
+    assert read_export_info(export_dir)["step"] == 1
+    with pytest.raises(FileExistsError, match="already holds a SavedModel"):
+        export.export_saved_model(_tiny_model(1.0), export_dir, info={"step": 1}, **kwargs)
+
+    def killed(*args, **kw):
+        raise KeyboardInterrupt  # after the SavedModel, before its info
+
+    monkeypatch.setattr(export, "write_export_info", killed)
+    with pytest.raises(KeyboardInterrupt):
+        export.export_saved_model(_tiny_model(2.0), export_dir, info={"step": 2}, replace=True,
+                                  **kwargs)  # fmt: skip
+    monkeypatch.undo()
+    with pytest.raises(FileNotFoundError, match="transfer_tf_export.json is missing"):
+        read_export_info(export_dir)  # the half export is not taken for one
+    export.export_saved_model(
+        _tiny_model(3.0), export_dir, info={"step": 3}, replace=True, **kwargs
+    )
+    assert read_export_info(export_dir)["step"] == 3
+    parent = export_dir.rsplit("/", 1)[0]
+    asides = sorted(n for n in tf.io.gfile.listdir(parent) if "superseded" in n)
+    assert len(asides) == 2  # step 1's export, then the killed one, each with its note
+    for aside in asides:
+        assert tf.io.gfile.exists(f"{parent}/{aside.rstrip('/')}/{export.SUPERSEDED_NOTE}")
+    loaded = tf.saved_model.load(export_dir)
+    logits = loaded.signatures["serving_default"](
+        images=tf.fill([1, 8, 8, 3], tf.constant(255, tf.uint8))
+    )
+    np.testing.assert_allclose(logits["logits"].numpy(), [[9.0, 9.0]], rtol=1e-6)  # 3 x 1 x 3
+
+
 # ---- the study checks names when it plans ------------------------------------------------------
 
 

@@ -79,6 +79,31 @@ def isdir(path: str) -> bool:
     return _gfile().isdir(path) if is_url(path) else os.path.isdir(path)
 
 
+def move_tree(src: str, dst: str) -> None:
+    """Moves the folder `src` to `dst`: one rename locally; under a URL (object stores have no
+    folders to rename) file by file, then `src` is removed. Not atomic under a URL."""
+    if not is_url(src):
+        os.rename(src, dst)
+        return
+    gfile = _gfile()
+    for folder, _, names in gfile.walk(src):
+        target = dst + folder[len(src.rstrip("/")) :]
+        gfile.makedirs(target)
+        for name in names:
+            if gfile.exists(join(folder, name)):  # ram:// lists by prefix: skip what is not
+                gfile.rename(join(folder, name), join(target, name), overwrite=False)
+    try:
+        gfile.rmtree(src)  # what is left: empty folders, where a store has them
+    except _tf_errors().NotFoundError:
+        pass  # object stores: no objects, no folder
+
+
+def _tf_errors():
+    import tensorflow as tf  # Only for URLs, as `_gfile`.
+
+    return tf.errors
+
+
 def atomic_write_bytes(path: str, data: bytes) -> None:
     """Writes `data` to a hidden temporary file beside `path`, then renames it into place.
 

@@ -19,7 +19,9 @@ penultimate layer, what `transfer-extract-features` and logistic regression read
 TensorFlow only: `tf.saved_model.load(export_dir).signatures["features"](images=...)`.
 
 An export is written into a hidden temporary folder beside `export_dir` and renamed into place,
-so a killed export leaves no half SavedModel. Its info records a `fingerprint` of what it holds
+so a killed export leaves no half SavedModel. Under a URL (`gs://`; object stores cannot rename
+a folder at once) it is written in place with its info file last: a killed export leaves a
+folder without it, which is not taken for an export (a rerun with `replace` moves it aside). Its info records a `fingerprint` of what it holds
 (the recorded details and the weights' checksum); with `replace`, an export whose fingerprint
 is the same is kept as it is, and one that differs is moved aside to
 `<export_dir>.superseded-<time>/` with a note saying what replaced it.
@@ -38,8 +40,9 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from transfer_tf import files
 from transfer_tf.data.pipeline import preprocess_image
-from transfer_tf.files import atomic_write_text, sha256_file
+from transfer_tf.files import sha256_file
 from transfer_tf.models import (
     build_model,
     checkpoint_classes,
@@ -148,19 +151,22 @@ def export_saved_model(
     module = ServingModule(
         model, input_size=input_size, preprocessing=preprocessing, multi_label=multi_label
     )
+    signatures = {
+        "serving_default": module.serving_default,
+        "features": module.features,
+        "serving_bytes": module.serving_bytes,
+    }
+    if files.is_url(export_dir):
+        if existing is not None:
+            _move_aside(export_dir, existing, details)
+        tf.saved_model.save(module, export_dir, signatures=signatures)
+        write_export_info(export_dir, details)  # last: the mark of a whole export
+        return export_dir
     parent, name = os.path.split(os.path.abspath(export_dir))
     os.makedirs(parent, exist_ok=True)
     tmp = os.path.join(parent, f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
-        tf.saved_model.save(
-            module,
-            tmp,
-            signatures={
-                "serving_default": module.serving_default,
-                "features": module.features,
-                "serving_bytes": module.serving_bytes,
-            },
-        )
+        tf.saved_model.save(module, tmp, signatures=signatures)
         write_export_info(tmp, details)
         if existing is not None:
             _move_aside(export_dir, existing, details)
@@ -180,16 +186,13 @@ def _fingerprint(details: dict) -> str:
 
 
 def _existing_export(export_dir: str) -> dict | None:
-    """The info of the export in `export_dir` ({} if it has none: not ours, or a folder with
-    other files), or None if there is nothing (no folder, or an empty one)."""
-    if not os.path.isdir(export_dir) or not os.listdir(export_dir):
-        if os.path.exists(export_dir) and not os.path.isdir(export_dir):
-            return {}
-        return None
+    """The info of the export in `export_dir` ({} if it has none: not ours, a killed export, or
+    a folder with other files), or None if there is nothing (no folder, or an empty one)."""
+    if not files.isdir(export_dir) or not files.listdir(export_dir):
+        return {} if files.exists(export_dir) and not files.isdir(export_dir) else None
     try:
-        with open(export_info_path(export_dir)) as f:
-            info = json.load(f)
-    except (OSError, ValueError):
+        info = json.loads(files.read_bytes(export_info_path(export_dir)))
+    except (OSError, ValueError, tf.errors.OpError):
         return {}
     return info if isinstance(info, dict) else {}
 
@@ -197,22 +200,27 @@ def _existing_export(export_dir: str) -> dict | None:
 def _move_aside(export_dir: str, old: dict, new: dict) -> str:
     """Moves the superseded `export_dir` to `<export_dir>.superseded-<time>` with a note."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    aside = f"{export_dir.rstrip(os.sep)}.superseded-{stamp}"
+    base = export_dir.rstrip("/" if files.is_url(export_dir) else os.sep)
+    aside = f"{base}.superseded-{stamp}"
     n = 1
-    while os.path.exists(aside):
+    while files.exists(aside):
         n += 1
-        aside = f"{export_dir.rstrip(os.sep)}.superseded-{stamp}-{n}"
-    os.rename(export_dir, aside)
+        aside = f"{base}.superseded-{stamp}-{n}"
+    if files.isdir(export_dir):
+        files.move_tree(export_dir, aside)
+    else:
+        os.rename(export_dir, aside)  # a file where the folder should be (local only)
+    where = export_dir if files.is_url(export_dir) else os.path.abspath(export_dir)
     note = (
         f"This export was superseded on {time.strftime('%Y-%m-%d %H:%M:%S')}: a new one of "
-        f"different content was written to {os.path.abspath(export_dir)}.\n"
+        f"different content was written to {where}.\n"
         f"old fingerprint: {old.get('fingerprint')}  (source: {old.get('source')}, "
         f"step {old.get('step')})\n"
         f"new fingerprint: {new.get('fingerprint')}  (source: {new.get('source')}, "
         f"step {new.get('step')})\n"
     )
-    if os.path.isdir(aside):
-        atomic_write_text(os.path.join(aside, SUPERSEDED_NOTE), note)
+    if files.isdir(aside):
+        files.atomic_write_text(files.join(aside, SUPERSEDED_NOTE), note)
     logging.info("moved the superseded export %s aside to %s", export_dir, aside)
     return aside
 

@@ -233,7 +233,11 @@ def test_cli_on_an_embedded_dataset_and_missing_signature_exit(exported, tmp_pat
         "--dataset=sklearn_digits",
         f"--features_dir={tmp_path / 'digits'}",
     ]
-    proc = subprocess.run(base + ["--model=toy_net_fair"], capture_output=True, text=True)
+    renamed = subprocess.run(base + ["--model=toy_net_fair"], capture_output=True, text=True)
+    assert renamed.returncode == 1 and renamed.stderr.strip().splitlines()[-1].startswith(
+        "transfer-extract-features: error: flag --model=toy_net_fair: --model is now --model_label"
+    ), renamed.stderr
+    proc = subprocess.run(base + ["--model_label=toy_net_fair"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((tmp_path / "digits" / "manifest.json").read_text())
     assert manifest["model"] == "toy_net_fair" and manifest["metric"] == "top1"

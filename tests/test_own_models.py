@@ -277,7 +277,7 @@ def test_external_source_entries_of_a_study(toys):
     )
     assert hub.extract_flags() == [
         f"--saved_model={toys['hub']}",
-        "--model=hub_net",
+        "--model_label=hub_net",
         "--signature=image_feature_vector",
         "--output_key=feature_vector",
         "--input_size=224",
@@ -288,7 +288,7 @@ def test_external_source_entries_of_a_study(toys):
     net = parse_external_source(f"my_net={toys['keras']},feature_layer=pool,scaling=none")
     assert net.extract_flags() == [
         f"--keras_model={toys['keras']}",
-        "--model=my_net",
+        "--model_label=my_net",
         "--feature_layer=pool",
         "--scaling=none",
     ]

@@ -96,6 +96,15 @@ def error_line(binary: str, error: BaseException) -> str:
     return f"{binary}: error: {error_text(error)}"
 
 
+def define_renamed_flag(old: str, new: str, why: str) -> None:
+    """`--old` kept only to say, at parse time, that it is now `--new` (and why), so an old
+    command line or flagfile fails in one line instead of meaning something else."""
+    flags.DEFINE_string(old, None, f"Renamed --{new} ({why}).")
+    flags.register_validator(
+        old, lambda value: value is None, f"--{old} is now --{new} ({why}); rename it"
+    )
+
+
 def _parse_flags(binary: str, argv: list[str]) -> list[str]:
     try:
         return flags.FLAGS(argv)

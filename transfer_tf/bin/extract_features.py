@@ -44,8 +44,12 @@ flags.DEFINE_string(
 flags.DEFINE_list("splits", ["train", "val", "test"], "Splits to extract.")
 flags.DEFINE_integer("batch_size", 64, "Images per call of the signature.", lower_bound=1)
 flags.DEFINE_string(
-    "model", None, "Label of the source model in the manifest; default the model's file name."
+    "model_label",
+    None,
+    "The source's model label in the manifest (and so in the results); default the model's "
+    "file name.",
 )
+cli.define_renamed_flag("model", "model_label", "the label in the results")
 for _name in ("records_dir", "dataset", "features_dir"):
     flags.mark_flag_as_required(_name)
 
@@ -80,7 +84,7 @@ def main(argv):
             scaling=FLAGS.scaling,
             splits=FLAGS.splits,
             batch_size=FLAGS.batch_size,
-            model=FLAGS.model,
+            model=FLAGS.model_label,
         )
     except (ValueError, FileNotFoundError) as e:
         print(f"transfer-extract-features: error: {e}", file=sys.stderr)

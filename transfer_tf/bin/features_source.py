@@ -20,7 +20,7 @@ def features_labels(features_dir: str, model=None, dataset=None, metric=None):
     model = model or manifest.get("model")
     dataset = dataset or manifest.get("dataset")
     metric = metric or manifest.get("metric")
-    for name, value in (("model", model), ("dataset", dataset), ("metric", metric)):
+    for name, value in (("model_label", model), ("dataset", dataset), ("metric", metric)):
         if value is None:
             raise ValueError(
                 f"--{name} is not set and {features_dir}/manifest.json does not say it"

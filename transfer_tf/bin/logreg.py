@@ -22,7 +22,10 @@ flags.DEFINE_string(
     "Output of transfer-extract-features: {train,val,test}.npz + manifest.json.",
 )
 flags.DEFINE_string("results_dir", None, "Sweep results root; cells go to <results_dir>/logreg/.")
-flags.DEFINE_string("model", None, "Label of the source model; default the features manifest's.")
+flags.DEFINE_string(
+    "model_label", None, "The results' model label of the source; default the features manifest's."
+)
+cli.define_renamed_flag("model", "model_label", "the label in the results")
 flags.DEFINE_string("architecture", None, "Registry architecture name of the source model.")
 flags.DEFINE_string(
     "settings",
@@ -70,7 +73,7 @@ def main(argv):
     features_source.limit_blas_threads(FLAGS.blas_threads)
     try:
         _, model, dataset, metric = features_source.features_labels(
-            FLAGS.features_dir, FLAGS.model, FLAGS.dataset, FLAGS.metric
+            FLAGS.features_dir, FLAGS.model_label, FLAGS.dataset, FLAGS.metric
         )
         splits = {
             s: logreg_lib.load_features(FLAGS.features_dir, s) for s in ("train", "val", "test")

@@ -13,11 +13,10 @@ rerun skips finished cells.
 """
 
 import functools
-import sys
 
-from absl import app, flags
+from absl import flags
 
-from transfer_tf.bin import features_source
+from transfer_tf.bin import cli, features_source
 from transfer_tf.protocols import logreg as logreg_lib
 from transfer_tf.protocols import predictor_sweep
 from transfer_tf.protocols import predictors as predictors_lib
@@ -39,7 +38,10 @@ flags.DEFINE_list(
     "'fewshot' is every few-shot probe, fewshot_N N shots). LEEP and NCE need --saved_model; "
     "named predictors that cannot run are an error, the default skips them and says why.",
 )
-flags.DEFINE_string("model", None, "Label of the source model; default the features manifest's.")
+flags.DEFINE_string(
+    "model_label", None, "The results' model label of the source; default the features manifest's."
+)
+cli.define_renamed_flag("model", "model_label", "the label in the results")
 flags.DEFINE_string("architecture", None, "Registry architecture name of the source model.")
 flags.DEFINE_string("settings", None, "Training-settings label of the source model.")
 flags.DEFINE_string("dataset", None, "Dataset name; default the features manifest's.")
@@ -62,50 +64,44 @@ flags.mark_flag_as_required("results_dir")
 def main(argv):
     del argv
     features_source.limit_blas_threads(FLAGS.blas_threads)
+    _, model, dataset, metric = features_source.features_labels(
+        FLAGS.features_dir, FLAGS.model_label, FLAGS.dataset, FLAGS.metric
+    )
     try:
-        _, model, dataset, metric = features_source.features_labels(
-            FLAGS.features_dir, FLAGS.model, FLAGS.dataset, FLAGS.metric
+        k_grid = [int(k) for k in FLAGS.knn_k]
+    except ValueError:
+        raise ValueError(f"--knn_k must be integers, got {FLAGS.knn_k}") from None
+    splits = {s: logreg_lib.load_features(FLAGS.features_dir, s) for s in ("train", "val", "test")}
+    source_logits = None
+    if FLAGS.saved_model:
+        source_logits = functools.partial(
+            predictor_sweep.load_source_logits,
+            FLAGS.saved_model,
+            FLAGS.features_dir,
+            batch_size=FLAGS.batch_size,
         )
-        try:
-            k_grid = [int(k) for k in FLAGS.knn_k]
-        except ValueError:
-            raise ValueError(f"--knn_k must be integers, got {FLAGS.knn_k}") from None
-        splits = {
-            s: logreg_lib.load_features(FLAGS.features_dir, s) for s in ("train", "val", "test")
-        }
-        source_logits = None
-        if FLAGS.saved_model:
-            source_logits = functools.partial(
-                predictor_sweep.load_source_logits,
-                FLAGS.saved_model,
-                FLAGS.features_dir,
-                batch_size=FLAGS.batch_size,
-            )
-        records = predictor_sweep.run_predictors(
-            splits,
-            FLAGS.results_dir,
-            model=model,
-            dataset=dataset,
-            metric=metric,
-            architecture=FLAGS.architecture,
-            settings=FLAGS.settings,
-            predictors=FLAGS.predictors,
-            source_logits=source_logits,
-            fewshot_seeds=FLAGS.fewshot_seeds,
-            k_grid=k_grid,
-            gbc_pca_dim=FLAGS.gbc_pca_dim or None,
-            test_ids=logreg_lib.load_ids(FLAGS.features_dir, "test"),
-        )
-    except (ValueError, FileNotFoundError) as e:
-        print(f"transfer-predictors: error: {e}", file=sys.stderr)
-        return 1
+    records = predictor_sweep.run_predictors(
+        splits,
+        FLAGS.results_dir,
+        model=model,
+        dataset=dataset,
+        metric=metric,
+        architecture=FLAGS.architecture,
+        settings=FLAGS.settings,
+        predictors=FLAGS.predictors,
+        source_logits=source_logits,
+        fewshot_seeds=FLAGS.fewshot_seeds,
+        k_grid=k_grid,
+        gbc_pca_dim=FLAGS.gbc_pca_dim or None,
+        test_ids=logreg_lib.load_ids(FLAGS.features_dir, "test"),
+    )
     wall = sum(r["wall_time_s"] for r in records)
     print(f"predictors {model} {dataset}: {len(records)} cells, {wall:.1f} s in all")
     return 0
 
 
 def run():
-    app.run(main)
+    cli.run("transfer-predictors", main)
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ class ExternalSource:
     def extract_flags(self) -> list[str]:
         """Flags of transfer-extract-features (plus --records_dir, --dataset, --features_dir)."""
         source = "--keras_model" if self.is_keras else "--saved_model"
-        flags = [f"{source}={self.path}", f"--model={self.label}"]
+        flags = [f"{source}={self.path}", f"--model_label={self.label}"]
         for name in ("signature", "output_key", "feature_layer", "input_size", "scaling"):
             if self.option(name) is not None:
                 flags.append(f"--{name}={self.option(name)}")

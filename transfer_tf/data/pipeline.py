@@ -21,10 +21,12 @@ that passes these checks and still does not decode is found by `explain_read_err
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 from official.vision.ops import preprocess_ops
 
 from transfer_tf.data import subsets
@@ -279,12 +281,18 @@ def decode_crop(data, seed, *, training: bool, crop_area_min: float = CROP_AREA[
 
     def other():
         image = tf.io.decode_image(data, channels=3, expand_animations=False)
-        window = _crop_window(tf.shape(image)[:2], seed, training, crop_area_min)
-        return tf.slice(image, [window[0], window[1], 0], [window[2], window[3], 3])
+        return crop_decoded(image, seed, training=training, crop_area_min=crop_area_min)
 
     image = tf.cond(is_jpeg, jpeg, other)
     image.set_shape([None, None, 3])
     return image
+
+
+def crop_decoded(image, seed, *, training: bool, crop_area_min: float = CROP_AREA[0]):
+    """The crop of `decode_crop` from an image already decoded (uint8 [h, w, 3]): the same
+    window for the same seed and shape."""
+    window = _crop_window(tf.shape(image)[:2], seed, training, crop_area_min)
+    return tf.slice(image, [window[0], window[1], 0], [window[2], window[3], 3])
 
 
 def preprocess_image(
@@ -299,6 +307,11 @@ def preprocess_image(
     """float32 [S, S, 3] in [0, 255]: crop, resize and (training, `flip`) a random horizontal
     flip."""
     image = decode_crop(data, seed[0], training=training, crop_area_min=crop_area_min)
+    return resize_flip(image, seed, image_size=image_size, training=training, flip=flip)
+
+
+def resize_flip(image, seed, *, image_size: int, training: bool, flip: bool = True):
+    """The rest of `preprocess_image` after the crop: resize, (training, `flip`) random flip."""
     image = tf.image.resize(image, [image_size, image_size], method="bilinear")
     if training and flip:
         flip = tf.random.stateless_uniform([], seed=seed[1]) < 0.5
@@ -343,6 +356,67 @@ def _select_per_class(manifests, per_class: int, seed: int) -> np.ndarray:
     return keep
 
 
+# make_input(cache_decoded=...): "on", "off", or "auto" = on when the cache's estimated size is
+# within the budget. The cache costs memory once (and bounds the checkpointed shuffle buffer of a
+# resumable run, which then holds decoded images); the flag's default is measured
+# (docs/measurements/2026-12-01-extraction-and-input.md).
+CACHE_DECODED = ("auto", "on", "off")
+DECODED_CACHE_BUDGET = 1 << 30  # bytes
+CACHE_SIZE_SAMPLE = 256  # records read to estimate the cache's size
+
+
+def _decode_ahead(example):
+    """What the decoded cache holds for one record: the pixels of an image that is not a JPEG
+    (PNG: what `decode_crop` decodes whole anyway), and a JPEG still encoded: decoding only the
+    crop window (`decode_and_crop_jpeg`) differs from cropping the whole decoded image in the
+    window's last column for chroma-subsampled JPEGs (libjpeg's fancy upsampling at the
+    window's edge), so caching decoded JPEGs would change the batches."""
+    data = example["image/encoded"]
+    is_jpeg = tf.equal(tf.strings.substr(data, 0, 2), JPEG_START)
+
+    def decoded():
+        return tf.io.decode_image(data, channels=3, expand_animations=False)
+
+    pixels = tf.cond(is_jpeg, lambda: tf.zeros([0, 0, 3], tf.uint8), decoded)
+    pixels.set_shape([None, None, 3])
+    labels = {k: v for k, v in example.items() if k.startswith("image/class/")}
+    return {"image/encoded": tf.where(is_jpeg, data, ""), "image/pixels": pixels, **labels}
+
+
+def decoded_cache_bytes(records_dir, dataset: str, manifests, keep, sample=CACHE_SIZE_SAMPLE):
+    """Estimated bytes of the decoded cache of the records `keep` selects: the mean over the
+    first `sample` records (a PNG's height x width x 3 from its header; a JPEG, kept encoded, its
+    length) times their number."""
+    first = read_examples(records_dir, dataset, manifests, keep).take(sample)
+    sizes = []
+    for data in first.map(lambda ex: ex["image/encoded"]).as_numpy_iterator():
+        if data[:2] == JPEG_START or data[:8] != PNG_START:
+            sizes.append(len(data))
+        else:  # the IHDR chunk comes first: width, height (big-endian) at bytes 16-23
+            width, height = struct.unpack(">II", data[16:24])
+            sizes.append(width * height * 3)
+    return int(np.mean(sizes) * int(np.sum(keep))) if sizes else 0
+
+
+def use_decoded_cache(mode: str, records_dir, dataset, manifests, keep, budget: int) -> bool:
+    """Whether make_input caches decoded images (`CACHE_DECODED`)."""
+    if mode not in CACHE_DECODED:
+        raise ValueError(f"cache_decoded={mode!r}: use one of {', '.join(CACHE_DECODED)}")
+    if mode != "auto":
+        return mode == "on"
+    size = decoded_cache_bytes(records_dir, dataset, manifests, keep)
+    cached = size <= budget
+    logging.info(
+        "cache_decoded=auto: %s %s records decoded ~%.0f MB, budget %.0f MB: %s",
+        dataset,
+        int(np.sum(keep)),
+        size / 2**20,
+        budget / 2**20,
+        "cached" if cached else "not cached",
+    )
+    return cached
+
+
 # Input scalings beyond the model registry's, for sources from outside it (a TF Hub model
 # takes [0, 1]; a Keras model may scale inside itself).
 SCALINGS = {"none": lambda x: x, "unit": lambda x: x / 255.0}
@@ -385,6 +459,8 @@ def make_input(
     shuffle_buffer: int = SHUFFLE_BUFFER,
     crop_area_min: float = CROP_AREA[0],
     flip: bool | None = None,
+    cache_decoded: str = "off",
+    cache_budget_bytes: int = DECODED_CACHE_BUDGET,
 ) -> tf.data.Dataset:
     """Batches `(images float32 [B, S, S, 3] scaled for the model, labels)` from the TFRecords.
 
@@ -405,6 +481,10 @@ def make_input(
       crop_area_min: training crops cover this fraction of the image or more (Inception: 0.08).
       flip: training flips images at random; None = `default_flip(dataset, records_dir)` (no
         flips for datasets whose classes change under mirroring, such as digits).
+      cache_decoded: "on" keeps the selected records in memory after the first pass, images
+        decoded (PNG; JPEGs stay encoded, `_decode_ahead`), so later epochs skip reading,
+        checking and decoding; "auto" does so when `decoded_cache_bytes` is within
+        `cache_budget_bytes`; "off" reads the records every epoch. The batches are the same.
 
     Labels are int32 [B], or float32 multi-hot [B, C] for multi-label datasets.
     """
@@ -420,9 +500,15 @@ def make_input(
     keep = (
         np.ones(total, bool) if per_class is None else _select_per_class(manifests, per_class, seed)
     )
+    cached = use_decoded_cache(
+        cache_decoded, records_dir, dataset, manifests, keep, cache_budget_bytes
+    )
     ds = read_examples(records_dir, dataset, manifests, keep)
     selected = int(keep.sum())
-    if per_class is not None:
+    if cached:
+        ds = ds.map(_decode_ahead, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.cache()
+    elif per_class is not None:
         ds = ds.cache()  # the subset is small: read the shards once
     if training:
         ds = ds.shuffle(min(shuffle_buffer, selected), seed=seed, reshuffle_each_iteration=True)
@@ -432,14 +518,16 @@ def make_input(
     def element(index, example):
         data = example["image/encoded"]  # checked by read_examples
         seeds = _element_seeds(seed, index)
-        image = preprocess_image(
-            data,
-            seeds,
-            image_size=image_size,
-            training=training,
-            crop_area_min=crop_area_min,
-            flip=flip,
-        )
+        crop = dict(training=training, crop_area_min=crop_area_min)
+        if cached:  # the same crop of the same pixels (_decode_ahead)
+            image = tf.cond(
+                tf.strings.length(data) > 0,
+                lambda: decode_crop(data, seeds[0], **crop),
+                lambda: crop_decoded(example["image/pixels"], seeds[0], **crop),
+            )
+            image = resize_flip(image, seeds, image_size=image_size, training=training, flip=flip)
+        else:
+            image = preprocess_image(data, seeds, image_size=image_size, flip=flip, **crop)
         if multi_label:
             positives = tf.sparse.to_dense(example["image/class/labels"])
             hot = tf.reduce_sum(tf.one_hot(positives, num_classes, dtype=tf.float32), axis=0)

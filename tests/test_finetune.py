@@ -325,3 +325,37 @@ def test_finetune_from_an_exported_saved_model(setup):
         timeout=300,
     )
     assert both.returncode != 0 and "not both" in both.stderr
+
+
+def test_cache_decoded_gives_the_same_cells(setup):
+    """--cache_decoded changes how the training input is read, not what it yields: the same
+    cell ids, validation metric and history with the cache on and off."""
+    from transfer_tf.protocols import finetune
+    from transfer_tf.protocols.finetune_grid import scratch_grid
+    from transfer_tf.protocols.sources import source_from_registry
+
+    root, records, _ = setup
+    settings = {"bn_scale": True, "dropout_rate": 0.0, "aux_head": False, "label_smoothing": 0.0}
+    source = source_from_registry("mobilenet_v1", weights=None, input_size=32, settings=settings)
+    recipe = finetune.make_recipe(
+        "scratch",
+        source,
+        dataset="sklearn_digits",
+        grid=scratch_grid(1, 1),
+        train_steps=4,
+        batch_size=16,
+        per_class=None,
+    )
+    cells = {}
+    for mode in ("off", "on"):
+        result = finetune.run_sweep(
+            recipe,
+            records_dir=str(records),
+            results_dir=str(root / f"cache_{mode}"),
+            options=finetune.RunOptions(eval_every=2, cache_decoded=mode),
+            progress=False,
+            scope="grid",
+        )
+        (cells[mode],) = result.grid
+    for key in ("cell_id", "hparams", "val_metric", "history", "steps"):
+        assert cells["on"][key] == cells["off"][key], key

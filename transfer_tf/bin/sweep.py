@@ -6,7 +6,11 @@ from __future__ import annotations
 
 from absl import app, flags
 
-from transfer_tf.bin.training_flags import define_augmentation_flags, define_speed_flags
+from transfer_tf.bin.training_flags import (
+    define_augmentation_flags,
+    define_input_cache_flag,
+    define_speed_flags,
+)
 from transfer_tf.models import checkpoint_settings
 from transfer_tf.models.checkpoints import read_checkpoint
 from transfer_tf.protocols import finetune_grid
@@ -100,6 +104,7 @@ def define_sweep_flags(protocol: str) -> None:
     )
     define_augmentation_flags()
     define_speed_flags()
+    define_input_cache_flag()
     flags.DEFINE_integer(
         "eval_every",
         None,
@@ -226,6 +231,7 @@ def sweep_from_flags(protocol: str, flag_values) -> SweepResult:
         checkpoint_every=fv.checkpoint_every,
         log_every=fv.log_every,
         keep_runs=fv.keep_runs,
+        cache_decoded=fv.cache_decoded,
     )
     return run_sweep(
         recipe,

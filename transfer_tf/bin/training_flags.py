@@ -155,6 +155,20 @@ def define_speed_flags(flag_values=flags.FLAGS) -> None:
     )
 
 
+def define_input_cache_flag(flag_values=flags.FLAGS) -> None:
+    """--cache_decoded (transfer-finetune, transfer-scratch): how the training input is read; the
+    batches are the same either way, so it is no part of a cell's identity."""
+    flags.DEFINE_enum(
+        "cache_decoded",
+        "auto",
+        ["auto", "on", "off"],
+        "Keep the training split in memory after the first epoch, PNG images decoded (JPEGs "
+        "stay encoded): later epochs skip reading, checking and decoding; the batches are the "
+        "same. auto: when its estimated size is within 1 GiB.",
+        flag_values=flag_values,
+    )
+
+
 def settings_from_flags(flag_values) -> dict:
     return {
         "bn_scale": bool(flag_values.bn_scale),

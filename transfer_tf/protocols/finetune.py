@@ -22,6 +22,7 @@ initialisation.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -42,6 +43,8 @@ from transfer_tf.protocols.recipe import DEFAULT_STEPS, Cell, GridPoint, SweepRe
 from transfer_tf.protocols.sources import Source
 from transfer_tf.run_dir import RunDir
 from transfer_tf.training import TrainConfig, Trainer, distribute
+from transfer_tf.training.builders import default_input_fn
+from transfer_tf.training.loop import count_examples
 
 # How far a sweep runs: "all" (the grid, then the final cell) or "grid" (the grid cells only).
 SWEEP_SCOPES = ("all", "grid")
@@ -151,7 +154,8 @@ class RunOptions:
 
     work_dir: per-cell model_dirs (default `<results_dir>/runs/<protocol>/`); eval_every:
     validation points per grid cell (default train_steps // 10); checkpoint_every, log_every:
-    intervals in steps (defaults from train_steps); keep_runs: keep grid cells' checkpoints.
+    intervals in steps (defaults from train_steps); keep_runs: keep grid cells' checkpoints;
+    cache_decoded: the training input's decoded cache (`make_input`; the same batches).
     """
 
     work_dir: str | None = None
@@ -159,6 +163,7 @@ class RunOptions:
     checkpoint_every: int | None = None
     log_every: int | None = None
     keep_runs: bool = False
+    cache_decoded: str = "auto"
 
 
 def train_config(cell: Cell, records_dir: str, options: RunOptions) -> TrainConfig:
@@ -233,11 +238,14 @@ def run_cell(cell: Cell, records_dir: str, options: RunOptions, model_dir: str, 
     builder = None
     if source.init == "keras_model":
         builder = keras_model_builder(source.init_keras_model, source.feature_layer)
+    config = train_config(cell, records_dir, options)
     trainer = Trainer(
-        train_config(cell, records_dir, options),
+        # From the manifests, as the Trainer counts for its default input.
+        config.replace(num_train_examples=count_examples(config)),
         model_dir,
         strategy=strategy,
         model_builder=builder,
+        input_fn=functools.partial(default_input_fn, cache_decoded=options.cache_decoded),
     )
     split = "train" if cell.stage == "grid" else "train+val"
     try:

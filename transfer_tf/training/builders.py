@@ -48,7 +48,12 @@ def default_model_builder(config: TrainConfig) -> keras.Model:
     )
 
 
-def default_input_fn(config, split, *, training, batch_size, repeat) -> tf.data.Dataset:
+def default_input_fn(
+    config, split, *, training, batch_size, repeat, cache_decoded: str = "off"
+) -> tf.data.Dataset:
+    """The run's input from its records. `cache_decoded` (`make_input`) applies to the training
+    input only: evaluation makes a new dataset for every evaluation, which a cache would fill
+    and drop each time."""
     size, preprocessing = input_spec(config)
     return make_input(
         config.records_dir,
@@ -64,4 +69,5 @@ def default_input_fn(config, split, *, training, batch_size, repeat) -> tf.data.
         per_class=config.per_class if split == config.train_split else None,
         crop_area_min=config.crop_area_min,
         flip=config.flip,
+        cache_decoded=cache_decoded if training else "off",
     )

@@ -295,7 +295,7 @@ def test_logme_through_the_shared_centred_eigenbasis_equals_the_published_svd_of
     )
     stats = P.FeatureStats.of(x)
     ours = P.logme(x, y, stats=stats)
-    assert stats.has_eigh  # what H-score and GBC then reuse
+    assert stats.has_eigenbasis  # what H-score and GBC then reuse
     tight = published_fixed_point_logme(x, P.one_hot(y, 4), epsilon=0.0, tol=1e-13, max_iter=1000)
     # (Its full SVD keeps the dead unit's σ = 0, whose log α cancels in D/2 log α.)
     assert ours.score == pytest.approx(tight, abs=1e-10)
@@ -371,7 +371,7 @@ def test_gbc_pca_keeps_the_leading_principal_components():
         np.testing.assert_allclose(np.linalg.norm(ours, axis=0), sv[:3], rtol=1e-9)
         if n >= d:  # from the full eigendecomposition H-score shares, the same directions
             shared = P.FeatureStats.of(x)
-            shared.eigh()
+            shared.eigenbasis()
             np.testing.assert_allclose(np.abs(P.pca(x, 3, stats=shared)), np.abs(ours), atol=1e-9)
 
 

@@ -278,3 +278,15 @@ def test_cli_on_an_embedded_dataset_and_missing_signature_exit(exported, tmp_pat
     proc = subprocess.run(base + ["--signature=pool5"], capture_output=True, text=True)
     assert proc.returncode == 1
     assert "no signature 'pool5'" in proc.stderr and "'serving_default'" in proc.stderr
+
+
+def test_gathered_features_are_the_signature_on_each_read_batch(exported):
+    """extract_split writes each batch into one array, converting a batch after the next one is
+    dispatched: bit for bit what the signature gives on the batches read_split yields (last batch
+    partial)."""
+    source = features.load_signature(exported["export_dir"])
+    arrays, _ = features.extract_split(source, exported["records"], "toyset", "train", batch_size=3)
+    batches, _ = features.read_split(exported["records"], "toyset", "train", source.size, 3)
+    expected = np.concatenate([source.features(images) for images, _, _ in batches])
+    assert arrays["features"].dtype == np.float32 and arrays["features"].shape == (7, FEATURE_DIM)
+    np.testing.assert_array_equal(arrays["features"], expected)

@@ -61,7 +61,11 @@ class FeatureSource:
     owner: Any = None  # keeps a loaded SavedModel alive while its functions are used
 
     def features(self, images: tf.Tensor) -> np.ndarray:
-        out = np.asarray(self.call(images))
+        return self.as_array(self.call(images))
+
+    def as_array(self, out) -> np.ndarray:
+        """float32 [B, D] of what `call` returned (no copy when it is float32 [B, D])."""
+        out = np.asarray(out)
         if out.ndim > 2:  # e.g. [B, 1, 1, D] from an un-squeezed pooling layer
             if any(s != 1 for s in out.shape[1:-1]):
                 raise SignatureError(
@@ -69,7 +73,7 @@ class FeatureSource:
                     "[batch, dim] (or [batch, 1, 1, dim])"
                 )
             out = out.reshape(len(out), -1)
-        return out.astype(np.float32)
+        return out.astype(np.float32, copy=False)
 
 
 def input_scaler(dtype: tf.DType, scaling: str | None, what: str):
@@ -218,28 +222,48 @@ def extract_split(
 ) -> tuple[dict[str, np.ndarray], dict]:
     """(features, labels and ids of one split streamed through `source`, data manifest).
 
-    A damaged record or image stops it with an error naming the shard and the record
-    (`pipeline.explain_read_error`)."""
+    Each batch's features are written into one [N, D] array as they arrive (no list of batches
+    to concatenate), and a batch is converted only after the next one has been handed to the
+    network, so a device computes while the host copies. A damaged record or image stops it
+    with an error naming the shard and the record (`pipeline.explain_read_error`)."""
     batches, manifest = read_split(records_dir, dataset, split, source.size, batch_size)
-    features, labels, ids = [], [], []
+    expected = int(manifest["num_examples"])
+    gathered = {"features": None, "n": 0}
+    labels, ids = [], []
+
+    def store(out):
+        array = source.as_array(out)
+        start, stop = gathered["n"], gathered["n"] + len(array)
+        if gathered["features"] is None:
+            gathered["features"] = np.empty((expected, array.shape[1]), np.float32)
+        if stop <= expected:
+            gathered["features"][start:stop] = array
+        gathered["n"] = stop
+
+    pending = None
     try:
         for images, label, image_id in batches:
-            features.append(source.features(images))
+            out = source.call(images)
+            if pending is not None:
+                store(pending)
+            pending = out
             labels.append(label.numpy())
             ids.append(image_id.numpy())
+        if pending is not None:
+            store(pending)
     except tf.errors.OpError as e:
         explained = explain_read_error(e, records_dir, dataset, split)
         if explained is None:
             raise
         raise explained from None
-    n = sum(len(f) for f in features)
-    if n != manifest["num_examples"] or n == 0:
+    n = gathered["n"]
+    if n != expected or n == 0:
         raise ValueError(
             f"{files.join(str(records_dir), dataset)} split {split}: read {n} records, the "
             f"manifest lists {manifest['num_examples']}; re-create the records"
         )
     arrays = {
-        "features": np.concatenate(features),
+        "features": gathered["features"],
         "labels": np.concatenate(labels),
         "ids": np.array([i.decode("utf-8", "replace") for i in np.concatenate(ids)]),
     }
@@ -293,7 +317,12 @@ def extract_features(
         )
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
-        files.atomic_write_bytes(files.join(features_dir, f"{split}.npz"), buffer.getvalue())
+        path = files.join(features_dir, f"{split}.npz")
+        # A local file takes the buffer's memory as it is; gfile (gs://) wants bytes.
+        files.atomic_write_bytes(
+            path, buffer.getvalue() if files.is_url(path) else buffer.getbuffer()
+        )
+        del buffer
         n, dim = arrays["features"].shape
         manifest["splits"][split] = n
         manifest.update(

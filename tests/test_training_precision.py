@@ -194,3 +194,62 @@ def test_a_bad_mixed_precision_is_one_line_at_parse_time(module, binary):
     assert len(lines) == 1, proc.stderr[-3000:]
     assert lines[0].startswith(f"{binary}: error: flag --mixed_precision=float8"), lines[0]
     assert "mixed_bfloat16" in lines[0]
+
+
+TWO_REPLICAS = """
+import json, sys, tempfile
+from transfer_tf.training import distribute
+distribute.configure_cpu_devices(2)
+import keras, numpy as np, tensorflow as tf
+from transfer_tf.training import TrainConfig, Trainer
+
+def builder(cfg):  # no BatchNormalization: per-replica batch statistics would differ
+    keras.utils.set_random_seed(cfg.seed)
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 3, name="conv", activation="relu")(inputs)
+    features = keras.layers.GlobalAveragePooling2D()(x)
+    logits = keras.layers.Dense(cfg.num_classes, name="logits")(features)
+    return keras.Model(inputs, {"logits": logits, "features": features})
+
+def input_fn(cfg, split, *, training, batch_size, repeat):
+    x = np.random.default_rng(0).normal(size=(256, 8, 8, 3)).astype("float32")
+    y = (x[..., 0].mean(axis=(1, 2)) > 0).astype("int32")
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(256, seed=cfg.seed).repeat()
+    return ds.batch(batch_size, drop_remainder=True)
+
+cfg = TrainConfig(model="tiny", dataset="memory", records_dir="", num_classes=2, input_size=8,
+                  preprocessing="inception", batch_size=32, train_steps=8, learning_rate=0.8,
+                  optimizer="sgd_nesterov", lr_schedule="constant", log_every=1,
+                  eval_split=None, num_train_examples=256)
+one = tf.distribute.MirroredStrategy(["/cpu:0"])
+two = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+out = {}
+for name, strategy, changes in [("one", one, {}), ("two_xla", two, {"jit_compile": True}),
+        ("two_xla_f16", two, {"jit_compile": True, "mixed_precision": "mixed_float16"})]:
+    trainer = Trainer(cfg.replace(**changes), tempfile.mkdtemp(), strategy=strategy,
+                      model_builder=builder, input_fn=input_fn)
+    result = trainer.train()
+    out[name] = [result.step, [h["loss"] for h in result.train_losses]]
+print("RESULT " + json.dumps(out))
+"""
+
+
+@pytest.mark.subprocess
+@pytest.mark.slow  # XLA compiles on CPU: ~30 s idle, ~100 s at load 10
+def test_jit_compile_and_float16_on_two_replicas_compute_one_devices_run():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run(
+        [sys.executable, "-c", TWO_REPLICAS],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""},
+        cwd=root,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.split("RESULT ", 1)[1])
+    assert out["one"][0] == out["two_xla"][0] == out["two_xla_f16"][0] == 8
+    # Two replicas with XLA (the update outside it, all-reduced) compute one device's float32
+    # losses up to float32 rounding; in float16 up to a few units of its significand.
+    np.testing.assert_allclose(out["two_xla"][1], out["one"][1], rtol=2e-5)
+    np.testing.assert_allclose(out["two_xla_f16"][1], out["one"][1], rtol=8 * 2.0**-11)

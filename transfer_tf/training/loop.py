@@ -342,7 +342,8 @@ class Trainer:
 
     # -- the step -------------------------------------------------------------------------------
 
-    def _replica_step(self, images, labels):
+    def _gradients(self, images, labels):
+        """(loss, gradients, correct predictions) of one replica's batch."""
         config = self.config
         with tf.GradientTape() as tape:
             outputs = self.model(images, training=True)
@@ -367,6 +368,18 @@ class Trainer:
             scaled = self.optimizer.scale_loss(loss) if self.loss_scaling else loss
         variables = self.model.trainable_variables
         grads = tape.gradient(scaled, variables)
+        if config.multi_label:
+            correct = tf.constant(0.0)
+        else:
+            predicted = tf.argmax(outputs["logits"], axis=-1, output_type=tf.int32)
+            correct = tf.reduce_sum(
+                tf.cast(tf.equal(predicted, tf.cast(labels, tf.int32)), tf.float32)
+            )
+        return loss, grads, correct
+
+    def _update(self, grads):
+        """The optimizer step (its all-reduce of the gradients), then the BN statistics' mean."""
+        variables = self.model.trainable_variables
         self.optimizer.apply_gradients(zip(grads, variables, strict=True))
         if self.replica_synced and self.num_replicas > 1:
             context = tf.distribute.get_replica_context()
@@ -375,13 +388,10 @@ class Trainer:
             )
             for w, mean in zip(self.replica_synced, means, strict=True):
                 w.value.assign(mean)
-        if config.multi_label:
-            correct = tf.constant(0.0)
-        else:
-            predicted = tf.argmax(outputs["logits"], axis=-1, output_type=tf.int32)
-            correct = tf.reduce_sum(
-                tf.cast(tf.equal(predicted, tf.cast(labels, tf.int32)), tf.float32)
-            )
+
+    def _replica_step(self, images, labels):
+        loss, grads, correct = self._gradients(images, labels)
+        self._update(grads)
         return loss, correct
 
     def _make_train_steps(self):
@@ -390,11 +400,19 @@ class Trainer:
         optimizer = self.optimizer
         host_batches = self.checkpoints_input and self.num_replicas > 1
         # XLA compiles what runs on the device; the tf.data iterator and the loop stay outside.
-        replica_step = (
-            tf.function(self._replica_step, jit_compile=True)
-            if self.config.jit_compile
-            else self._replica_step
-        )
+        # With several replicas the update (its cross-replica all-reduces) stays outside too:
+        # inside XLA, replica 1's compiled step reads its variables from replica 0's device
+        # (seen on logical CPU devices).
+        replica_step = self._replica_step
+        if self.config.jit_compile and self.num_replicas == 1:
+            replica_step = tf.function(self._replica_step, jit_compile=True)
+        elif self.config.jit_compile:
+            gradients = tf.function(self._gradients, jit_compile=True)
+
+            def replica_step(images, labels):
+                loss, grads, correct = gradients(images, labels)
+                self._update(grads)
+                return loss, correct
 
         @tf.function
         def train_steps(iterator, num_steps):

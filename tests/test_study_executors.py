@@ -8,8 +8,22 @@ import time
 
 import pytest
 
-from transfer_tf.study.executors import LocalExecutor, RayExecutor, make_executor
-from transfer_tf.study.steps import Step, StepFailed, run_step, topological_order
+from transfer_tf.study.executors import (
+    LocalExecutor,
+    RayExecutor,
+    critical_path_lengths,
+    make_executor,
+    priority_order,
+)
+from transfer_tf.study.steps import (
+    STARTED_AT_ENV,
+    STARTUP_FILE_ENV,
+    Step,
+    StepFailed,
+    overhead_summary,
+    run_step,
+    topological_order,
+)
 
 
 def _write_step(name, path, text, deps=()):
@@ -172,3 +186,103 @@ def test_run_step_marker_records_the_command_fingerprint(tmp_path):
     marker = json.loads((tmp_path / "steps" / "w.done.json").read_text())
     assert marker["fingerprint"] == step.fingerprint() == rec["fingerprint"]
     assert run_step(step, str(tmp_path))["skipped"] is True
+
+
+def test_a_binarys_marker_records_its_start_up_and_a_plain_command_none(tmp_path):
+    # A binary through cli.run: start-up is measured when its main begins, and the variables
+    # that ask for it do not reach the processes it starts.
+    names = (STARTUP_FILE_ENV, STARTED_AT_ENV)
+    code = f"""
+import os, time
+from transfer_tf.bin import cli
+seen = [k for k in {names!r} if k in os.environ]
+def main(argv):
+    time.sleep(0.5)
+    print("leaked", [k for k in {names!r} if k in os.environ], "seen", seen)
+cli.run("probe", main)
+"""
+    rec = run_step(Step("probe", ("python", "-c", code)), str(tmp_path))
+    assert 0 < rec["startup_s"] < rec["wall_time_s"] - 0.4  # main's own 0.5 s is not start-up
+    assert (
+        "leaked [] seen ['TRANSFER_TF_STARTUP_FILE', 'TRANSFER_TF_STARTED_AT']"
+        in (tmp_path / "logs" / "probe.log").read_text()
+    )
+    marker = json.loads((tmp_path / "steps" / "probe.done.json").read_text())
+    assert marker["startup_s"] == rec["startup_s"]
+    assert not (tmp_path / "steps" / "probe.startup").exists()
+    plain = run_step(_write_step("plain", tmp_path / "p.txt", "1"), str(tmp_path))
+    assert plain["startup_s"] is None
+
+
+def test_overhead_summary_sums_the_steps_that_ran():
+    records = {
+        "a": {"wall_time_s": 10.0, "startup_s": 4.0},
+        "b": {"wall_time_s": 30.0, "startup_s": 6.0},
+        "c": {"wall_time_s": 5.0, "startup_s": None},  # a plain command: no start-up known
+        "d": {"wall_time_s": 99.0, "startup_s": 9.0, "skipped": True},  # done before
+    }
+    summary = overhead_summary(records, wall_s=32.0)
+    assert summary == {
+        "wall_time_s": 32.0,
+        "steps_run": 3,
+        "step_time_s": 45.0,
+        "startup_s": 10.0,
+        "startup_steps": 2,
+        "startup_share": 10.0 / 45.0,
+    }
+
+
+def _quick_study_shape():
+    """The quick study's graph, reduced by hand: one source chain, one target, one sweep of
+    each protocol."""
+    s = lambda name, *deps: Step(name, ("python",), deps)  # noqa: E731
+    return [
+        s("records-tgt"),
+        s("scratch", "records-tgt"),
+        s("records-src"),
+        s("pretrain", "records-src"),
+        s("finetune", "pretrain", "records-tgt"),
+        s("export", "pretrain"),
+        s("features", "export", "records-tgt"),
+        s("logreg", "features"),
+        s("analyze", "logreg", "finetune", "scratch"),
+    ]
+
+
+def test_critical_path_lengths_of_a_hand_worked_graph():
+    # analyze 1; logreg, finetune, scratch 2; features 3; export 4; pretrain 5 (export chain);
+    # records-src 6; records-tgt 4 (features -> logreg -> analyze, longer than scratch's 3).
+    assert critical_path_lengths(_quick_study_shape()) == {
+        "analyze": 1,
+        "logreg": 2,
+        "finetune": 2,
+        "scratch": 2,
+        "features": 3,
+        "export": 4,
+        "pretrain": 5,
+        "records-src": 6,
+        "records-tgt": 4,
+    }
+    names = [step.name for step in priority_order(_quick_study_shape())]
+    assert names == [
+        "records-src",
+        "pretrain",
+        "records-tgt",
+        "export",
+        "features",
+        "scratch",
+        "finetune",
+        "logreg",
+        "analyze",
+    ]  # ties keep the topological order
+
+
+def test_one_slot_starts_the_longest_chain_first(tmp_path):
+    log = tmp_path / "started.txt"
+    shape = _quick_study_shape()
+    steps = [
+        Step(s.name, ("python", "-c", f"open({str(log)!r}, 'a').write({s.name!r} + ' ')"), s.deps)
+        for s in shape
+    ]
+    LocalExecutor(max_concurrent=1).run(steps, str(tmp_path / "state"))
+    assert log.read_text().split() == [s.name for s in priority_order(shape)]

@@ -22,13 +22,15 @@ import os
 import re
 import signal
 import sys
+import time
 import zipfile
 import zlib
 
 from absl import app, flags
 
 from transfer_tf.data.tfrecords import ASSERTION_PREFIX, assertion_text
-from transfer_tf.files import BusyError
+from transfer_tf.files import BusyError, atomic_write_text
+from transfer_tf.study.steps import STARTED_AT_ENV, STARTUP_FILE_ENV
 
 _USER_ERRORS = (
     app.UsageError,
@@ -122,11 +124,48 @@ def _raise_terminated(signum, frame):
     raise Terminated
 
 
+def process_age_s() -> float | None:
+    """Seconds since this process started (Linux /proc; 10 ms resolution), else None."""
+    try:
+        with open("/proc/self/stat") as f:
+            after_name = f.read().rsplit(")", 1)[1].split()
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return uptime - int(after_name[19]) / os.sysconf("SC_CLK_TCK")  # field 22: starttime
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+# This process's start-up (process start until `main` began), set by `record_startup`.
+startup_s: float | None = None
+
+
+def record_startup() -> float | None:
+    """Measures this process's start-up when `main` begins: since the time a study passed
+    (STARTED_AT_ENV), else since the process started; writes it to STARTUP_FILE_ENV's file when a
+    study asked for it. Both variables are removed, so a process this one starts reports
+    nothing in their name. Never fails the binary."""
+    global startup_s
+    path = os.environ.pop(STARTUP_FILE_ENV, None)
+    started_at = os.environ.pop(STARTED_AT_ENV, None)
+    try:
+        startup_s = time.time() - float(started_at) if started_at else process_age_s()
+    except ValueError:
+        startup_s = process_age_s()
+    if path and startup_s is not None:
+        try:
+            atomic_write_text(path, repr(startup_s))
+        except OSError:
+            pass
+    return startup_s
+
+
 def guard(binary: str, main):
     """`main` with the user's errors printed as one line (exit 1), and Ctrl-C (exit 130) or
     SIGTERM (exit 143) as one line."""
 
     def guarded(argv):
+        record_startup()
         try:
             return main(argv)
         except KeyboardInterrupt as e:

@@ -244,8 +244,12 @@ def main(argv):
             f"[study] {len(steps)} steps in {cfg.study_dir} ({FLAGS.executor} executor)", flush=True
         )
         start = time.time()
-        make_executor().run(steps, cfg.study_dir)  # Ctrl-C stops the running steps
-        print_headline(cfg, time.time() - start)
+        records = make_executor().run(steps, cfg.study_dir)  # Ctrl-C stops the running steps
+        wall = time.time() - start
+        print_headline(cfg, wall)
+        own = f"; this process's own start-up {cli.startup_s:.1f} s" if cli.startup_s else ""
+        summary = study_steps.overhead_summary(records, wall)
+        print(f"[study] {study_steps.overhead_line(summary)}{own}", flush=True)
 
 
 def run():

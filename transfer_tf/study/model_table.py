@@ -1,6 +1,7 @@
 """The study's model table: each source model's source-task top-1, the x-axis of Figs. 1-3.
 
-Public checkpoints get their published ImageNet top-1 (from the model registry); models
+Public checkpoints get their published ImageNet top-1 (the model registry's, read from its
+TensorFlow-free copy `published_top1`); models
 pretrained in the study get their measured top-1 on the source dataset's test split (the last row
 of the run's history.csv); sources from outside the registry (any SavedModel, a Keras file) get
 the top-1 the user gives (`given_top1`), as may any model to override the others. The CSV has the
@@ -23,6 +24,7 @@ import os
 from absl import app, flags
 
 from transfer_tf.run_dir import RunDir
+from transfer_tf.study.published_top1 import published_top1
 
 # `source_top1`: the source model's top-1 on the data it was trained on (`source_dataset`);
 # tables written before 2026-12-01 call it `imagenet_top1` (read as this by the analysis).
@@ -74,15 +76,13 @@ def model_row(
             source_dataset=given.get("source_dataset") or "imagenet2012",
         )
     if settings == "public":
-        from transfer_tf.models import get_spec
-
-        spec = get_spec(architecture)
+        top1, top1_source = published_top1(architecture)
         return dict(
             model=label,
             architecture=architecture,
             settings=settings,
-            source_top1=spec.imagenet_top1,
-            top1_source=spec.top1_source,
+            source_top1=top1,
+            top1_source=top1_source,
             source_dataset="imagenet2012",
         )
     if settings == "external":

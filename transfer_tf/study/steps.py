@@ -8,6 +8,7 @@ starts where it stopped without even paying the TensorFlow import of finished st
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import graphlib
@@ -21,6 +22,13 @@ import threading
 import time
 
 from transfer_tf.files import atomic_write_json, exclusive_lock
+
+# How a step's binary reports its start-up (process start until its `main` begins: interpreter,
+# imports, flag parsing) to `run_step`: the parent passes the time it started the command and a
+# file, `cli.run` writes the elapsed seconds there when `main` begins, and the marker keeps them
+# as `startup_s` (docs/measurements/2026-12-01-study-overhead.md).
+STARTUP_FILE_ENV = "TRANSFER_TF_STARTUP_FILE"
+STARTED_AT_ENV = "TRANSFER_TF_STARTED_AT"
 
 # Console-script name -> module, so a step runs with the current interpreter on any worker,
 # whether or not the console scripts are on PATH there.
@@ -210,6 +218,9 @@ def run_step(step: Step, state_dir: str, *, env: dict | None = None) -> dict:
     os.makedirs(os.path.join(state_dir, "logs"), exist_ok=True)
     os.makedirs(os.path.join(state_dir, "steps"), exist_ok=True)
     log_path = os.path.join(state_dir, "logs", f"{step.name}.log")
+    startup_path = os.path.join(state_dir, "steps", f"{step.name}.startup")
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(startup_path)  # a killed earlier attempt's
     start = time.time()
     # Appended, so a step retried after a lost worker keeps every attempt's log.
     with open(log_path, "a") as log:
@@ -220,12 +231,18 @@ def run_step(step: Step, state_dir: str, *, env: dict | None = None) -> dict:
         with _RUNNING_LOCK:
             if _STOPPING.is_set():
                 raise StepFailed(f"step {step.name!r} not started: the study was interrupted")
+            started_at = time.time()
             proc = subprocess.Popen(
                 step.command(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, **(env or {})},
+                env={
+                    **os.environ,
+                    **(env or {}),
+                    STARTUP_FILE_ENV: startup_path,
+                    STARTED_AT_ENV: repr(started_at),
+                },
                 preexec_fn=_die_with_parent,
             )
             _RUNNING.add(proc)
@@ -235,6 +252,7 @@ def run_step(step: Step, state_dir: str, *, env: dict | None = None) -> dict:
             with _RUNNING_LOCK:
                 _RUNNING.discard(proc)
     wall = time.time() - start
+    startup = read_startup(startup_path)
     if proc.returncode != 0:
         with open(log_path) as f:
             tail = "".join(f.readlines()[-25:])  # the last attempt's end
@@ -243,7 +261,45 @@ def run_step(step: Step, state_dir: str, *, env: dict | None = None) -> dict:
             f"step {step.name!r} exited with {proc.returncode} after {wall:.0f} s ({error}); its "
             f"log: {log_path}; fix that and rerun the study to resume\n{tail}"
         )
-    return write_marker(state_dir, step, wall_time_s=wall, log=log_path)
+    return write_marker(state_dir, step, wall_time_s=wall, startup_s=startup, log=log_path)
+
+
+def read_startup(path: str) -> float | None:
+    """The start-up seconds a step's binary wrote (and removes the file); None when it wrote
+    none (a command that is not one of our binaries, or one that died before its main)."""
+    try:
+        with open(path) as f:
+            text = f.read()
+        os.remove(path)
+        return float(text)
+    except (OSError, ValueError):
+        return None
+
+
+def overhead_summary(records: dict[str, dict], wall_s: float) -> dict:
+    """The study's wall time beside its steps' summed time and summed start-up (steps that ran
+    now; skipped ones excluded)."""
+    ran = [r for r in records.values() if not r.get("skipped")]
+    step_s = sum(r.get("wall_time_s", 0.0) for r in ran)
+    startups = [r["startup_s"] for r in ran if r.get("startup_s") is not None]
+    startup_s = sum(startups)
+    return {
+        "wall_time_s": wall_s,
+        "steps_run": len(ran),
+        "step_time_s": step_s,
+        "startup_s": startup_s,
+        "startup_steps": len(startups),
+        "startup_share": startup_s / step_s if step_s > 0 else 0.0,
+    }
+
+
+def overhead_line(summary: dict) -> str:
+    return (
+        f"wall time {summary['wall_time_s']:.0f} s; {summary['steps_run']} steps ran for "
+        f"{summary['step_time_s']:.0f} s summed, of which start-up (process start to main: "
+        f"imports, flag parsing) {summary['startup_s']:.0f} s = "
+        f"{100 * summary['startup_share']:.0f}%"
+    )
 
 
 def write_marker(state_dir: str, step: Step, **fields) -> dict:

@@ -19,7 +19,7 @@ and exports agree.
 Speed flags (`TrainConfig.mixed_precision`, `jit_compile`): the network is built under the Keras
 dtype policy (`training/precision.py`; float16 adds dynamic loss scaling), the loss is computed
 in float32 from float32-cast logits, and with `jit_compile` each replica's step is one XLA
-computation.
+computation (with several replicas, its forward and backward pass).
 """
 
 from __future__ import annotations

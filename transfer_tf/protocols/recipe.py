@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 
 from transfer_tf.data.pipeline import CROP_AREA, check_crop_area_min
+from transfer_tf.protocols import sweep
 from transfer_tf.protocols.finetune_grid import l2_coefficient
 from transfer_tf.protocols.sources import Source
 from transfer_tf.training.config import KERAS_MODEL_PRECISION, MIXED_PRECISION
@@ -22,7 +23,6 @@ from transfer_tf.training.config import KERAS_MODEL_PRECISION, MIXED_PRECISION
 PROTOCOLS = ("finetune", "scratch")
 # Training steps per cell (Sec. 4.2 / 4.3; 40,000 for scratch is from outside the main text).
 DEFAULT_STEPS = {"finetune": 20_000, "scratch": 40_000}
-CELL_STAGES = ("grid", "final")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,8 +127,8 @@ class Cell:
     stage: str = "grid"
 
     def __post_init__(self):
-        if self.stage not in CELL_STAGES:
-            raise ValueError(f"cell stage {self.stage!r}: use one of {CELL_STAGES}")
+        if self.stage not in sweep.STAGES:
+            raise ValueError(f"cell stage {self.stage!r}: use one of {sweep.STAGES}")
 
     def final(self) -> Cell:
         return dataclasses.replace(self, stage="final")

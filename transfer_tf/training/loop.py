@@ -24,6 +24,7 @@ computation (with several replicas, its forward and backward pass).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -443,7 +444,7 @@ class Trainer:
             self.config, split, training=False, batch_size=self.eval_batch_size, repeat=False
         )
         labels, logits = [], []
-        with self.ema.swapped() if self.ema is not None else _nullcontext():
+        with self.ema.swapped() if self.ema is not None else contextlib.nullcontext():
             for images, y in dataset:
                 logits.append(self._predict(images).numpy())
                 labels.append(y.numpy())
@@ -625,14 +626,6 @@ class Trainer:
             train_loss=last_loss,
             train_losses=train_losses,
         )
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def train(config: TrainConfig, model_dir: str, **kwargs) -> TrainResult:

@@ -243,20 +243,21 @@ class RidgePath:
         self.x_mean, self.y_mean = x.mean(axis=0), y.mean(axis=0)
         xc, yc = x - self.x_mean, y - self.y_mean
         self.kernel = len(xc) <= xc.shape[1]
-        # The eigendecomposition reads the lower triangle only, which syrk fills at half the
-        # flops of a product.
+        # numpy.linalg.eigh reads the lower triangle only, which syrk fills at half the flops
+        # of a product. The eigenvectors are formed (not kept factored as in `Eigenbasis`):
+        # evaluation sets as large as the training set are projected on them in float32.
         gram = scipy.linalg.blas.dsyrk(1.0, xc, trans=0 if self.kernel else 1, lower=1)
-        self.basis = Eigenbasis(gram)
-        self.eig = np.maximum(self.basis.values, 0.0)
+        self.eig, self.basis = np.linalg.eigh(gram)
         if self.kernel:
-            self.xc, self.right = xc, self.basis.to_basis(yc)
+            self.xc, self.right = xc, self.basis.T @ yc
         else:  # W = Q diag(1/(e+λ)) Qᵀ X_cᵀ Y_c, X_cᵀX_c = Q diag(e) Qᵀ
-            self.xc, self.right = None, self.basis.to_basis(xc.T @ yc)
+            self.xc, self.right = None, self.basis.T @ (xc.T @ yc)
+        self.eig = np.maximum(self.eig, 0.0)
 
     def weights(self, l2: float) -> tuple[np.ndarray, np.ndarray]:
         if not l2 > 0:
             raise PredictorError(f"ridge strength must be > 0, got {l2}")
-        w = self.basis.from_basis(self.right / (self.eig + l2)[:, None])
+        w = self.basis @ (self.right / (self.eig + l2)[:, None])
         if self.kernel:
             w = self.xc.T @ w
         return w, self.y_mean - self.x_mean @ w
@@ -267,11 +268,11 @@ class RidgePath:
         return np.asarray(features, np.float64) @ w + b
 
     def project(self, features: np.ndarray) -> np.ndarray:
-        """Features in the eigenbasis (computed once per evaluation set; float32 for `scores`)."""
-        x = np.asarray(features, np.float64) - self.x_mean
+        """Features in the eigenbasis (computed once per evaluation set, float32)."""
+        x = np.asarray(features, np.float32) - self.x_mean.astype(np.float32)
         if self.kernel:
-            x = x @ self.xc.T
-        return self.basis.to_basis(x.T).T.astype(np.float32)
+            return (x @ self.xc.T.astype(np.float32)) @ self.basis.astype(np.float32)
+        return x @ self.basis.astype(np.float32)
 
     def scores(self, projected: np.ndarray, l2: float) -> np.ndarray:
         right = (self.right / (self.eig + l2)[:, None]).astype(np.float32)
@@ -371,10 +372,6 @@ class Eigenbasis:
     def to_basis(self, m: np.ndarray) -> np.ndarray:
         """Vᵀ m for m [D, k]."""
         return self._z.T @ self._reflect(m, transpose=True)
-
-    def from_basis(self, m: np.ndarray) -> np.ndarray:
-        """V m for m [D, k]."""
-        return self._reflect(self._z @ m, transpose=False)
 
     def vectors(self, columns) -> np.ndarray:
         """V[:, columns] (eigenvalues ascending)."""

@@ -8,13 +8,7 @@ import time
 
 import pytest
 
-from transfer_tf.study.executors import (
-    LocalExecutor,
-    RayExecutor,
-    critical_path_lengths,
-    make_executor,
-    priority_order,
-)
+from transfer_tf.study.executors import LocalExecutor, RayExecutor, make_executor
 from transfer_tf.study.steps import (
     STARTED_AT_ENV,
     STARTUP_FILE_ENV,
@@ -230,59 +224,3 @@ def test_overhead_summary_sums_the_steps_that_ran():
         "startup_steps": 2,
         "startup_share": 10.0 / 45.0,
     }
-
-
-def _quick_study_shape():
-    """The quick study's graph, reduced by hand: one source chain, one target, one sweep of
-    each protocol."""
-    s = lambda name, *deps: Step(name, ("python",), deps)  # noqa: E731
-    return [
-        s("records-tgt"),
-        s("scratch", "records-tgt"),
-        s("records-src"),
-        s("pretrain", "records-src"),
-        s("finetune", "pretrain", "records-tgt"),
-        s("export", "pretrain"),
-        s("features", "export", "records-tgt"),
-        s("logreg", "features"),
-        s("analyze", "logreg", "finetune", "scratch"),
-    ]
-
-
-def test_critical_path_lengths_of_a_hand_worked_graph():
-    # analyze 1; logreg, finetune, scratch 2; features 3; export 4; pretrain 5 (export chain);
-    # records-src 6; records-tgt 4 (features -> logreg -> analyze, longer than scratch's 3).
-    assert critical_path_lengths(_quick_study_shape()) == {
-        "analyze": 1,
-        "logreg": 2,
-        "finetune": 2,
-        "scratch": 2,
-        "features": 3,
-        "export": 4,
-        "pretrain": 5,
-        "records-src": 6,
-        "records-tgt": 4,
-    }
-    names = [step.name for step in priority_order(_quick_study_shape())]
-    assert names == [
-        "records-src",
-        "pretrain",
-        "records-tgt",
-        "export",
-        "features",
-        "scratch",
-        "finetune",
-        "logreg",
-        "analyze",
-    ]  # ties keep the topological order
-
-
-def test_one_slot_starts_the_longest_chain_first(tmp_path):
-    log = tmp_path / "started.txt"
-    shape = _quick_study_shape()
-    steps = [
-        Step(s.name, ("python", "-c", f"open({str(log)!r}, 'a').write({s.name!r} + ' ')"), s.deps)
-        for s in shape
-    ]
-    LocalExecutor(max_concurrent=1).run(steps, str(tmp_path / "state"))
-    assert log.read_text().split() == [s.name for s in priority_order(shape)]

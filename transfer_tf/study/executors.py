@@ -22,32 +22,6 @@ def _log(msg: str) -> None:
     print(f"[study] {msg}", flush=True)
 
 
-def critical_path_lengths(steps: list[Step]) -> dict[str, int]:
-    """Each step's longest chain of steps to the end of the study, itself included (a step no
-    other step depends on: 1)."""
-    dependents: dict[str, list[str]] = {step.name: [] for step in steps}
-    for step in steps:
-        for dep in step.deps:
-            dependents[dep].append(step.name)
-    length: dict[str, int] = {}
-    for step in reversed(topological_order(steps)):
-        length[step.name] = 1 + max((length[d] for d in dependents[step.name]), default=0)
-    return length
-
-
-def priority_order(steps: list[Step]) -> list[Step]:
-    """The topological order, stably sorted by critical path (longest chain to the end first).
-
-    With fewer slots than ready steps, starting the head of the longest chain first keeps every
-    slot busy until the end instead of leaving one chain running alone while the others wait
-    (the quick study: the pretraining chain of five steps before the fine-tuning leaves). Any
-    order of ready steps gives the same results; only the wall time changes.
-    """
-    order = topological_order(steps)
-    length = critical_path_lengths(steps)
-    return sorted(order, key=lambda step: -length[step.name])
-
-
 class LocalExecutor:
     """Runs up to `max_concurrent` steps at once, each in its own process (the binary's)."""
 
@@ -57,7 +31,7 @@ class LocalExecutor:
         self.max_concurrent = max_concurrent
 
     def run(self, steps: list[Step], state_dir: str) -> dict[str, dict]:
-        order = priority_order(steps)
+        order = topological_order(steps)
         with concurrent.futures.ThreadPoolExecutor(self.max_concurrent) as pool:
             try:
                 return self._run(pool, order, state_dir)

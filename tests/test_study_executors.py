@@ -224,3 +224,23 @@ def test_overhead_summary_sums_the_steps_that_ran():
         "startup_steps": 2,
         "startup_share": 10.0 / 45.0,
     }
+
+
+def test_an_import_main_does_later_is_timed(tmp_path, monkeypatch):
+    # As TensorFlow in the binaries that import it only inside main (records, export, features).
+    import importlib
+    import sys
+
+    from transfer_tf.bin import cli
+
+    (tmp_path / "slow_module_for_timer.py").write_text("import time\ntime.sleep(0.3)\nVALUE = 7\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    seen = []
+    timer = cli._LateImportTimer("slow_module_for_timer", seen.append)
+    sys.meta_path.insert(0, timer)
+    try:
+        module = importlib.import_module("slow_module_for_timer")
+    finally:
+        sys.modules.pop("slow_module_for_timer", None)
+    assert module.VALUE == 7 and timer not in sys.meta_path
+    assert len(seen) == 1 and 0.3 <= seen[0] < 10

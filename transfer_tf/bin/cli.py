@@ -18,6 +18,8 @@ TRANSFER_TF_TRACEBACK=1 is set, for debugging).
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
 import os
 import re
 import signal
@@ -136,15 +138,54 @@ def process_age_s() -> float | None:
         return None
 
 
-# This process's start-up (process start until `main` began), set by `record_startup`.
+class _LateImportTimer(importlib.abc.MetaPathFinder):
+    """Times a module's import (e.g. TensorFlow) that a binary does only inside its main, so
+    that its start-up counts it: finds the module as the other finders would and times its
+    loader's exec_module (the module and everything it imports). Only timing is added."""
+
+    def __init__(self, name: str, on_done):
+        self.name, self.on_done = name, on_done
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)  # once; the spec below comes from the other finders
+        try:
+            spec = importlib.util.find_spec(fullname)
+            exec_module = spec.loader.exec_module
+        except Exception:  # noqa: BLE001 - timing must never break an import
+            return None
+
+        def timed_exec_module(module):
+            start = time.time()
+            try:
+                exec_module(module)
+            finally:
+                self.on_done(time.time() - start)
+
+        spec.loader.exec_module = timed_exec_module
+        return spec
+
+
+# This process's start-up: process start until `main` began, plus TensorFlow's import when main
+# does it (`record_startup`).
 startup_s: float | None = None
+
+
+def _write_startup(path: str | None) -> None:
+    if path and startup_s is not None:
+        try:
+            atomic_write_text(path, repr(startup_s))
+        except OSError:
+            pass
 
 
 def record_startup() -> float | None:
     """Measures this process's start-up when `main` begins: since the time a study passed
     (STARTED_AT_ENV), else since the process started; writes it to STARTUP_FILE_ENV's file when a
-    study asked for it. Both variables are removed, so a process this one starts reports
-    nothing in their name. Never fails the binary."""
+    study asked for it, again with TensorFlow's import added if main imports it later. Both
+    variables are removed, so a process this one starts reports nothing in their name. Never
+    fails the binary."""
     global startup_s
     path = os.environ.pop(STARTUP_FILE_ENV, None)
     started_at = os.environ.pop(STARTED_AT_ENV, None)
@@ -152,11 +193,15 @@ def record_startup() -> float | None:
         startup_s = time.time() - float(started_at) if started_at else process_age_s()
     except ValueError:
         startup_s = process_age_s()
-    if path and startup_s is not None:
-        try:
-            atomic_write_text(path, repr(startup_s))
-        except OSError:
-            pass
+    _write_startup(path)
+    if startup_s is not None and "tensorflow" not in sys.modules:
+
+        def add_import(seconds: float) -> None:
+            global startup_s
+            startup_s += seconds
+            _write_startup(path)
+
+        sys.meta_path.insert(0, _LateImportTimer("tensorflow", add_import))
     return startup_s
 
 

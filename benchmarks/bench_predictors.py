@@ -8,6 +8,9 @@ train+val, score test) and `predictor_sweep.run_predictors` (kNN, the few-shot p
 is the sum of its cells' `wall_time_s` (a cell's precomputation is inside its cell). The sweep
 runs first, then the predictors, then the sweep again; the sweep's time is the mean of its two
 runs, so that a change in the machine's load shows as a difference between them (printed).
+Beside the wall times, the CPU time of each side (`time.process_time`, per predictor through
+`predictor_sweep._runner`): with one BLAS thread it equals the wall time on an idle machine and
+moves less with other processes' load.
 
 LEEP and NCE read the source model's logits; here they are a stand-in, the features times a
 fixed random 1000-way head (its time is printed apart): in a study the LEEP cell also pays one
@@ -106,11 +109,12 @@ def main() -> None:
     head = np.random.default_rng(1).normal(size=(shapes["train"][1], 1000)).astype(np.float32)
     logits = np.concatenate([splits["train"][0], splits["val"][0]]) @ head
     logits_time = time.time() - start
+    cpu = _time_runners_on_cpu()
     root = tempfile.mkdtemp(prefix="bench_predictors_")
     try:
         sweeps = []
         for run in ("first", "predictors", "second"):
-            start = time.time()
+            start, start_cpu = time.time(), time.process_time()
             if run == "predictors":
                 records = predictor_sweep.run_predictors(
                     splits,
@@ -134,31 +138,67 @@ def main() -> None:
                 progress=False,
             )
             frame = results.load(os.path.join(root, run))
-            sweeps.append((frame["wall_time_s"].sum(), time.time() - start, len(frame)))
+            sweeps.append((frame["wall_time_s"].sum(), time.process_time() - start_cpu, len(frame)))
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    _report(sweeps, records, cpu, final)
+    print(
+        f"\nwall clock of run_predictors: {predictor_elapsed:.1f} s; stand-in source logits "
+        f"(features x 1000-way head): {logits_time:.2f} s"
+    )
+
+
+def _time_runners_on_cpu() -> dict[str, float]:
+    """{predictor: CPU seconds of its cells}, filled as they run: on a shared machine the CPU
+    time of a one-thread process moves less with the load than its wall time."""
+    cpu: dict[str, float] = {}
+    runner = predictor_sweep._runner
+
+    def timed(name):
+        run = runner(name)
+
+        def run_on_cpu(cell, data, test_ids):
+            start = time.process_time()
+            try:
+                return run(cell, data, test_ids)
+            finally:
+                cpu[name] = cpu.get(name, 0.0) + time.process_time() - start
+
+        return run_on_cpu
+
+    predictor_sweep._runner = timed
+    return cpu
+
+
+def _report(sweeps, records, cpu, final) -> None:
     sweep_time = float(np.mean([s[0] for s in sweeps]))
+    sweep_cpu = float(np.mean([s[1] for s in sweeps]))
     print(
         f"logistic-regression sweep ({sweeps[0][2]} cells): {sweeps[0][0]:.1f} s, then "
-        f"{sweeps[1][0]:.1f} s; mean {sweep_time:.1f} s; test top-1 {final['test_metric']:.4f}"
+        f"{sweeps[1][0]:.1f} s; mean {sweep_time:.1f} s; CPU {sweeps[0][1]:.1f} s, then "
+        f"{sweeps[1][1]:.1f} s; test top-1 {final['test_metric']:.4f}"
     )
     by_name: dict[str, list] = {}
     for record in records:
         by_name.setdefault(record["hparams"]["predictor"], []).append(record)
-    print("\n| predictor | cells | wall time | fraction of the sweep | score (test metric) |")
-    print("|---|---|---|---|---|")
-    total = 0.0
+    print(
+        "\n| predictor | cells | wall time | fraction of the sweep | CPU time | fraction (CPU) "
+        "| score (test metric) |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    total = total_cpu = 0.0
     for name, rows in by_name.items():
         wall = sum(r["wall_time_s"] for r in rows)
         total += wall
+        total_cpu += cpu.get(name, np.nan)
         score = np.mean([r["test_metric"] for r in rows])
-        print(f"| {name} | {len(rows)} | {wall:.2f} s | {wall / sweep_time:.2%} | {score:.4g} |")
+        print(
+            f"| {name} | {len(rows)} | {wall:.2f} s | {wall / sweep_time:.2%} | "
+            f"{cpu.get(name, np.nan):.2f} s | {cpu.get(name, np.nan) / sweep_cpu:.2%} | {score:.4g} |"
+        )
     print(
-        f"| **all predictors** | {len(records)} | {total:.2f} s | **{total / sweep_time:.2%}** | |"
-    )
-    print(
-        f"\nwall clock of run_predictors: {predictor_elapsed:.1f} s; stand-in source logits "
-        f"(features x 1000-way head): {logits_time:.2f} s"
+        f"| **all predictors** | {len(records)} | {total:.2f} s | **{total / sweep_time:.2%}** | "
+        f"{total_cpu:.2f} s | **{total_cpu / sweep_cpu:.2%}** | |"
     )
 
 

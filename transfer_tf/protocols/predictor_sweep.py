@@ -119,8 +119,9 @@ class _Data:
         return (self.x_tr, self.y_tr), (self.x_va, self.y_va), (self.x_te, self.y_te)
 
     def stats(self) -> P.FeatureStats | None:
-        """The train+val scatter matrix LogME, H-score and GBC share (when N ≥ D), computed by
-        the first of them that runs, which is charged its time."""
+        """The train+val scatter matrix and its one eigendecomposition that LogME, H-score and
+        GBC share (when N ≥ D), computed by the first of them that runs (LogME, in the default
+        order), which is charged its time."""
         if self._stats is None and len(self.x_trva) >= self.x_trva.shape[1]:
             self._stats = P.FeatureStats.of(self.x_trva)
         return self._stats

@@ -10,7 +10,7 @@ For each model (registry, random weights: the speed does not depend on them), in
   input     the same input pipeline alone (`features.read_split`: read, check, decode, crop,
             resize), no model
 All sides see the same model at the same batch and the same number of images; they alternate
---repeats times (a machine shared with other jobs slows them alike) and the medians are
+--repeats times (every other round in reverse order) (a machine shared with other jobs slows them alike) and the medians are
 compared: the ratio extract / forward (issue 18's goal: >= 0.9). On a CPU the input work and
 the forward pass share the same cores, so extraction cannot beat the CPU-sum bound
 1 / (1/forward + 1/input) (both stages busy on all cores, perfectly overlapped); extract / bound
@@ -141,9 +141,11 @@ def bench_model(name: str, records: Path, tmp: Path, args, before=None) -> dict:
     for run in sides.values():  # warm-up: tracing, autotuning, page cache
         run()
     rates = {side: [] for side in sides}
-    for _ in range(args.repeats):
-        for side, run in sides.items():
-            rates[side].append(run())
+    for round_ in range(args.repeats):
+        # Every other round in reverse order: no side always follows the same one.
+        order = list(sides) if round_ % 2 == 0 else list(reversed(sides))
+        for side in order:
+            rates[side].append(sides[side]())
     median = {k: statistics.median(v) for k, v in rates.items()}
     return {"model": name, "size": size, "rates": rates, "median": median}
 

@@ -12,8 +12,8 @@ tests/test_study_demo.py) with the load average before and after, then `summary`
 reads the step markers: the steps' span (first start to last finish), summed step time, summed
 start-up (`startup_s`, recorded since 2026-12-01; markers before have none) and its share, and
 each step's start, time and start-up. `compare` checks every sweep cell JSON (cell_id,
-val_metric, test_metric) and the study's CSV results (model table, report tables) are equal in
-both folders; exit status 1 when not. `schedule` replays a finished study's step times on
+val_metric, test_metric) and the study's CSV results (model table, report tables; their
+wall-time columns left out) are equal in both folders; exit status 1 when not. `schedule` replays a finished study's step times on
 --max_concurrent=2 slots in the executor's order (topological) and in critical-path orders (the
 longest chain to the end first, counted in steps or in measured seconds), beside the lower
 bound (summed time / slots, or the longest chain). Figures: docs/measurements/2026-12-01-study-overhead.md.
@@ -108,14 +108,22 @@ def cells(study_dir: str) -> dict[str, tuple]:
     return out
 
 
+def timing_column(name: str) -> bool:
+    """A column that holds a measured time (the predictors' cost), not a result."""
+    return "wall_time" in name or name == "fraction_of_logreg"
+
+
 def csv_results(study_dir: str) -> dict[str, list]:
+    """Each CSV result without its timing columns."""
     paths = [os.path.join(study_dir, "model_table.csv")]
     paths += glob.glob(os.path.join(study_dir, "report", "*.csv"))
     out = {}
     for path in paths:
         if os.path.exists(path):
             with open(path, newline="") as f:
-                out[os.path.relpath(path, study_dir)] = list(csv.reader(f))
+                rows = list(csv.reader(f))
+            keep = [i for i, name in enumerate(rows[0] if rows else []) if not timing_column(name)]
+            out[os.path.relpath(path, study_dir)] = [[r[i] for i in keep] for r in rows]
     return out
 
 

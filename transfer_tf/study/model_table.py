@@ -1,7 +1,7 @@
 """The study's model table: each source model's source-task top-1, the x-axis of Figs. 1-3.
 
 Public checkpoints get their published ImageNet top-1 (the model registry's, read from its
-TensorFlow-free copy `published_top1`); models
+TensorFlow-free copy `registry_table`); models
 pretrained in the study get their measured top-1 on the source dataset's test split (the last row
 of the run's history.csv); sources from outside the registry (any SavedModel, a Keras file) get
 the top-1 the user gives (`given_top1`), as may any model to override the others. The CSV has the
@@ -24,7 +24,7 @@ import os
 from absl import app, flags
 
 from transfer_tf.run_dir import RunDir
-from transfer_tf.study.published_top1 import published_top1
+from transfer_tf.study.registry_table import published_top1
 
 # `source_top1`: the source model's top-1 on the data it was trained on (`source_dataset`);
 # tables written before 2026-12-01 call it `imagenet_top1` (read as this by the analysis).

@@ -24,6 +24,7 @@ from transfer_tf import settings_ladder
 from transfer_tf.data.user_spec import own_dataset_flags
 from transfer_tf.protocols import finetune_grid
 from transfer_tf.study.external import ExternalSource, parse_external_source
+from transfer_tf.study.registry_table import has_aux_head, model_names
 from transfer_tf.study.steps import Step
 
 # Every label --pretrain_settings takes (Fig. 3's ladder, `transfer_tf/settings_ladder.py`);
@@ -178,10 +179,8 @@ def _subset_flags(per_class: int | None, seed: int) -> list[str]:
 def settings_flags(architecture: str, settings: str) -> list[str]:
     """The four training-setting flags of transfer-pretrain for a settings label (Fig. 3's
     ladder); the aux head only where the family has one."""
-    from transfer_tf.models import get_spec
-
     s = settings_ladder.rung(settings).values()
-    aux = s["aux_head"] and get_spec(architecture).has_aux_head
+    aux = s["aux_head"] and has_aux_head(architecture)
     return [
         "--bn_scale" if s["bn_scale"] else "--nobn_scale",
         f"--dropout_rate={s['dropout_rate']}",
@@ -362,7 +361,6 @@ def check_names(cfg: StudyConfig) -> None:
     """Every dataset and registry model the flags name exists (ValueError naming the flag), so
     a typo fails when the study plans, before it creates anything."""
     from transfer_tf.data import get_dataset
-    from transfer_tf.models import list_models  # loads the model families (TensorFlow)
 
     own = {own_dataset_flags(entry)[0] for entry in cfg.own_datasets}
     source = (cfg.source_dataset,) if cfg.pretrain_models else ()
@@ -374,7 +372,7 @@ def check_names(cfg: StudyConfig) -> None:
                 get_dataset(name, records_dir=cfg.path("records"))
             except KeyError as e:
                 raise ValueError(f"--{flag}: {e.args[0]}") from None
-    known = list_models()
+    known = model_names()
     public = tuple(entry.partition("=")[0] for entry in cfg.public_models)
     for flag, names in (
         ("public_models", public),

@@ -1,11 +1,12 @@
-"""The registry's published ImageNet top-1 figures, readable without TensorFlow.
+"""What the study needs of the model registry, readable without TensorFlow: the model names
+(the planner checks the flags' names), which have an auxiliary head (the planner's settings
+flags) and the published ImageNet top-1 (the `model-table` step).
 
-The model table of a study needs only these two fields of each public checkpoint's `ModelSpec`,
-but importing `transfer_tf.models` loads TensorFlow and the zoo (the `model-table` step's whole
-cost; docs/measurements/2026-12-01-study-overhead.md). The registry stays the source of truth:
-tests/test_study_published_top1.py checks this table equals it, name for name and figure for
-figure, so a model added there fails that test until its row is added here. A name missing here
-falls back to the registry.
+Importing `transfer_tf.models` loads TensorFlow, Keras and the zoo: it was the planner's and the
+`model-table` step's whole start-up (docs/measurements/2026-12-01-study-overhead.md). The
+registry stays the source of truth: tests/test_study_registry_table.py checks this table equals
+it, name for name, in its order, figure for figure, so a model added there fails that test until
+its row is added here.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ _LITE = (
     "efficientnet/lite), FP32 accuracy / params"
 )
 
-# name -> (imagenet_top1, top1_source), as `transfer_tf.models.get_spec(name)` has them.
+# name -> (imagenet_top1, top1_source), as `transfer_tf.models.get_spec(name)` has them, in the
+# order of `transfer_tf.models.list_models()`.
 PUBLISHED_TOP1: dict[str, tuple[float, str]] = {
     "inception_v1": (0.698, f"{_SLIM}: Inception V1"),
     "bn_inception": (0.739, f"{_SLIM}: Inception V2 (BN-Inception)"),
@@ -45,12 +47,23 @@ PUBLISHED_TOP1: dict[str, tuple[float, str]] = {
 }
 
 
-def published_top1(name: str) -> tuple[float, str]:
-    """(imagenet_top1, top1_source) of registry model `name`; TensorFlow is imported only for a
-    name this table lacks (the registry then answers, or names the known models)."""
-    if name in PUBLISHED_TOP1:
-        return PUBLISHED_TOP1[name]
-    from transfer_tf.models import get_spec  # TensorFlow: only for a name not in the table
+# The models whose `ModelSpec.has_aux_head` is True.
+AUX_HEAD = frozenset({"inception_v3", "inception_v4", "inception_resnet_v2"})
 
-    spec = get_spec(name)
-    return spec.imagenet_top1, spec.top1_source
+
+def model_names() -> list[str]:
+    """The registry's names, in the order of `transfer_tf.models.list_models()`."""
+    return list(PUBLISHED_TOP1)
+
+
+def has_aux_head(name: str) -> bool:
+    if name not in PUBLISHED_TOP1:
+        raise KeyError(f"unknown model {name!r}; registry models: {', '.join(PUBLISHED_TOP1)}")
+    return name in AUX_HEAD
+
+
+def published_top1(name: str) -> tuple[float, str]:
+    """(imagenet_top1, top1_source) of registry model `name`."""
+    if name not in PUBLISHED_TOP1:
+        raise KeyError(f"unknown model {name!r}; registry models: {', '.join(PUBLISHED_TOP1)}")
+    return PUBLISHED_TOP1[name]

@@ -570,6 +570,14 @@ def test_cli(tmp_path):
     frame = results.load(str(tmp_path / "results"))
     assert len(frame) == 1 + 4 * 2 + 3 and set(frame["model"]) == {"toy"}
     assert sweep.PROTOCOLS[-1] == "predictors"
+    # Other features in the same folder: every cell is computed again, not read back (stale).
+    moved = {k: (v[0] + 0.5, v[1]) for k, v in s.items()}
+    _write_features(tmp_path / "feats", moved, model="toy", dataset="toyset", metric="top1")
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("changed since it ran; running it again") == len(frame)
+    rerun = results.load(str(tmp_path / "results"))
+    assert len(rerun) == len(frame) and set(rerun["cell_id"]) == set(frame["cell_id"])
     x = s["test"][0].copy()
     x[0, 0] = np.inf
     _write_features(
@@ -647,7 +655,9 @@ def exported(tmp_path_factory):
     return dict(root=root, full=str(full), features_only=str(features_only))
 
 
-def test_leep_and_nce_read_the_source_logits_through_serving_default(exported, tmp_path):
+def test_leep_and_nce_read_the_source_logits_through_serving_default(
+    exported, tmp_path, monkeypatch
+):
     from transfer_tf.protocols import logreg
 
     feats = str(exported["root"] / "feats")
@@ -658,6 +668,11 @@ def test_leep_and_nce_read_the_source_logits_through_serving_default(exported, t
     got = predictor_sweep.load_source_logits(exported["full"], feats, log=lambda _: None)
     np.testing.assert_allclose(got, logits, rtol=1e-6)
     assert os.path.exists(os.path.join(feats, "source_logits.train.npz"))
+
+    def not_opened(path):
+        raise AssertionError(f"{path} opened again: its cached logits were not used")
+
+    monkeypatch.setattr(predictor_sweep, "logits_signature", not_opened)  # cached: same model
     records = predictor_sweep.run_predictors(
         splits,
         str(tmp_path),
@@ -666,14 +681,18 @@ def test_leep_and_nce_read_the_source_logits_through_serving_default(exported, t
         metric="top1",
         predictors=["leep", "nce"],
         progress=False,
-        # Cached: the SavedModel is not opened again (this path does not exist).
-        source_logits=lambda: predictor_sweep.load_source_logits("/nonexistent", feats),
+        source_logits=lambda: predictor_sweep.load_source_logits(exported["full"], feats),
     )
+    monkeypatch.undo()
     labels = np.r_[splits["train"][1], splits["val"][1]]
     probs = scipy.special.softmax(logits.astype(np.float64), axis=1)
     by_name = {r["hparams"]["predictor"]: r["test_metric"] for r in records}
     assert by_name["leep"] == pytest.approx(P.leep(probs, labels), rel=1e-6)
     assert by_name["nce"] == pytest.approx(P.nce(np.argmax(probs, 1), labels))
+    # Another SavedModel: the cached logits are not its own, so it is opened (and this one has
+    # no logits to give).
+    with pytest.raises(P.PredictorError, match="logits"):
+        predictor_sweep.load_source_logits(exported["features_only"], feats, log=lambda _: None)
 
 
 def test_a_features_only_savedmodel_is_a_one_line_error_before_any_cell(exported, tmp_path):

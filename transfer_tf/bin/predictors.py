@@ -18,7 +18,7 @@ from absl import flags
 
 from transfer_tf.bin import cli, features_source
 from transfer_tf.protocols import logreg as logreg_lib
-from transfer_tf.protocols import predictor_sweep
+from transfer_tf.protocols import predictor_sweep, sweep
 from transfer_tf.protocols import predictors as predictors_lib
 
 FLAGS = flags.FLAGS
@@ -80,6 +80,13 @@ def main(argv):
             FLAGS.features_dir,
             batch_size=FLAGS.batch_size,
         )
+    # What every cell is computed from: a rerun on other features or another source computes
+    # them again.
+    inputs = sweep.file_fingerprints(
+        {f"{s}.npz": sweep.join(FLAGS.features_dir, f"{s}.npz") for s in splits}
+    )
+    if FLAGS.saved_model:
+        inputs["saved_model"] = predictor_sweep.source_fingerprint(FLAGS.saved_model)
     records = predictor_sweep.run_predictors(
         splits,
         FLAGS.results_dir,
@@ -94,6 +101,7 @@ def main(argv):
         k_grid=k_grid,
         gbc_pca_dim=FLAGS.gbc_pca_dim or None,
         test_ids=logreg_lib.load_ids(FLAGS.features_dir, "test"),
+        inputs=inputs,
     )
     wall = sum(r["wall_time_s"] for r in records)
     print(f"predictors {model} {dataset}: {len(records)} cells, {wall:.1f} s in all")

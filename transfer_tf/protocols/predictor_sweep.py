@@ -324,6 +324,7 @@ def run_predictors(
     test_ids=None,
     progress: bool = True,
     log=print,
+    inputs: Mapping[str, str] | None = None,
 ) -> list[dict]:
     """The predictors' cells on `splits` {"train", "val", "test": (features, labels)}; returns
     the records (finished cells are read back, not rerun). `source_logits()`: the source model's
@@ -332,6 +333,8 @@ def run_predictors(
     `predictors` None: every predictor that applies (LEEP and NCE without `source_logits`, or
     GBC with a one-example class, are skipped and said so); named predictors that cannot run
     are an error instead. Few-shot probes with more shots than a class has are always skipped.
+    `inputs`: fingerprints of the features files (and the source SavedModel, `source_fingerprint`);
+    a finished cell computed from other inputs runs again (`sweep.run_cells`).
     """
     check_splits(splits, dataset)
     if fewshot_seeds < 1:
@@ -371,7 +374,7 @@ def run_predictors(
     def run_fn(cell):
         return _runner(cell["hparams"]["predictor"])(cell, data, test_ids)
 
-    return sweep.run_cells(cells, results_dir, run_fn, progress=progress)
+    return sweep.run_cells(cells, results_dir, run_fn, progress=progress, inputs=inputs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -410,6 +413,15 @@ def _read_npz(path: str) -> dict[str, np.ndarray]:
         return {k: data[k] for k in data.files}
 
 
+def source_fingerprint(saved_model: str) -> str:
+    """A short hash of a SavedModel's graph and its variables' index (whose entries hold each
+    tensor's checksum): another export of other weights has another fingerprint."""
+    parts = [files.join(saved_model, "saved_model.pb")]
+    index = files.join(saved_model, "variables", "variables.index")
+    parts += [index] if files.exists(index) else []
+    return sweep.fingerprint([files.sha256_file(p) for p in parts])
+
+
 def load_source_logits(
     saved_model: str,
     features_dir: str,
@@ -430,12 +442,16 @@ def load_source_logits(
             f"{features_dir}/manifest.json lacks {missing}; LEEP and NCE read "
             "the images through it: re-extract the features"
         )
-    out, source = [], None
+    out, source, model_hash = [], None, source_fingerprint(saved_model)
     for split in splits:
         path = files.join(features_dir, LOGITS_FILE.format(split=split))
         ids = logreg.load_ids(features_dir, split)
         cached = _read_npz(path) if files.exists(path) else None
-        if cached is not None and (ids is None or np.array_equal(cached.get("ids"), ids)):
+        if (
+            cached is not None
+            and str(cached.get("source", "")) == model_hash  # logits of this very SavedModel
+            and (ids is None or np.array_equal(cached.get("ids"), ids))
+        ):
             out.append(cached["logits"])
             continue
         if source is None:
@@ -449,7 +465,7 @@ def load_source_logits(
                 f"{features_dir}/{split}.npz; re-extract the features from the same records"
             )
         buffer = io.BytesIO()
-        np.savez(buffer, logits=arrays["features"], ids=arrays["ids"])
+        np.savez(buffer, logits=arrays["features"], ids=arrays["ids"], source=model_hash)
         files.atomic_write_bytes(path, buffer.getvalue())
         log(f"{manifest['dataset']} {split}: source logits {arrays['features'].shape} -> {path}")
         out.append(arrays["features"])

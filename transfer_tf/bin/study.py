@@ -246,10 +246,10 @@ def main(argv):
         start = time.time()
         records = make_executor().run(steps, cfg.study_dir)  # Ctrl-C stops the running steps
         wall = time.time() - start
-        print_headline(cfg, wall)
         own = f"; this process's own start-up {cli.startup_s:.1f} s" if cli.startup_s else ""
         summary = study_steps.overhead_summary(records, wall)
         print(f"[study] {study_steps.overhead_line(summary)}{own}", flush=True)
+        print_headline(cfg, wall)  # last: its last line names the report
 
 
 def run():

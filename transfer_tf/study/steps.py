@@ -24,9 +24,9 @@ import time
 from transfer_tf.files import atomic_write_json, exclusive_lock
 
 # How a step's binary reports its start-up (process start until its `main` begins: interpreter,
-# imports, flag parsing) to `run_step`: the parent passes the time it started the command and a
-# file, `cli.run` writes the elapsed seconds there when `main` begins, and the marker keeps them
-# as `startup_s` (docs/measurements/2026-12-01-study-overhead.md).
+# imports, flag parsing; plus TensorFlow's import where `main` does it) to `run_step`: the parent
+# passes the time it started the command and a file, `cli.run` writes the seconds there, and the
+# marker keeps them as `startup_s` (docs/measurements/2026-12-01-study-overhead.md).
 STARTUP_FILE_ENV = "TRANSFER_TF_STARTUP_FILE"
 STARTED_AT_ENV = "TRANSFER_TF_STARTED_AT"
 
@@ -297,7 +297,7 @@ def overhead_line(summary: dict) -> str:
     return (
         f"wall time {summary['wall_time_s']:.0f} s; {summary['steps_run']} steps ran for "
         f"{summary['step_time_s']:.0f} s summed, of which start-up (process start to main: "
-        f"imports, flag parsing) {summary['startup_s']:.0f} s = "
+        f"imports, flag parsing, TensorFlow's import) {summary['startup_s']:.0f} s = "
         f"{100 * summary['startup_share']:.0f}%"
     )
 

@@ -194,7 +194,7 @@ def record_startup() -> float | None:
     except ValueError:
         startup_s = process_age_s()
     _write_startup(path)
-    if startup_s is not None and "tensorflow" not in sys.modules:
+    if path and startup_s is not None and "tensorflow" not in sys.modules:  # a study asked
 
         def add_import(seconds: float) -> None:
             global startup_s

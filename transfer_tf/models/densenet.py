@@ -43,7 +43,7 @@ for _name, _factory, _dim, _top1, _params in (
             preprocessing="inception",
             feature_dim=_dim,
             imagenet_top1=_top1,
-            top1_source=f"{sources.KERAS_DOCS}: {_keras_name}",
+            top1_source=f"{sources.DENSENET_KERAS}: {_keras_name}",
             published_params=_params,
             params_source=f"{sources.KERAS_DOCS}: {_keras_name} {_params / 1e6:.1f}M",
             params_counted="all",

@@ -15,7 +15,7 @@ _SLIM = (
     "TF-slim README, pre-trained models table "
     "(github.com/tensorflow/models/tree/master/research/slim)"
 )
-_KERAS = "Keras Applications table (keras.io/api/applications), 'Size/Parameters'"
+_KERAS = "Keras Applications table (keras.io/api/applications), 'Top-1 Accuracy'"
 _LITE = (
     "EfficientNet-Lite README (github.com/tensorflow/tpu/tree/master/models/official/"
     "efficientnet/lite), FP32 accuracy / params"

@@ -81,23 +81,32 @@ def c_to_l2(c: float, num_examples: int) -> float:
     return 1.0 / (c * num_examples)
 
 
-def check_features(features: np.ndarray, labels: np.ndarray, name: str = "features") -> None:
-    """Raises ValueError with what is wrong for inputs the fit cannot use."""
+def check_feature_rows(
+    features: np.ndarray, labels: np.ndarray, name: str, error: type[ValueError] = ValueError
+) -> None:
+    """Raises `error` naming `name` for a features matrix no protocol can use: not [N, D], rows
+    and labels of different counts, no rows, NaN or infinite values (logistic regression and
+    the predictors check the same)."""
     if features.ndim != 2:
-        raise ValueError(f"{name}: features must be [N, D], got shape {features.shape}")
+        raise error(f"{name}: features must be [N, D], got shape {features.shape}")
     if len(features) != len(labels):
-        raise ValueError(
+        raise error(
             f"{name}: {len(features)} feature rows but {len(labels)} labels; re-extract the "
             "features so that both come from the same split"
         )
     if len(features) == 0:
-        raise ValueError(f"{name}: no examples")
+        raise error(f"{name}: no examples")
     if not np.all(np.isfinite(features)):
         bad = np.unique(np.nonzero(~np.isfinite(features))[0])
-        raise ValueError(
-            f"{name}: {len(bad)} examples have NaN or infinite features (first rows {bad[:5]}); "
-            "check the model export and the extraction"
+        raise error(
+            f"{name}: {len(bad)} examples have NaN or infinite features (first rows "
+            f"{bad[:5].tolist()}); check the model export and the extraction"
         )
+
+
+def check_features(features: np.ndarray, labels: np.ndarray, name: str = "features") -> None:
+    """Raises ValueError with what is wrong for inputs the fit cannot use."""
+    check_feature_rows(features, labels, name)
     if labels.ndim == 1:
         if len(np.unique(labels)) < 2:
             raise ValueError(

@@ -33,6 +33,8 @@ import scipy.linalg.blas
 import scipy.linalg.lapack
 import scipy.special
 
+from transfer_tf.protocols.logreg import check_feature_rows
+
 # k of the nearest-neighbour classifier, tried on validation (those ≤ the training-set size).
 K_GRID = (1, 3, 5, 10, 20, 50, 100, 200)
 # Training examples per class of the few-shot probes (big_vision reports 1, 5, 10, 25 shots).
@@ -61,21 +63,7 @@ class PredictorError(ValueError):
 
 def check_features(features: np.ndarray, labels: np.ndarray, name: str) -> None:
     """Raises PredictorError for features a predictor cannot use (shape, count, NaN)."""
-    if features.ndim != 2:
-        raise PredictorError(f"{name}: features must be [N, D], got shape {features.shape}")
-    if len(features) != len(labels):
-        raise PredictorError(
-            f"{name}: {len(features)} feature rows but {len(labels)} labels; re-extract the "
-            "features so that both come from the same split"
-        )
-    if len(features) == 0:
-        raise PredictorError(f"{name}: no examples")
-    if not np.all(np.isfinite(features)):
-        bad = np.unique(np.nonzero(~np.isfinite(features))[0])
-        raise PredictorError(
-            f"{name}: {len(bad)} examples have NaN or infinite features (first rows "
-            f"{bad[:5].tolist()}); check the model export and the extraction"
-        )
+    check_feature_rows(features, labels, name, PredictorError)
     if labels.ndim not in (1, 2):
         raise PredictorError(f"{name}: labels must be [N] or multi-hot [N, C], got {labels.shape}")
     if labels.ndim == 1 and len(labels) and labels.min() < 0:

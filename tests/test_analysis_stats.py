@@ -151,3 +151,13 @@ def test_steps_to_fraction_of_max_odds_hand_computed():
     # Unsorted input is sorted by step first.
     assert stats.steps_to_fraction_of_max_odds(steps[::-1], acc[::-1]) == 300
     assert stats.geometric_mean([1, 100]) == pytest.approx(10.0)
+
+
+def test_fisher_r_ci_against_hand_values_and_three_points():
+    # r = 0.5 over 28 pairs: atanh(0.5) = 0.549306, half width 1.959964 / 5 = 0.391993.
+    low, high = stats.fisher_r_ci(0.5, 28)
+    assert low == pytest.approx(np.tanh(0.549306 - 0.391993), abs=1e-6)
+    assert high == pytest.approx(np.tanh(0.549306 + 0.391993), abs=1e-6)
+    assert (round(low, 3), round(high, 3)) == (0.156, 0.736)
+    # Three models: nothing can be said, however collinear (the bootstrap would say [0.997, 1]).
+    assert stats.fisher_r_ci(0.997, 3) == (-1.0, 1.0)

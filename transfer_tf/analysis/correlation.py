@@ -92,15 +92,22 @@ def correlation_summary(
 
 
 def fit_correlation(summary: pd.DataFrame, num_bootstrap: int, seed: int) -> dict:
-    """r, Spearman rho, the regression line and their bootstrap CIs over the models of `summary`."""
+    """r, Spearman rho, the regression line and their CIs over the models of `summary`.
+
+    The line's band and the slope's CI are bootstrap intervals over models (Fig. 2). r's CI is
+    the bootstrap interval widened to Fisher's z interval where that is wider: with few models
+    the bootstrap degenerates (of three, every resample with two distinct models has r = ±1, so
+    three nearly collinear points gave [0.997, 1]), and Fisher's is (−1, 1) for three.
+    """
     corr = stats.correlate(summary["source_logit"], summary["mean_logit"])
     boot = stats.bootstrap_regression(
         summary["source_logit"], summary["mean_logit"], num_samples=num_bootstrap, seed=seed
     )
+    fisher = stats.fisher_r_ci(corr.pearson_r, corr.n)
     return {
         "r": corr.pearson_r,
         "p": corr.pearson_p,
-        "r_ci": boot.r_ci,
+        "r_ci": (min(boot.r_ci[0], fisher[0]), max(boot.r_ci[1], fisher[1])),
         "spearman_rho": corr.spearman_rho,
         "spearman_p": corr.spearman_p,
         "slope": corr.slope,

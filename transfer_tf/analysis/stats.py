@@ -128,6 +128,16 @@ def spearman(x, y) -> tuple[float, float]:
     return float(result.statistic), float(result.pvalue)
 
 
+def fisher_r_ci(r: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Fisher's z interval of Pearson's r over n pairs: tanh(atanh r ± z_q / sqrt(n − 3));
+    (−1, 1) when n ≤ 3, where it is undefined (nothing can be said of r from three points)."""
+    if n <= 3:
+        return (-1.0, 1.0)
+    half = scipy_stats.norm.ppf(0.5 + confidence / 2.0) / np.sqrt(n - 3)
+    z = np.arctanh(np.clip(r, -1.0 + 1e-15, 1.0 - 1e-15))
+    return (float(np.tanh(z - half)), float(np.tanh(z + half)))
+
+
 def correlate(source_logit, transfer_logit) -> Correlation:
     """r and rho of logit source (ImageNet) top-1 against mean logit transfer accuracy (one value
     per model)."""

@@ -202,8 +202,15 @@ def test_two_studies_never_share_a_folder_and_ctrl_c_stops_the_running_step(tmp_
     assert f"study folder {study_dir} is in use by another process (pid {os.getpid()}" in line
     assert not (study_dir / "steps").exists() and not (study_dir / "logs").exists()
     # A running study: its first step (making the records) starts, then Ctrl-C.
+    # SIGINT's default action restored: a shell that runs this suite in the background (`&`)
+    # starts it ignored, and Python keeps an inherited "ignore" (Ctrl-C then would do nothing).
     study = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     log = study_dir / "logs" / "records-fashion_mnist.log"
     deadline = time.time() + 180

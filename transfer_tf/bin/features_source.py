@@ -4,6 +4,9 @@ first, else its manifest) and the BLAS thread limit for processes that share few
 from __future__ import annotations
 
 from transfer_tf.protocols import logreg as logreg_lib
+from transfer_tf.protocols import sweep
+
+SPLITS = ("train", "val", "test")
 
 
 def limit_blas_threads(threads: int | None) -> None:
@@ -26,3 +29,13 @@ def features_labels(features_dir: str, model=None, dataset=None, metric=None):
                 f"--{name} is not set and {features_dir}/manifest.json does not say it"
             )
     return manifest, model, dataset, metric
+
+
+def load_splits(features_dir: str) -> tuple[dict, dict[str, str]]:
+    """({split: (features, labels)} of train, val and test; the `inputs` fingerprints of their
+    files): what every cell is computed from, so a rerun on other features computes it again."""
+    splits = {s: logreg_lib.load_features(features_dir, s) for s in SPLITS}
+    inputs = sweep.file_fingerprints(
+        {f"{s}.npz": sweep.join(features_dir, f"{s}.npz") for s in SPLITS}
+    )
+    return splits, inputs

@@ -13,7 +13,6 @@ from absl import flags
 
 from transfer_tf.bin import cli, features_source
 from transfer_tf.protocols import logreg as logreg_lib
-from transfer_tf.protocols import sweep
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string(
@@ -75,13 +74,7 @@ def main(argv):
         _, model, dataset, metric = features_source.features_labels(
             FLAGS.features_dir, FLAGS.model_label, FLAGS.dataset, FLAGS.metric
         )
-        splits = {
-            s: logreg_lib.load_features(FLAGS.features_dir, s) for s in ("train", "val", "test")
-        }
-        # What every cell is computed from: a rerun on other features computes them again.
-        inputs = sweep.file_fingerprints(
-            {f"{s}.npz": sweep.join(FLAGS.features_dir, f"{s}.npz") for s in splits}
-        )
+        splits, inputs = features_source.load_splits(FLAGS.features_dir)
         final = logreg_lib.run_logreg(
             splits,
             FLAGS.results_dir,

@@ -18,7 +18,7 @@ from absl import flags
 
 from transfer_tf.bin import cli, features_source
 from transfer_tf.protocols import logreg as logreg_lib
-from transfer_tf.protocols import predictor_sweep, sweep
+from transfer_tf.protocols import predictor_sweep
 from transfer_tf.protocols import predictors as predictors_lib
 
 FLAGS = flags.FLAGS
@@ -71,7 +71,7 @@ def main(argv):
         k_grid = [int(k) for k in FLAGS.knn_k]
     except ValueError:
         raise ValueError(f"--knn_k must be integers, got {FLAGS.knn_k}") from None
-    splits = {s: logreg_lib.load_features(FLAGS.features_dir, s) for s in ("train", "val", "test")}
+    splits, inputs = features_source.load_splits(FLAGS.features_dir)
     source_logits = None
     if FLAGS.saved_model:
         source_logits = functools.partial(
@@ -80,12 +80,7 @@ def main(argv):
             FLAGS.features_dir,
             batch_size=FLAGS.batch_size,
         )
-    # What every cell is computed from: a rerun on other features or another source computes
-    # them again.
-    inputs = sweep.file_fingerprints(
-        {f"{s}.npz": sweep.join(FLAGS.features_dir, f"{s}.npz") for s in splits}
-    )
-    if FLAGS.saved_model:
+    if FLAGS.saved_model:  # LEEP / NCE read its logits: another source computes them again
         inputs["saved_model"] = predictor_sweep.source_fingerprint(FLAGS.saved_model)
     records = predictor_sweep.run_predictors(
         splits,

@@ -1,5 +1,6 @@
 """The study's TensorFlow-free copy of what it needs of the model registry."""
 
+import json
 import subprocess
 import sys
 
@@ -49,3 +50,34 @@ def test_planning_and_the_model_table_step_import_no_tensorflow():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True", "False"]
     assert published_top1("efficientnet_lite0")[0] == 0.751
+
+
+def test_a_finished_studys_headline_prints_without_pandas_or_matplotlib():
+    # A resume with nothing left to run only prints headline.json: that must not import the
+    # report's stack (pandas, matplotlib: ~4 s on this machine).
+    headline = {
+        "report_html": "r/report.html",
+        "report_md": "r/report.md",
+        "correlations": {"logreg/fair": {"r": 0.5, "r_ci": [-1.0, 1.0], "p": 0.25, "n_models": 3}},
+        "win_counts": {"finetune_beats_logreg": {"wins": 2, "total": 3}},
+        "findings": [{"verdict": "inconclusive", "finding": "Fine-tuning beats scratch"}],
+        "skipped": {"fig4": "no features"},
+    }
+    code = (
+        "import json, sys\n"
+        "from transfer_tf.bin import study\n"
+        "from transfer_tf.analysis.headline import headline_lines\n"
+        f"print(json.dumps(headline_lines({headline!r})))\n"
+        "print(sorted(m for m in ('pandas', 'matplotlib', 'tensorflow') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    lines, heavy = out.stdout.strip().split("\n")
+    assert json.loads(lines) == [
+        "report: r/report.html",
+        "        r/report.md",
+        "r[logreg/fair] = 0.500 (95% CI -1.000 to 1.000, p = 0.25, 3 models)",
+        "finetune_beats_logreg: 2 of 3",
+        "[inconclusive] Fine-tuning beats scratch",
+        "skipped fig4: no features",
+    ]
+    assert heavy == "[]"

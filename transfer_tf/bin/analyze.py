@@ -17,6 +17,7 @@ from absl import app, flags
 
 from transfer_tf import results
 from transfer_tf.analysis import report
+from transfer_tf.analysis.headline import headline_lines
 from transfer_tf.bin import cli
 
 FLAGS = flags.FLAGS
@@ -66,7 +67,7 @@ def main(argv):
         permutation_samples=FLAGS.permutation_samples,
         seed=FLAGS.seed,
     )
-    for line in report.headline_lines(headline):
+    for line in headline_lines(headline):
         print(line)
 
 

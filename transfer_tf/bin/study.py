@@ -205,7 +205,7 @@ def make_executor():
 
 
 def print_headline(cfg: plan.StudyConfig, wall: float) -> None:
-    from transfer_tf.analysis.report import headline_lines
+    from transfer_tf.analysis.headline import headline_lines  # light: no pandas / matplotlib
 
     with open(cfg.path("report", "headline.json")) as f:
         headline = json.load(f)

@@ -2,6 +2,7 @@
 for the ridge probe, hand-computed LEEP / NCE / H-score, LogME's published fixed point and a case
 derived by hand, GBC's two-Gaussian closed form; then the protocol's cells and its errors."""
 
+import itertools
 import json
 import os
 import subprocess
@@ -76,6 +77,23 @@ def test_knn_multi_label_scores_are_neighbour_label_fractions():
     np.testing.assert_allclose(
         P.knn_scores(ours, labels, 7, 5), labels[sk_idx].mean(axis=1), rtol=1e-6
     )
+
+
+def test_cosine_neighbours_order_ties_by_index_even_at_the_kth_place():
+    # Rows of unit norm with entries 0, ½ and 1 (e_i, and ½ on four of six axes): every cosine is
+    # one of 0, ¼, ½, ¾, 1, exact in float32 whatever the summation order, so ties are exact and
+    # many. The oracle is the definition: sort by (−similarity, index), keep the first k.
+    unit = list(np.eye(6))
+    halves = [0.5 * np.isin(np.arange(6), c) for c in itertools.combinations(range(6), 4)]
+    rows = np.array(unit + halves, np.float32)  # 21 distinct rows, all of norm 1
+    rng = np.random.default_rng(4)
+    x_ref, x_q = rows[rng.integers(0, 21, 50)], rows[rng.integers(0, 21, 23)]
+    sim = x_q.astype(np.float64) @ x_ref.T.astype(np.float64)
+    for k in (1, 3, 10, 50):
+        ours = P.cosine_neighbours(x_ref, x_q, k, chunk_rows=5)
+        expected = np.array([np.lexsort((np.arange(len(row)), -row))[:k] for row in sim])
+        np.testing.assert_array_equal(ours, expected)
+    assert P.cosine_neighbours(x_ref, x_q, 99).shape == (23, 50)  # k above N: all, ordered
 
 
 # ---------------------------------------------------------------------------------------------

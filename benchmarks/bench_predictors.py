@@ -25,9 +25,14 @@ Features (--features):
   digits_lite0 1280-d EfficientNet-Lite0 features of scikit-learn's digits (988 / 359 / 450),
               from benchmarks/bench_logreg.py's cache (computed there with the local torch wheel
               on first use, ~3 min).
+  dir         {train,val,test}.npz from --features_dir, e.g. the Food-101-sized synthetic
+              features of benchmarks/bench_logreg_scale.py --make_features (60,600 / 15,150 /
+              25,250 × 2,048, 101 classes; one sweep there takes ~30 min on one core).
 
     python benchmarks/bench_predictors.py --blas_threads 1
     python benchmarks/bench_predictors.py --features digits_lite0 --blas_threads 1
+    python benchmarks/bench_predictors.py --features dir --features_dir /tmp/food101_synth \
+        --sweep_runs 1 --blas_threads 1  # bench_logreg_scale.py --make_features' Food-101 size
 """
 
 from __future__ import annotations
@@ -81,7 +86,23 @@ def digits_lite0_features(args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--features", choices=("synthetic", "digits_lite0"), default="synthetic")
+    parser.add_argument(
+        "--features", choices=("synthetic", "digits_lite0", "dir"), default="synthetic"
+    )
+    parser.add_argument(
+        "--features_dir",
+        default=None,
+        help="with --features dir: {train,val,test}.npz as transfer-extract-features or "
+        "benchmarks/bench_logreg_scale.py --make_features write them",
+    )
+    parser.add_argument(
+        "--sweep_runs",
+        type=int,
+        choices=(1, 2),
+        default=2,
+        help="logistic-regression sweeps: before and after the predictors (2), or before (1: "
+        "for sizes where one sweep takes long)",
+    )
     parser.add_argument("--classes", type=int, default=47)
     parser.add_argument("--train", type=int, default=64)
     parser.add_argument("--val", type=int, default=16)
@@ -97,9 +118,14 @@ def main() -> None:
         import threadpoolctl
 
         threadpoolctl.threadpool_limits(args.blas_threads)
-    splits = (
-        synthetic_features(args) if args.features == "synthetic" else digits_lite0_features(args)
-    )
+    if args.features == "dir":
+        if not args.features_dir:
+            parser.error("--features dir needs --features_dir")
+        splits = {s: logreg.load_features(args.features_dir, s) for s in ("train", "val", "test")}
+    elif args.features == "synthetic":
+        splits = synthetic_features(args)
+    else:
+        splits = digits_lite0_features(args)
     shapes = {s: x.shape for s, (x, _) in splits.items()}
     print(
         f"features: {args.features} {shapes}, {len(np.unique(splits['train'][1]))} classes, "
@@ -113,7 +139,7 @@ def main() -> None:
     root = tempfile.mkdtemp(prefix="bench_predictors_")
     try:
         sweeps = []
-        for run in ("first", "predictors", "second"):
+        for run in ("first", "predictors", "second")[: 1 + args.sweep_runs]:
             start, start_cpu = time.time(), time.process_time()
             if run == "predictors":
                 records = predictor_sweep.run_predictors(
@@ -174,9 +200,11 @@ def _report(sweeps, records, cpu, final) -> None:
     sweep_time = float(np.mean([s[0] for s in sweeps]))
     sweep_cpu = float(np.mean([s[1] for s in sweeps]))
     print(
-        f"logistic-regression sweep ({sweeps[0][2]} cells): {sweeps[0][0]:.1f} s, then "
-        f"{sweeps[1][0]:.1f} s; mean {sweep_time:.1f} s; CPU {sweeps[0][1]:.1f} s, then "
-        f"{sweeps[1][1]:.1f} s; test top-1 {final['test_metric']:.4f}"
+        f"logistic-regression sweep ({sweeps[0][2]} cells): "
+        + ", then ".join(f"{s[0]:.1f} s" for s in sweeps)
+        + f"; mean {sweep_time:.1f} s; CPU "
+        + ", then ".join(f"{s[1]:.1f} s" for s in sweeps)
+        + f"; test top-1 {final['test_metric']:.4f}"
     )
     by_name: dict[str, list] = {}
     for record in records:

@@ -8,7 +8,6 @@ against the `tf_slim` package's own network in test_checkpoints_slim.py), writte
 the expected values are the arrays written, transformed by hand.
 """
 
-import io
 import os
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import h5py
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
+from encoded_images import encode
 from reference.equivalence import write_tf_checkpoint
 
 from transfer_tf.models import TrainingSettings, build_model, checkpoint_classes, checkpoint_input
@@ -195,12 +194,6 @@ def test_export_binary_bad_checkpoint_is_one_line_and_nonzero(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def _png(image: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def test_serving_bytes_decodes_crops_and_resizes_like_evaluation(slim_v1, tmp_path):
     """serving_bytes(PNG) == serving_default / features on the central 87.5% crop resized to S and
     rounded to uint8, computed here with tf.image directly."""
@@ -212,7 +205,7 @@ def test_serving_bytes_decodes_crops_and_resizes_like_evaluation(slim_v1, tmp_pa
     loaded = tf.saved_model.load(export_dir)
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((80, 96), (64, 64))]
-    out = loaded.signatures["serving_bytes"](image_bytes=tf.constant([_png(i) for i in images]))
+    out = loaded.signatures["serving_bytes"](image_bytes=tf.constant([encode(i) for i in images]))
     expected = []
     for image in images:
         h, w = image.shape[:2]

@@ -1,25 +1,15 @@
 """make_input on small hand-made TFRecords: decoding, crops, flips, determinism, subsets, errors."""
 
-import io
 import json
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
+from encoded_images import encode
 
 from transfer_tf.data import RecordsNotFoundError, make_input
 from transfer_tf.data.pipeline import CROP_AREA, CROP_ASPECT, _crop_window, preprocess_image
 from transfer_tf.data.tfrecords import encode_example, write_manifest, write_split
-
-
-def _encode(array, fmt, mode=None, **kw):
-    buf = io.BytesIO()
-    image = Image.fromarray(array)
-    if mode:
-        image = image.convert(mode)
-    image.save(buf, format=fmt, **kw)
-    return buf.getvalue()
 
 
 def _write_dataset(root, name, split, examples, *, num_classes, multi_label=False, num_shards=2):
@@ -63,13 +53,13 @@ def toy(tmp_path_factory):
         array = rng.integers(0, 256, (20 + k, 30, 3), dtype=np.uint8)
         kind = k % 4
         data = (
-            _encode(array, "PNG")
+            encode(array, "PNG")
             if kind == 0
-            else _encode(array, "PNG", mode="RGBA")
+            else encode(array, "PNG", mode="RGBA")
             if kind == 1
-            else _encode(array, "PNG", mode="L")
+            else encode(array, "PNG", mode="L")
             if kind == 2
-            else _encode(array, "JPEG", quality=95)
+            else encode(array, "JPEG", quality=95)
         )
         examples.append((f"ex{k:02d}", label, data))
     _write_dataset(root, "toy", "train", examples, num_classes=3, num_shards=3)
@@ -77,7 +67,7 @@ def toy(tmp_path_factory):
         root,
         "toy",
         "val",
-        [(f"v{k}", k, _encode(_gradient(16, 16), "PNG")) for k in range(3)],
+        [(f"v{k}", k, encode(_gradient(16, 16), "PNG")) for k in range(3)],
         num_classes=3,
         num_shards=1,
     )
@@ -95,9 +85,9 @@ def test_eval_preprocessing_is_central_crop_then_scale(tmp_path):
     rgba = np.dstack([rgb, np.full((16, 16), 7, np.uint8)])
     gray = rgb[..., 0]
     examples = [
-        ("rgb", 0, _encode(rgb, "PNG")),
-        ("rgba", 1, _encode(rgba, "PNG")),
-        ("gray", 0, _encode(gray, "PNG")),
+        ("rgb", 0, encode(rgb, "PNG")),
+        ("rgba", 1, encode(rgba, "PNG")),
+        ("gray", 0, encode(gray, "PNG")),
     ]
     _write_dataset(tmp_path, "fmt", "test", examples, num_classes=2, num_shards=1)
     ds = make_input(
@@ -119,7 +109,7 @@ def test_eval_preprocessing_is_central_crop_then_scale(tmp_path):
 def test_eval_crop_then_resize_and_efficientnet_scaling(tmp_path):
     image = _gradient(40, 64)
     _write_dataset(
-        tmp_path, "g", "test", [("g", 0, _encode(image, "PNG"))], num_classes=1, num_shards=1
+        tmp_path, "g", "test", [("g", 0, encode(image, "PNG"))], num_classes=1, num_shards=1
     )
     ds = make_input(
         tmp_path,
@@ -139,8 +129,8 @@ def test_eval_crop_then_resize_and_efficientnet_scaling(tmp_path):
 
 def test_cmyk_and_grayscale_jpeg_become_rgb():
     image = _gradient(32, 32)
-    cmyk = _encode(image, "JPEG", mode="CMYK", quality=95)
-    gray = _encode(image[..., 0], "JPEG", quality=95)
+    cmyk = encode(image, "JPEG", mode="CMYK", quality=95)
+    gray = encode(image[..., 0], "JPEG", quality=95)
     for data, want in ((cmyk, image), (gray, np.repeat(image[..., :1], 3, -1))):
         out = preprocess_image(
             tf.constant(data),
@@ -172,7 +162,7 @@ def test_random_crop_window_respects_inception_ranges():
 
 def test_training_flips_about_half_the_time():
     # A left-to-right ramp stays increasing under any crop; a flip makes it decreasing.
-    data = tf.constant(_encode(_gradient(24, 48), "PNG"))
+    data = tf.constant(encode(_gradient(24, 48), "PNG"))
     flipped = []
     for i in range(200):
         out = preprocess_image(
@@ -190,7 +180,7 @@ def test_crop_area_min_bounds_the_crops_and_flip_can_be_off():
         areas.append(h * w / (120 * 200))
     assert min(areas) >= 0.5 - 0.01 and np.std(areas) > 0.05
     # Area 1 leaves only the whole image: training = resize of the full image, never flipped.
-    data = tf.constant(_encode(_gradient(24, 48), "PNG"))
+    data = tf.constant(encode(_gradient(24, 48), "PNG"))
     want = tf.image.resize(_gradient(24, 48).astype(np.float32), [16, 16]).numpy()
     for i in range(20):
         seeds = tf.constant([[3, 2 * i], [3, 2 * i + 1]], tf.int64)
@@ -212,7 +202,7 @@ def test_digits_are_not_flipped_by_default_and_bad_areas_are_refused(tmp_path):
     ]
     # The same records read as "sklearn_digits" (no flips) vs with flips forced on: a
     # left-to-right ramp never decreases without flips.
-    examples = [(f"e{k}", 0, _encode(_gradient(24, 48, seed=k), "PNG")) for k in range(8)]
+    examples = [(f"e{k}", 0, encode(_gradient(24, 48, seed=k), "PNG")) for k in range(8)]
     _write_dataset(tmp_path, "sklearn_digits", "train", examples, num_classes=1)
     kw = dict(
         image_size=16,
@@ -296,7 +286,7 @@ def test_per_class_subset_is_exact_and_seeded(toy):
 
 
 def test_multi_label_gives_multi_hot(tmp_path):
-    png = _encode(_gradient(16, 16), "PNG")
+    png = encode(_gradient(16, 16), "PNG")
     _write_dataset(
         tmp_path,
         "ml",
@@ -338,7 +328,7 @@ def _consume(ds):
 
 @pytest.mark.parametrize("damage", ["truncate", "flip_byte"])
 def test_corrupt_shard_names_shard_and_record(tmp_path, damage):
-    png = _encode(_gradient(16, 16), "PNG")
+    png = encode(_gradient(16, 16), "PNG")
     manifest = _write_dataset(
         tmp_path, "bad", "train", [(f"r{i}", 0, png) for i in range(6)], num_classes=1, num_shards=2
     )
@@ -383,7 +373,7 @@ def test_corrupt_shard_names_shard_and_record(tmp_path, damage):
 
 
 def test_truncated_image_names_shard_and_id(tmp_path):
-    good = _encode(_gradient(16, 16), "JPEG")
+    good = encode(_gradient(16, 16), "JPEG")
     records = [encode_example(good, "jpeg", 16, 16, f"ok{i}", 0, False) for i in range(3)]
     records.insert(2, encode_example(good[: len(good) // 2], "jpeg", 16, 16, "broken-7", 0, False))
     (tmp_path / "img").mkdir()

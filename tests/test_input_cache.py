@@ -2,11 +2,10 @@
 pipeline (same seed, two epochs with repeat), resumes from a checkpointed iterator, and "auto"
 decides by a size estimate."""
 
-import io
-
 import numpy as np
 import pytest
 import tensorflow as tf
+from encoded_images import encode
 from PIL import Image
 
 from transfer_tf.data import make_input
@@ -14,15 +13,6 @@ from transfer_tf.data.pipeline import decoded_cache_bytes, use_decoded_cache
 from transfer_tf.data.tfrecords import split_manifests, write_manifest, write_split
 
 NUM_CLASSES = 3
-
-
-def _encode(array, fmt, mode=None, **kw):
-    buf = io.BytesIO()
-    image = Image.fromarray(array)
-    if mode:
-        image = image.convert(mode)
-    image.save(buf, format=fmt, **kw)
-    return buf.getvalue()
 
 
 def _smooth(rng, h, w):
@@ -67,7 +57,7 @@ def mixed(tmp_path_factory):
             ("JPEG", dict(quality=90, subsampling=2)),
             ("JPEG", dict(quality=80, subsampling=1)),
         ][k % 5]
-        data = _encode(array, fmt, **kw)
+        data = encode(array, fmt, **kw)
         examples.append((f"ex{k:02d}", k % NUM_CLASSES, data))
     _write(root, "train", examples)
     return root
@@ -128,7 +118,7 @@ def test_cached_iterator_resumes_from_a_checkpoint(mixed, tmp_path):
 def test_multi_label_cached(tmp_path):
     rng = np.random.default_rng(1)
     examples = [
-        (f"m{k}", [k % 3, (k + 1) % 3], _encode(_smooth(rng, 30, 40), "PNG" if k % 2 else "JPEG"))
+        (f"m{k}", [k % 3, (k + 1) % 3], encode(_smooth(rng, 30, 40), "PNG" if k % 2 else "JPEG"))
         for k in range(6)
     ]
     _write(tmp_path, "train", examples, multi_label=True)

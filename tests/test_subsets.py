@@ -3,12 +3,10 @@
 The records here are single-colour PNGs whose grey value is the example's number, so the
 examples an input pipeline yields can be read back from its images."""
 
-import io
-
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
+from encoded_images import encode
 
 from transfer_tf.data import make_input
 from transfer_tf.data.pipeline import MAX_CYCLE, read_examples
@@ -19,9 +17,7 @@ from transfer_tf.protocols.features import FeatureSource, extract_features
 
 
 def _png(value: int) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.full((6, 6, 3), value, np.uint8)).save(buf, format="PNG")
-    return buf.getvalue()
+    return encode(np.full((6, 6, 3), value, np.uint8))
 
 
 def _write(root, split, labels, shard_of, *, first=0, num_classes=3):

@@ -140,13 +140,16 @@ def _draw_correlation_panel(ax, summary: pd.DataFrame, fit: dict, title: str) ->
             capsize=2,
             label=f"settings: {settings}",
         )
+    middle = np.nanmean([summary["source_logit"].min(), summary["source_logit"].max()])
     for row in summary.itertuples():
+        right_half = row.source_logit > middle  # labelled on the left: stays inside the panel
         ax.annotate(
             row.model,
             (row.source_logit, row.mean_logit),
             fontsize=6,
-            xytext=(3, 3),
+            xytext=(-3 if right_half else 3, 3),
             textcoords="offset points",
+            ha="right" if right_half else "left",
         )
     grid = fit["grid"]
     ax.fill_between(
@@ -191,7 +194,9 @@ def transfer_vs_source(summary: pd.DataFrame, fit: dict, protocol: str, path: st
     """
     if len(summary) < 3:
         raise FigureSkipped(f"{protocol}: fewer than 3 models with a source accuracy and results")
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5), width_ratios=(1.3, 1))
+    fig, (left, right) = plt.subplots(
+        1, 2, figsize=(12, 5), width_ratios=(1.3, 1), layout="constrained"
+    )
     _draw_correlation_panel(left, summary, fit, PROTOCOL_NAMES[protocol].capitalize())
     ordered = summary.sort_values("mean_logit")
     level = PAPER["not_worse_than_best_level"].value
@@ -232,7 +237,9 @@ def correlation_overview(summaries: dict, fits: dict, path: str) -> str:
     protocols = [p for p in ("logreg", "finetune") if p in summaries and len(summaries[p]) >= 3]
     if not protocols:
         raise FigureSkipped("neither logistic regression nor fine-tuning has 3 models to correlate")
-    fig, axes = plt.subplots(1, len(protocols), figsize=(6 * len(protocols), 5), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(protocols), figsize=(6 * len(protocols), 5), squeeze=False, layout="constrained"
+    )
     for ax, protocol in zip(axes[0], protocols, strict=True):
         _draw_correlation_panel(
             ax, summaries[protocol], fits[protocol], PROTOCOL_NAMES[protocol].capitalize()

@@ -447,6 +447,22 @@ def test_protocol_writes_one_cell_per_predictor_and_resumes(tmp_path):
     saved = results.load_predictions(os.path.join(tmp_path, "predictors", knn["predictions"]))
     assert set(saved) == {"y_true", "y_pred", "k", "val_curve", "chosen_k"}
     assert knn["val_metric"] == pytest.approx(saved["val_curve"].max())
+    # The sweep normalises the features once for k-NN and the few-shot cells: each equals its
+    # oracle on the raw features.
+    sk = KNeighborsClassifier(
+        n_neighbors=int(saved["chosen_k"]), metric="cosine", algorithm="brute"
+    )
+    sk_pred = sk.fit(trva_x, trva_y).predict(s["test"][0])
+    np.testing.assert_array_equal(saved["y_pred"], sk_pred)
+    assert knn["test_metric"] == pytest.approx(np.mean(sk_pred == s["test"][1]))
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    (fewshot,) = [r for r in records if r["hparams"]["predictor"] == "fewshot_5" and r["seed"] == 3]
+    saved = results.load_predictions(os.path.join(tmp_path, "predictors", fewshot["predictions"]))
+    support = saved["support"]
+    w, b = _direct_ridge(
+        unit(s["train"][0][support]), P.one_hot(s["train"][1][support], 4), saved["chosen_l2"]
+    )
+    np.testing.assert_array_equal(saved["y_pred"], np.argmax(unit(s["test"][0]) @ w + b, axis=1))
     seeds = sorted(frame[frame["hp.predictor"] == "fewshot_5"]["seed"])
     assert seeds == [0, 1, 2, 3, 4]
     # A rerun reads every cell back: nothing runs, the logits are not computed again.

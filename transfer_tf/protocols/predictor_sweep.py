@@ -114,9 +114,19 @@ class _Data:
         self._source_logits = source_logits
         self._logits = None
         self._stats = None
+        self._unit = None
 
-    def splits(self):
-        return (self.x_tr, self.y_tr), (self.x_va, self.y_va), (self.x_te, self.y_te)
+    def unit_splits(self):
+        """The splits with rows scaled to unit norm, as k-NN and the few-shot probes use them:
+        made once (by the first of those cells, which is charged its time), not once per cell
+        (on Food-101-sized features, 20 few-shot cells normalised val and test 20 times: 16 s).
+        A second copy of the features in memory."""
+        if self._unit is None:
+            self._unit = tuple(
+                (P.l2_normalize(x), y)
+                for x, y in ((self.x_tr, self.y_tr), (self.x_va, self.y_va), (self.x_te, self.y_te))
+            )
+        return self._unit
 
     def stats(self) -> P.FeatureStats | None:
         """The train+val scatter matrix and its one eigendecomposition that LogME, H-score and
@@ -156,7 +166,11 @@ def _probe_result(result: P.ProbeResult, y_test, test_ids, **curve) -> dict:
 
 def _run_knn(cell, data: _Data, test_ids) -> dict:
     result = P.knn(
-        *data.splits(), data.metric, num_classes=data.num_classes, k_grid=cell["hparams"]["k_grid"]
+        *data.unit_splits(),
+        data.metric,
+        num_classes=data.num_classes,
+        k_grid=cell["hparams"]["k_grid"],
+        normalized=True,
     )
     return _probe_result(
         result,
@@ -172,12 +186,13 @@ def _run_fewshot(cell, data: _Data, test_ids) -> dict:
     hp = cell["hparams"]
     l2s = np.logspace(np.log10(hp["l2_min"]), np.log10(hp["l2_max"]), hp["num_l2"])
     result = P.fewshot_ridge(
-        *data.splits(),
+        *data.unit_splits(),
         data.metric,
         shots=hp["shots"],
         seed=cell["seed"],
         num_classes=data.num_classes,
         l2_grid=l2s,
+        normalized=True,
     )
     return _probe_result(
         result,

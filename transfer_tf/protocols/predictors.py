@@ -131,15 +131,22 @@ class ProbeResult:
 
 
 def cosine_neighbours(
-    reference: np.ndarray, queries: np.ndarray, k: int, *, chunk_rows: int = 1024
+    reference: np.ndarray,
+    queries: np.ndarray,
+    k: int,
+    *,
+    chunk_rows: int = 1024,
+    normalized: bool = False,
 ) -> np.ndarray:
     """[Nq, k] indices into `reference` of each query's k most cosine-similar rows, most similar
-    first (equal similarities: lower index first, also at the k-th place)."""
-    ref = l2_normalize(reference)
+    first (equal similarities: lower index first, also at the k-th place). `normalized`: the
+    caller's rows already have unit norm (`l2_normalize`), so they are used as given."""
+    unit = (lambda x: x) if normalized else l2_normalize
+    ref = unit(reference)
     k = min(int(k), len(ref))
     out = np.empty((len(queries), k), np.int64)
     for start in range(0, len(queries), chunk_rows):
-        q = l2_normalize(queries[start : start + chunk_rows]).astype(ref.dtype, copy=False)
+        q = unit(queries[start : start + chunk_rows]).astype(ref.dtype, copy=False)
         out[start : start + len(q)] = _top_k(q @ ref.T, k)
     return out
 
@@ -192,19 +199,22 @@ def knn(
     *,
     num_classes: int,
     k_grid=K_GRID,
+    normalized: bool = False,
 ) -> ProbeResult:
     """k-NN accuracy: k chosen on val (train as reference; ties: the smaller k), then train+val
-    as reference, scored on test with `metric(y_true, scores)`."""
+    as reference, scored on test with `metric(y_true, scores)`. `normalized`: every split's rows
+    already have unit norm (the sweep normalises them once for k-NN and the few-shot probes)."""
     (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = train, val, test
     ks = sorted({int(k) for k in k_grid if 1 <= int(k) <= len(x_tr)})
     if not ks:
         raise PredictorError(f"kNN: no k in {list(k_grid)} is between 1 and {len(x_tr)}")
-    neighbours = cosine_neighbours(x_tr, x_va, max(ks))
+    neighbours = cosine_neighbours(x_tr, x_va, max(ks), normalized=normalized)
     curve = np.array([metric(y_va, knn_scores(neighbours, y_tr, k, num_classes)) for k in ks])
     best = int(np.argmax(curve))
     chosen = ks[best]
     x_ref, y_ref = np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va])
-    scores = knn_scores(cosine_neighbours(x_ref, x_te, chosen), y_ref, chosen, num_classes)
+    nearest = cosine_neighbours(x_ref, x_te, chosen, normalized=normalized)
+    scores = knn_scores(nearest, y_ref, chosen, num_classes)
     multi_label = np.asarray(y_tr).ndim == 2
     return ProbeResult(
         val_metric=float(curve[best]),
@@ -300,18 +310,20 @@ def fewshot_ridge(
     seed: int,
     num_classes: int,
     l2_grid=RIDGE_L2_GRID,
+    normalized: bool = False,
 ) -> ProbeResult:
     """The few-shot linear probe: ridge from L2-normalised features to one-hot targets, fit on
     `shots` examples per class of train (seeded), λ chosen on val (ties: the stronger), scored on
-    test with `metric`."""
+    test with `metric`. `normalized`: every split's rows already have unit norm."""
     (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = train, val, test
+    unit = (lambda x: x) if normalized else l2_normalize
     support = sample_shots(y_tr, shots, seed)
-    path = RidgePath(l2_normalize(x_tr[support]), one_hot(y_tr[support], num_classes))
+    path = RidgePath(unit(x_tr[support]), one_hot(y_tr[support], num_classes))
     l2s = np.sort(np.asarray(l2_grid, np.float64))[::-1]  # strongest first: ties keep it
-    projected = path.project(l2_normalize(x_va))
+    projected = path.project(unit(x_va))
     curve = np.array([metric(y_va, path.scores(projected, l2)) for l2 in l2s])
     best = int(np.argmax(curve))
-    scores = path.predict(l2_normalize(x_te), l2s[best])  # one λ: through the weights
+    scores = path.predict(unit(x_te), l2s[best])  # one λ: through the weights
     return ProbeResult(
         val_metric=float(curve[best]),
         test_metric=float(metric(y_te, scores)),

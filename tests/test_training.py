@@ -435,3 +435,20 @@ def test_flagfiles_parse_into_the_papers_recipes():
         found["flags/finetune/finetune_cpu.cfg"] == 4
         and found["flags/finetune/scratch_cpu.cfg"] == 2
     )
+
+
+def test_the_default_input_with_options_bound_is_counted_from_the_manifests(tmp_path):
+    # transfer-pretrain / -finetune bind --cache_decoded to the default input; counting its
+    # training split must still read the manifest (1,234 here), not the records (there are
+    # none: reading them would fail), or a pretraining run would read ImageNet once to count it.
+    import functools
+
+    from transfer_tf.training.builders import default_input_fn
+
+    (tmp_path / "toy").mkdir()
+    manifest = {"dataset": "toy", "split": "train", "num_examples": 1234, "shards": []}
+    (tmp_path / "toy" / "train.manifest.json").write_text(json.dumps(manifest))
+    cfg = tiny_config(dataset="toy", records_dir=str(tmp_path))
+    bound = functools.partial(default_input_fn, cache_decoded="on")
+    assert loop.count_examples(cfg, bound) == 1234
+    assert loop.count_examples(cfg.replace(per_class=5), bound) == 5 * 4

@@ -9,6 +9,7 @@ worker runs the same command (MultiWorkerMirroredStrategy); --tpu uses a TPU.
 
 from __future__ import annotations
 
+import functools
 import os
 
 from absl import app, flags, logging
@@ -17,6 +18,7 @@ from transfer_tf.bin import cli, training_flags
 from transfer_tf.training.config import dataset_fields
 
 training_flags.define_training_flags()
+training_flags.define_input_cache_flag()
 flags.DEFINE_string("model_dir", None, "Where the run lives (config.json, ckpt/, tb/).")
 flags.DEFINE_string("train_split", "train", "Training split (ImageNet: train).")
 flags.DEFINE_string("eval_split", "val", "Evaluation split; empty = no evaluation.")
@@ -38,6 +40,7 @@ def main(argv):
 
     from transfer_tf.data.pipeline import explain_read_error
     from transfer_tf.training import TrainConfig, Trainer
+    from transfer_tf.training.builders import default_input_fn
     from transfer_tf.training.tensorboard import start_tensorboard, stop_tensorboard
 
     try:
@@ -59,7 +62,8 @@ def main(argv):
         board = start_tensorboard(tb_dir, FLAGS.tensorboard_port)
         logging.info("TensorBoard: http://127.0.0.1:%d/", FLAGS.tensorboard_port)
     try:
-        result = Trainer(config, FLAGS.model_dir, strategy=strategy).train()
+        input_fn = functools.partial(default_input_fn, cache_decoded=FLAGS.cache_decoded)
+        result = Trainer(config, FLAGS.model_dir, strategy=strategy, input_fn=input_fn).train()
     except tf.errors.OpError as e:  # a damaged record or image: name its shard and record
         raise (
             explain_read_error(e, FLAGS.records_dir, FLAGS.dataset, FLAGS.train_split) or e

@@ -156,7 +156,7 @@ def define_speed_flags(flag_values=flags.FLAGS) -> None:
 
 
 def define_input_cache_flag(flag_values=flags.FLAGS) -> None:
-    """--cache_decoded (transfer-finetune, transfer-scratch): how the training input is read; the
+    """--cache_decoded (transfer-pretrain, -finetune, -scratch): how the training input is read; the
     batches are the same either way, so it is no part of a cell's identity."""
     flags.DEFINE_enum(
         "cache_decoded",

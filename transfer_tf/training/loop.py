@@ -58,7 +58,9 @@ def count_examples(config: TrainConfig, input_fn: InputFn | None = None, split=N
     From the TFRecord manifests for the registry data; by reading the split otherwise.
     """
     split = split or config.train_split
-    if input_fn is None or input_fn is default_input_fn:
+    # The default input with options bound (functools.partial: --cache_decoded) reads the same
+    # records: count from their manifests, not by reading the split.
+    if input_fn is None or getattr(input_fn, "func", input_fn) is default_input_fn:
         from transfer_tf.data import split_size
 
         if config.per_class is not None and split == config.train_split:

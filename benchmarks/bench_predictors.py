@@ -27,7 +27,7 @@ Features (--features):
               on first use, ~3 min).
   dir         {train,val,test}.npz from --features_dir, e.g. the Food-101-sized synthetic
               features of benchmarks/bench_logreg_scale.py --make_features (60,600 / 15,150 /
-              25,250 × 2,048, 101 classes; one sweep there takes ~30 min on one core).
+              25,250 × 2,048, 101 classes; one sweep there takes ~20 min on one core).
 
     python benchmarks/bench_predictors.py --blas_threads 1
     python benchmarks/bench_predictors.py --features digits_lite0 --blas_threads 1

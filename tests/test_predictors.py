@@ -81,7 +81,7 @@ def test_knn_multi_label_scores_are_neighbour_label_fractions():
 
 def test_cosine_neighbours_order_ties_by_index_even_at_the_kth_place():
     # Rows of unit norm with entries 0, ½ and 1 (e_i, and ½ on four of six axes): every cosine is
-    # one of 0, ¼, ½, ¾, 1, exact in float32 whatever the summation order, so ties are exact and
+    # one of 0, ½, ¾, 1, exact in float32 whatever the summation order, so ties are exact and
     # many. The oracle is the definition: sort by (−similarity, index), keep the first k.
     unit = list(np.eye(6))
     halves = [0.5 * np.isin(np.arange(6), c) for c in itertools.combinations(range(6), 4)]

@@ -9,7 +9,8 @@ between the variants, so a machine shared with other jobs slows all alike. The f
 loss of each variant's last round is printed as a sanity check, not a comparison: float16 skips
 its first steps while the loss scale falls to a size whose gradients fit (`loss_scale`).
 
-On a GPU (the paper's scale: ResNet-50 at 224, batch 256):
+On a GPU (the paper's scale: ResNet-50 at 224, batch 256; TensorFlow's CUDA libraries come with
+`TRANSFER_TF_GPU=1 scripts/setup.sh`):
 
     python benchmarks/bench_train_flags.py
 
@@ -65,6 +66,11 @@ def main(argv):
     import tensorflow as tf
 
     from transfer_tf.training import TrainConfig, Trainer
+
+    if not tf.config.list_physical_devices("GPU"):
+        print("note: TensorFlow sees no GPU, so this times the CPU (on an NVIDIA machine, "
+              "TRANSFER_TF_GPU=1 scripts/setup.sh installs TensorFlow's CUDA libraries)",
+              flush=True)  # fmt: skip
 
     config = TrainConfig(
         model=FLAGS.model,

@@ -33,16 +33,35 @@ if [ ! -x .venv/bin/python ]; then
   log "creating .venv with $(python3 --version)"
   python3 -m venv .venv
 fi
+# TRANSFER_TF_GPU=1: also TensorFlow's CUDA libraries (extra `gpu`, ~3 GB more), for NVIDIA GPUs;
+# remembered in .venv (TRANSFER_TF_GPU=0 forgets it; the libraries stay until .venv is removed).
+gpu_mark=.venv/.transfer_tf-gpu
+case "${TRANSFER_TF_GPU:-}" in
+  1) touch "$gpu_mark" ;;
+  0) rm -f "$gpu_mark" ;;
+  "") ;;
+  *) log "TRANSFER_TF_GPU must be 1 or 0, got '${TRANSFER_TF_GPU}'"; exit 2 ;;
+esac
+extras=test,ray
+if [ -f "$gpu_mark" ]; then extras=test,ray,gpu; fi
 stamp=.venv/.transfer_tf-installed
-want="$(cat setup.cfg pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)"
+want="$( (cat setup.cfg pyproject.toml scripts/setup.sh; echo "$extras") | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  log "installing transfer_tf[test,ray] into .venv (first time: ~2 minutes, ~3.5 GB)"
+  log "installing transfer_tf[$extras] into .venv (first time: ~2 minutes, ~3.5 GB)"
   start=$(date +%s)
   # pip.conf on this machine lists local mirrors that may be absent: drop those warnings only.
   .venv/bin/pip install -q --upgrade "pip>=23" "setuptools==80.10.2" wheel 2>&1 | { grep -v '^WARNING: Location' || true; } >&2
-  .venv/bin/pip install -q -e ".[test,ray]" 2>&1 | { grep -v '^WARNING: Location' || true; } >&2
+  .venv/bin/pip install -q -e ".[$extras]" 2>&1 | { grep -v '^WARNING: Location' || true; } >&2
   .venv/bin/pip check >&2 || log "pip check reported a conflict (see BUILD_NOTES.md)"
   .venv/bin/python -c "import transfer_tf, keras; assert keras.__version__.startswith('3'), keras.__version__"
   echo "$want" > "$stamp"
   log "installed in $(( $(date +%s) - start )) s; .venv is $(du -sh .venv | cut -f1)"
+  if [ -f "$gpu_mark" ]; then
+    gpus="$(.venv/bin/python -c "import tensorflow as tf; print(len(tf.config.list_physical_devices('GPU')))" 2>/dev/null || echo 0)"
+    if [ "$gpus" = 0 ]; then
+      log "WARNING: TRANSFER_TF_GPU=1 but TensorFlow sees no GPU (does nvidia-smi list one? a driver is needed)"
+    else
+      log "TensorFlow sees $gpus GPU(s)"
+    fi
+  fi
 fi

@@ -39,6 +39,33 @@ def test_installed_versions_match_pins():
         assert metadata.version(name) == version, pin
 
 
+def test_gpu_extra_pins_tensorflows_own_cuda_requirements_at_their_lower_bounds():
+    """The `gpu` extra (TRANSFER_TF_GPU=1 scripts/setup.sh) pins every library of TensorFlow's
+    and-cuda extra, read from the installed TensorFlow's metadata, at the version TensorFlow
+    was built against (its lower bound), inside its range, and nothing else."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    lines = [line.strip() for line in cfg["options.extras_require"]["gpu"].splitlines()]
+    extra = [Requirement(line) for line in lines if line]
+    assert str(extra[0]) == f"tensorflow[and-cuda]=={metadata.version('tensorflow')}"
+    pins = {r.name: str(next(iter(r.specifier)).version) for r in extra[1:]}
+    tf_cuda = [
+        Requirement(line)
+        for line in metadata.requires("tensorflow")
+        if 'extra == "and-cuda"' in line
+    ]
+    assert len(tf_cuda) >= 10
+    assert sorted(pins) == sorted(r.name for r in tf_cuda)
+    for r in tf_cuda:
+        assert r.specifier.contains(pins[r.name]), (r, pins[r.name])
+        lower = next(s.version for s in r.specifier if s.operator == ">=")
+        assert pins[r.name] == lower, (r, pins[r.name])
+
+
 def test_tf_models_official_tf_only_ops_work_under_keras3():
     """The parts of tf-models-official we rely on (see BUILD_NOTES.md) run with our stack."""
     import tensorflow as tf

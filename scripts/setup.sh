@@ -33,7 +33,7 @@ if [ ! -x .venv/bin/python ]; then
   log "creating .venv with $(python3 --version)"
   python3 -m venv .venv
 fi
-# TRANSFER_TF_GPU=1: also TensorFlow's CUDA libraries (extra `gpu`, ~3 GB more), for NVIDIA GPUs;
+# TRANSFER_TF_GPU=1: also TensorFlow's CUDA libraries (extra `gpu`, ~2.6 GB more), for NVIDIA GPUs;
 # remembered in .venv (TRANSFER_TF_GPU=0 forgets it; the libraries stay until .venv is removed).
 gpu_mark=.venv/.transfer_tf-gpu
 case "${TRANSFER_TF_GPU:-}" in
